@@ -1,0 +1,61 @@
+# VocalBridge — the commands a newcomer needs: `make run`, `make test`, `make bench`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE := $(shell $(PYTHON) -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')
+SERVICES := $(notdir $(wildcard services/*))
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench clean
+
+all: gen
+
+# The virtual environment, from the lock file; redone when the lock file changes.
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	touch $@
+
+# The project's own code is put on the path with one .pth file (no build step).
+$(VENV)/$(SITE)/vocalbridge-dev.pth: $(VENV)/.installed $(wildcard services/*)
+	printf '%s\n' "$(CURDIR)/libs/common/src" "$(CURDIR)/gen/python" $(foreach s,$(SERVICES),"$(CURDIR)/services/$(s)/src") > $@
+
+venv: $(VENV)/.installed $(VENV)/$(SITE)/vocalbridge-dev.pth
+
+gen/vocalbridge.pb: $(PROTOS) tools/gen_protos.sh $(VENV)/.installed
+	PYTHON=$(PY) tools/gen_protos.sh
+
+gen: venv gen/vocalbridge.pb
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+lint: node_modules/.installed
+	node_modules/.bin/buf lint
+
+run: gen
+	$(PY) -m vocalbridge_devstack
+
+test: gen node_modules/.installed
+	$(PY) -m pytest
+
+test-unit: gen
+	$(PY) -m pytest tests/unit
+
+test-contract: gen node_modules/.installed
+	$(PY) -m pytest tests/contract
+
+test-integration: gen
+	$(PY) -m pytest tests/integration
+
+test-e2e: gen
+	$(PY) -m pytest tests/e2e
+
+bench: gen
+	$(PY) -m bench
+
+clean:
+	rm -rf gen var/*.db .pytest_cache

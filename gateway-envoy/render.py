@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+"""Render the Envoy edge configuration of VocalBridge, for one machine or for Kubernetes.
+
+The configuration is built as plain data by `build_envoy_config` (read it top-down like a YAML
+file: listener, HTTP filters, routes, local replies, clusters) and written as JSON, which Envoy
+reads like YAML. One template serves both profiles; only `EnvoyParams` differs:
+
+    python gateway-envoy/render.py --profile local --out var/envoy.json
+    python gateway-envoy/render.py --profile k8s --namespace vocalbridge --out envoy.json
+
+Standard library only, so it runs before the virtual environment exists. The folder name has a
+dash, so other code loads it by path (see README.md) or runs the CLI.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+MIB = 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DESCRIPTOR_SET = str(REPO_ROOT / "gen" / "vocalbridge.pb")
+
+# Transcoded gRPC services (HTTP/JSON → gRPC), by full name.
+DEFAULT_SERVICES = (
+    "vocalbridge.auth.v1.AuthService",
+    "vocalbridge.agents.v1.AgentService",
+    "vocalbridge.conversation.v1.ConversationService",
+    "vocalbridge.billing.v1.BillingService",
+    "vocalbridge.voice.v1.VoiceService",
+)
+
+# Upstream name → local default port (DESIGN §1). The name is also the Envoy cluster name, the
+# Kubernetes Service name and the proto package segment: /vocalbridge.<name>.v1.* routes to it.
+LOCAL_PORTS = {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
+
+# Upstreams whose RPCs run a whole turn (provider calls with retries and fallback, STT/TTS,
+# server streaming) get a longer route timeout than the rest.
+DEFAULT_ROUTE_TIMEOUT_S = 60.0
+SLOW_ROUTE_TIMEOUT_S = 300.0
+SLOW_UPSTREAMS = ("conversation", "voice")
+
+# The header carrying the signed identity claims that auth.Check adds. Clients must never set it.
+IDENTITY_HEADER = "x-vb-identity"
+ERROR_DOMAIN = "vocalbridge.dev"
+
+CORS_ALLOW_HEADERS = ("authorization", "x-api-key", "content-type", "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ("idempotent-replayed", "x-request-id")
+CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
+
+# Filter names; the same strings key the per-route configs below.
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+CORS = "envoy.filters.http.cors"
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+ROUTER = "envoy.filters.http.router"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where one backend service listens."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class EnvoyParams:
+    """Everything that differs between deployments. Defaults are the local profile."""
+
+    listen_address: str = "127.0.0.1"
+    listen_port: int = 8080
+    # Admin stays on loopback in every profile: it can stop Envoy and dump its config.
+    admin_address: str = "127.0.0.1"
+    admin_port: int = 9901
+    descriptor_set: str = DEFAULT_DESCRIPTOR_SET
+    services: tuple = DEFAULT_SERVICES
+    upstreams: Mapping[str, Upstream] = field(
+        default_factory=lambda: {name: Upstream("127.0.0.1", port) for name, port in LOCAL_PORTS.items()}
+    )
+    # "static": fixed addresses (local processes). "dns": STRICT_DNS, every address the name
+    # resolves to is a host — with headless Kubernetes Services that is one host per pod, so
+    # Envoy balances requests over pods instead of pinning one HTTP/2 connection to one pod.
+    upstream_discovery: str = "static"
+    dns_refresh_s: float = 5.0
+    # Which upstream serves envoy.service.auth.v3.Authorization/Check.
+    authz_upstream: str = "auth"
+    authz_timeout_s: float = 2.0
+    # JSON request bodies above this are refused with 413 (base64 audio counts: raise it for voice).
+    max_request_bytes: int = 1 * MIB
+    # Transcoded (JSON) responses above this fail; base64 reply audio is the big one.
+    max_response_bytes: int = 8 * MIB
+    cors_allowed_origins: tuple = ()
+    # Route timeout per upstream; gRPC clients' own deadlines (grpc-timeout) apply when shorter.
+    route_timeouts_s: Mapping[str, float] = field(
+        default_factory=lambda: {name: SLOW_ROUTE_TIMEOUT_S for name in SLOW_UPSTREAMS}
+    )
+    default_route_timeout_s: float = DEFAULT_ROUTE_TIMEOUT_S
+    # Active gRPC health checks (grpc.health.v1) against every upstream host.
+    health_checks: bool = False
+    # Server-streaming RPCs as Server-Sent Events (`data: {...}\n\n`) instead of one JSON array.
+    stream_sse: bool = True
+    # Hops in front of Envoy whose X-Forwarded-For entries are trusted (a cloud load balancer: 1).
+    xff_num_trusted_hops: int = 0
+    # Hook for the web console: when set, /console/ is proxied (HTTP/1.1) to this static file
+    # server without authentication or transcoding. None: no console route (it answers 404).
+    console_upstream: Optional[Upstream] = None
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+
+
+def local_params(**overrides) -> EnvoyParams:
+    """Everything on 127.0.0.1 with the local default ports (DESIGN §1)."""
+    base = {"cors_allowed_origins": ("http://127.0.0.1:8080", "http://localhost:8080")}
+    base.update(overrides)
+    return EnvoyParams(**base)
+
+
+def k8s_params(namespace: str = "vocalbridge", cluster_domain: str = "cluster.local", **overrides) -> EnvoyParams:
+    """Headless Services `<name>.<namespace>.svc.<cluster_domain>`, resolved by DNS, one host per pod."""
+    base = {
+        "listen_address": "0.0.0.0",
+        "descriptor_set": "/etc/vocalbridge/vocalbridge.pb",
+        "upstreams": {
+            name: Upstream(f"{name}.{namespace}.svc.{cluster_domain}", port) for name, port in LOCAL_PORTS.items()
+        },
+        "upstream_discovery": "dns",
+        "health_checks": True,
+    }
+    base.update(overrides)
+    return EnvoyParams(**base)
+
+
+PROFILES = {"local": local_params, "k8s": k8s_params}
+
+
+# --------------------------------------------------------------------------------------------
+# The template
+
+
+def render_envoy_config(params: EnvoyParams) -> str:
+    """The Envoy bootstrap configuration as JSON text."""
+    return json.dumps(build_envoy_config(params), indent=2) + "\n"
+
+
+def build_envoy_config(params: EnvoyParams) -> dict:
+    """The Envoy bootstrap configuration as a dict (what render_envoy_config serialises)."""
+    _check(params)
+    return {
+        "admin": {
+            "address": _socket_address(params.admin_address, params.admin_port),
+        },
+        "static_resources": {
+            "listeners": [_listener(params)],
+            "clusters": [_cluster(name, up, params) for name, up in params.upstreams.items()]
+            + ([_console_cluster(params.console_upstream, params)] if params.console_upstream else []),
+        },
+        # Envoy warns at start-up when nothing bounds the number of client connections.
+        "overload_manager": {"resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": 50000,
+            },
+        }]},
+    }
+
+
+def _listener(p: EnvoyParams) -> dict:
+    return {
+        "name": "edge",
+        "address": _socket_address(p.listen_address, p.listen_port),
+        # Must hold what the transcoder buffers (a whole JSON request or response).
+        "per_connection_buffer_limit_bytes": max(p.max_request_bytes, p.max_response_bytes) + 64 * 1024,
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": _http_connection_manager(p)}]}],
+    }
+
+
+def _http_connection_manager(p: EnvoyParams) -> dict:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "edge",
+        # HTTP/1.1 (JSON clients) and h2c (gRPC clients) on the same port.
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "xff_num_trusted_hops": p.xff_num_trusted_hops,
+        "normalize_path": True,
+        "merge_slashes": True,
+        # x-request-id: keep the client's, generate one when missing, always echo it back.
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "always_set_request_id_in_response": True,
+        "server_name": "vocalbridge",
+        "stream_idle_timeout": "300s",
+        "access_log": [_access_log()],
+        "http_filters": _http_filters(p),
+        "route_config": _route_config(p),
+        "local_reply_config": _local_reply_config(),
+    }
+
+
+# Order matters; see README.md.
+def _http_filters(p: EnvoyParams) -> list:
+    return [
+        {
+            # 1. Drop any client-supplied identity header before anything can trust it.
+            "name": HEADER_MUTATION,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": IDENTITY_HEADER}]},
+            },
+        },
+        {
+            # 2. CORS for the web console; the policy itself is on the virtual host. Preflights
+            #    are answered here, before authentication (browsers send no credentials on them).
+            "name": CORS,
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+        },
+        {
+            # 3. JSON/HTTP → gRPC. Rewrites :path to /<package>.<Service>/<Method> and clears the
+            #    route cache, so routing and ext_authz below see the gRPC method for every client.
+            "name": TRANSCODER,
+            "typed_config": _transcoder(p),
+        },
+        {
+            # 4. Authentication and per-RPC authorisation by auth.Check (fail closed).
+            "name": EXT_AUTHZ,
+            "typed_config": _ext_authz(p),
+        },
+        {
+            "name": ROUTER,
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        },
+    ]
+
+
+def _transcoder(p: EnvoyParams) -> dict:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        "proto_descriptor": p.descriptor_set,
+        "services": list(p.services),
+        "auto_mapping": False,
+        # Route on the transcoded gRPC path (the default; explicit because routing depends on it).
+        "match_incoming_request_route": False,
+        # google.rpc.Status from grpc-status-details-bin → JSON body and the matching HTTP status.
+        "convert_grpc_status": True,
+        "query_param_unescape_plus": True,
+        "max_request_body_size": p.max_request_bytes,
+        "max_response_body_size": p.max_response_bytes,
+        "print_options": {
+            "add_whitespace": False,
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": False,
+            "stream_sse_style_delimited": p.stream_sse,
+        },
+        "request_validation_options": {
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+        },
+    }
+
+
+def _ext_authz(p: EnvoyParams) -> dict:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "grpc_service": {
+            "envoy_grpc": {"cluster_name": p.authz_upstream},
+            "timeout": _duration(p.authz_timeout_s),
+        },
+        # Fail closed: if auth cannot answer, nothing passes.
+        "failure_mode_allow": False,
+        # ... and say so honestly: auth unreachable is 503, not 403.
+        "status_on_error": {"code": "ServiceUnavailable"},
+        "include_peer_certificate": False,
+        # The request body is not needed: scopes depend on the method, not the payload.
+        # Every request header (authorization, x-api-key, x-request-id, ...) is sent to Check.
+    }
+
+
+def _route_config(p: EnvoyParams) -> dict:
+    routes = [
+        {
+            # Liveness of the edge itself, answered by Envoy; no key needed. The services'
+            # grpc.health.v1 is deliberately not routed from outside.
+            "name": "healthz",
+            "match": {"path": "/healthz", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+            "typed_per_filter_config": _bypass(TRANSCODER, EXT_AUTHZ),
+        },
+    ]
+    if p.console_upstream is not None:
+        routes.append({
+            "name": "console",
+            "match": {"prefix": "/console/"},
+            "route": {"cluster": "console", "timeout": "15s"},
+            "typed_per_filter_config": _bypass(TRANSCODER, EXT_AUTHZ),
+        })
+    for name in p.upstreams:
+        timeout = _duration(p.route_timeouts_s.get(name, p.default_route_timeout_s))
+        routes.append({
+            "name": name,
+            # The only way in: gRPC methods of the service's own package. Transcoded JSON requests
+            # arrive here with that path too. envoy.service.auth.v3.Authorization and
+            # grpc.health.v1.Health match no route, so they are unreachable from outside.
+            "match": {"prefix": f"/vocalbridge.{name}.v1."},
+            "route": {
+                "cluster": name,
+                "timeout": timeout,
+                # A gRPC client's grpc-timeout becomes the route timeout, capped at the route's.
+                "max_stream_duration": {"grpc_timeout_header_max": timeout},
+                # Only retries that cannot run a request twice.
+                "retry_policy": {
+                    "retry_on": "connect-failure,refused-stream,reset-before-request",
+                    "num_retries": 2,
+                },
+            },
+        })
+    routes.append({
+        # Everything else: 404 (JSON body from local_reply_config) without asking auth.
+        "name": "not_found",
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404},
+        "typed_per_filter_config": _bypass(EXT_AUTHZ),
+    })
+    vhost = {"name": "vocalbridge", "domains": ["*"], "routes": routes}
+    if p.cors_allowed_origins:
+        vhost["typed_per_filter_config"] = {CORS: _cors_policy(p.cors_allowed_origins)}
+    return {"name": "edge", "virtual_hosts": [vhost]}
+
+
+def _cors_policy(origins) -> dict:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"exact": o} for o in origins],
+        "allow_methods": ",".join(CORS_ALLOW_METHODS),
+        "allow_headers": ",".join(CORS_ALLOW_HEADERS),
+        "expose_headers": ",".join(CORS_EXPOSE_HEADERS),
+        "max_age": "600",
+    }
+
+
+def _bypass(*filters) -> dict:
+    config = {}
+    for name in filters:
+        if name == EXT_AUTHZ:
+            config[name] = {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "disabled": True,
+            }
+        else:
+            config[name] = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# Errors Envoy itself generates, as google.rpc.Status JSON (DESIGN §4 Errors)
+
+# (HTTP status, gRPC code, reason, message). Only these statuses are rewritten: ext_authz
+# denials (401/403/429) keep the JSON body auth.Check made, and upstream gRPC errors are not
+# local replies at all (the transcoder converts them).
+_LOCAL_REPLIES = (
+    (400, 3, "INVALID_REQUEST_BODY", None),
+    (404, 5, "NOT_FOUND", "No such method or resource path."),
+    (413, 8, "REQUEST_TOO_LARGE", "The request body is larger than the gateway accepts."),
+    (503, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; retry later."),
+    (504, 4, "DEADLINE_EXCEEDED", "The service did not answer in time."),
+)
+
+
+def _local_reply_config() -> dict:
+    return {"mappers": [_local_reply_mapper(*spec) for spec in _LOCAL_REPLIES]}
+
+
+def _local_reply_mapper(http_status: int, grpc_code: int, reason: str, message: Optional[str]) -> dict:
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN},
+        {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": "%REQ(X-REQUEST-ID)%"},
+    ]
+    if http_status == 400:
+        # Envoy's own text (the transcoder's parse error) goes into the body; json_format escapes it.
+        message = "Invalid request: %LOCAL_REPLY_BODY%"
+        details.insert(1, {
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"field": "body", "description": "%LOCAL_REPLY_BODY%"}],
+        })
+    return {
+        "filter": {
+            "and_filter": {"filters": [
+                {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                    "default_value": http_status, "runtime_key": f"vocalbridge.local_reply.{http_status}"}}}},
+                # gRPC clients get Envoy's grpc-status/grpc-message, not a JSON text in grpc-message.
+                {"header_filter": {"header": {"name": "te", "string_match": {"exact": "trailers"},
+                                              "invert_match": True, "treat_missing_header_as_empty": True}}},
+            ]}
+        },
+        "body_format_override": {
+            "json_format": {"code": grpc_code, "message": message, "details": details},
+            "content_type": "application/json",
+        },
+    }
+
+
+def _access_log() -> dict:
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": {
+                "time": "%START_TIME%",
+                "request_id": "%REQ(X-REQUEST-ID)%",
+                "method": "%REQ(:METHOD)%",
+                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                "grpc_method": "%REQ(:PATH)%",
+                "protocol": "%PROTOCOL%",
+                "status": "%RESPONSE_CODE%",
+                "grpc_status": "%GRPC_STATUS_NUMBER%",
+                "flags": "%RESPONSE_FLAGS%",
+                "details": "%RESPONSE_CODE_DETAILS%",
+                "duration_ms": "%DURATION%",
+                "upstream_cluster": "%UPSTREAM_CLUSTER%",
+                "upstream_host": "%UPSTREAM_HOST%",
+                "bytes_in": "%BYTES_RECEIVED%",
+                "bytes_out": "%BYTES_SENT%",
+                # auth.Check may return dynamic_metadata {tenant, key}; it lands here.
+                "tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%",
+                "traceparent": "%REQ(TRACEPARENT)%",
+                "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                "user_agent": "%REQ(USER-AGENT)%",
+            }},
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Clusters
+
+
+def _cluster(name: str, up: Upstream, p: EnvoyParams) -> dict:
+    cluster = {
+        "name": name,
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket_address(up.host, up.port)}}]}]},
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {
+                    # Notice dead peers (a killed pod) without waiting for TCP.
+                    "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                }},
+            }
+        },
+        "circuit_breakers": {"thresholds": [{
+            "priority": "DEFAULT",
+            "max_connections": 1024,
+            "max_pending_requests": 1024,
+            "max_requests": 4096,
+            "max_retries": 16,
+            "track_remaining": True,
+        }]},
+        # Eject a host (a pod) that keeps failing, for a while; never all of them.
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "consecutive_gateway_failure": 3,
+            "interval": "5s",
+            "base_ejection_time": "15s",
+            "max_ejection_percent": 50,
+        },
+    }
+    if p.upstream_discovery == "static":
+        cluster["type"] = "STATIC" if _is_ip(up.host) else "STRICT_DNS"
+    else:
+        cluster["type"] = "STRICT_DNS"
+        cluster["dns_refresh_rate"] = _duration(p.dns_refresh_s)
+        cluster["respect_dns_ttl"] = False
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if p.health_checks:
+        cluster["health_checks"] = [{
+            "timeout": "1s",
+            "interval": "5s",
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "no_traffic_interval": "15s",
+            "grpc_health_check": {},  # grpc.health.v1.Health/Check, overall server status
+        }]
+    return cluster
+
+
+def _console_cluster(up: Upstream, p: EnvoyParams) -> dict:
+    return {
+        "name": "console",
+        "connect_timeout": "1s",
+        "type": "STATIC" if p.upstream_discovery == "static" and _is_ip(up.host) else "STRICT_DNS",
+        "load_assignment": {"cluster_name": "console", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _socket_address(up.host, up.port)}}]}]},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _socket_address(host: str, port: int) -> dict:
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _check(p: EnvoyParams) -> None:
+    if p.upstream_discovery not in ("static", "dns"):
+        raise ValueError(f"upstream_discovery must be 'static' or 'dns', not {p.upstream_discovery!r}")
+    if p.authz_upstream not in p.upstreams:
+        raise ValueError(f"authz_upstream {p.authz_upstream!r} is not one of the upstreams {sorted(p.upstreams)}")
+    if not p.services:
+        raise ValueError("no services to transcode")
+    for service in p.services:
+        parts = service.split(".")
+        if len(parts) != 4 or parts[0] != "vocalbridge" or parts[1] not in p.upstreams:
+            raise ValueError(
+                f"service {service!r} is not vocalbridge.<upstream>.v1.<Service> with an upstream in {sorted(p.upstreams)}"
+            )
+    if p.max_request_bytes <= 0 or p.max_response_bytes <= 0:
+        raise ValueError("max_request_bytes and max_response_bytes must be positive")
+    if "console" in p.upstreams and p.console_upstream is not None:
+        raise ValueError("'console' is reserved for console_upstream")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the descriptor set (protobuf wire format, by hand: the standard library has no protobuf)
+
+
+def descriptor_names(path: str) -> tuple:
+    """(service full names, message full names) in a FileDescriptorSet file."""
+    services, messages = [], []
+    data = Path(path).read_bytes()
+    for fnum, fval in _fields(data):
+        if fnum != 1:  # FileDescriptorSet.file
+            continue
+        fields = list(_fields(fval))
+        package = next((v.decode() for n, v in fields if n == 2), "")  # FileDescriptorProto.package
+        prefix = f"{package}." if package else ""
+        for n, v in fields:
+            if n == 6:  # service
+                services.append(prefix + _name(v))
+            elif n == 4:  # message_type (nested types not needed here)
+                messages.append(prefix + _name(v))
+    return tuple(services), tuple(messages)
+
+
+def _name(message: bytes) -> str:
+    return next(v.decode() for n, v in _fields(message) if n == 1)
+
+
+def _fields(buf: bytes):
+    """(field number, bytes) of the length-delimited fields of one message; skips the others."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            yield number, buf[i:i + size]
+            i += size
+        else:
+            raise ValueError(f"unsupported wire type {wire} in descriptor set")
+
+
+def _varint(buf: bytes, i: int):
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def check_descriptor_set(params: EnvoyParams) -> list:
+    """Problems Envoy would hit with this descriptor set (empty when fine)."""
+    path = params.descriptor_set
+    if not os.path.exists(path):
+        return [f"descriptor set {path} does not exist (run tools/gen_protos.sh)"]
+    services, messages = descriptor_names(path)
+    problems = [f"service {s} is not in {path}" for s in params.services if s not in services]
+    # convert_grpc_status can only print details whose types are in the descriptor set.
+    for needed in ("google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RequestInfo"):
+        if needed not in messages:
+            problems.append(f"{needed} is not in {path}: error details would not be converted to JSON")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def _address(text: str) -> tuple:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _upstream_override(text: str) -> tuple:
+    name, sep, address = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
+    return name, Upstream(*_address(address))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Render VocalBridge's Envoy configuration (JSON).")
+    parser.add_argument("--profile", choices=sorted(PROFILES), required=True)
+    parser.add_argument("--out", default="-", help="output file; '-' (default) for stdout")
+    parser.add_argument("--namespace", default="vocalbridge", help="k8s: namespace of the Services")
+    parser.add_argument("--cluster-domain", default="cluster.local", help="k8s: cluster DNS domain")
+    parser.add_argument("--listen", type=_address, metavar="HOST:PORT")
+    parser.add_argument("--admin", type=_address, metavar="HOST:PORT")
+    parser.add_argument("--descriptor-set", metavar="PATH")
+    parser.add_argument("--services", metavar="LIST",
+                        help="comma-separated full service names to transcode, or 'auto' for every "
+                             "vocalbridge.* service in the descriptor set")
+    parser.add_argument("--upstream", type=_upstream_override, action="append", default=[],
+                        metavar="NAME=HOST:PORT", help="override one upstream (repeatable)")
+    parser.add_argument("--discovery", choices=("static", "dns"))
+    parser.add_argument("--max-request-bytes", type=int)
+    parser.add_argument("--max-response-bytes", type=int)
+    parser.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                        help="allowed browser origin (repeatable; replaces the profile's)")
+    parser.add_argument("--health-checks", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--console-upstream", type=_address, metavar="HOST:PORT")
+    parser.add_argument("--no-check", action="store_true", help="skip checking the descriptor set")
+    args = parser.parse_args(argv)
+
+    overrides = {}
+    if args.listen:
+        overrides["listen_address"], overrides["listen_port"] = args.listen
+    if args.admin:
+        overrides["admin_address"], overrides["admin_port"] = args.admin
+    if args.descriptor_set:
+        overrides["descriptor_set"] = str(Path(args.descriptor_set).resolve())
+    if args.discovery:
+        overrides["upstream_discovery"] = args.discovery
+    if args.max_request_bytes is not None:
+        overrides["max_request_bytes"] = args.max_request_bytes
+    if args.max_response_bytes is not None:
+        overrides["max_response_bytes"] = args.max_response_bytes
+    if args.cors_origin is not None:
+        overrides["cors_allowed_origins"] = tuple(args.cors_origin)
+    if args.health_checks is not None:
+        overrides["health_checks"] = args.health_checks
+    if args.console_upstream:
+        overrides["console_upstream"] = Upstream(*args.console_upstream)
+
+    if args.profile == "k8s":
+        params = k8s_params(namespace=args.namespace, cluster_domain=args.cluster_domain, **overrides)
+    else:
+        params = local_params(**overrides)
+    if args.upstream:
+        params = dataclasses.replace(params, upstreams={**params.upstreams, **dict(args.upstream)})
+    if args.services == "auto":
+        found, _ = descriptor_names(params.descriptor_set)
+        services = tuple(s for s in found if s.startswith("vocalbridge."))
+        params = dataclasses.replace(params, services=services)
+    elif args.services:
+        params = dataclasses.replace(params, services=tuple(s.strip() for s in args.services.split(",") if s.strip()))
+
+    try:
+        text = render_envoy_config(params)
+    except ValueError as exc:
+        parser.error(str(exc))
+    # The k8s descriptor path exists only inside the pod; check what can be checked here.
+    if not args.no_check and os.path.exists(params.descriptor_set):
+        for problem in check_descriptor_set(params):
+            print(f"render.py: warning: {problem}", file=sys.stderr)
+
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

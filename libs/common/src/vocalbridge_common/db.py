@@ -1,0 +1,147 @@
+"""The database layer: one async engine per process, tenant-scoped transactions.
+
+SQLite (aiosqlite) is the embedded default, one file per service. On
+PostgreSQL (psycopg 3) each service owns one schema, and row-level security
+enforces tenant isolation under the code's own `tenant_id` filters:
+
+- every connection switches to the non-owner role APP_ROLE, whose rows are
+  filtered by the policy `tenant_id = current_setting('app.tenant_id', true)`;
+- a tenant transaction starts with `set_config('app.tenant_id', :t, true)`
+  (transaction-local), so a query that forgets its filter sees nothing;
+- the few cross-tenant reads (an API-key lookup before the tenant is known,
+  an outbox relay) run in a system transaction, `SET LOCAL ROLE SYSTEM_ROLE`,
+  a role with BYPASSRLS, visible as such at the call site.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+APP_ROLE = "vocalbridge_app"
+SYSTEM_ROLE = "vocalbridge_system"
+
+_NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base for one service's models (each service subclasses it once)."""
+
+    __abstract__ = True
+    metadata = MetaData(naming_convention=_NAMING)
+
+
+class UtcDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on both backends (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def async_url(url: str) -> str:
+    """Accepts `postgresql://…` / `sqlite:///…` and picks the async driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.drivername in ("sqlite", "sqlite+aiosqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (use postgresql:// or sqlite:///)")
+
+
+def sync_url(url: str) -> str:
+    """The same database through a synchronous driver (for Alembic)."""
+    parsed = make_url(async_url(url))
+    driver = "postgresql+psycopg" if parsed.drivername.startswith("postgresql") else "sqlite"
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def is_postgres(url: str) -> bool:
+    return make_url(async_url(url)).drivername.startswith("postgresql")
+
+
+class Database:
+    """A service's engine and its transaction scopes. Built at start-up, never at import."""
+
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.schema = schema
+        self.postgres = is_postgres(self.url)
+        if self.postgres:
+            self.engine: AsyncEngine = create_async_engine(self.url, pool_size=pool_size, pool_pre_ping=True)
+            event.listen(self.engine.sync_engine, "connect", self._on_postgres_connect)
+        else:
+            database = make_url(self.url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
+            event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def _on_postgres_connect(self, dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f'SET search_path TO "{self.schema}"')
+        cursor.execute(f"SET ROLE {APP_ROLE}")
+        cursor.close()
+        # Committed so the pool's reset-on-return rollback cannot undo the role switch.
+        dbapi_connection.commit()
+
+    @staticmethod
+    def _on_sqlite_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @asynccontextmanager
+    async def tenant_transaction(self, tenant_id: str) -> AsyncIterator[AsyncSession]:
+        """A transaction that can see and write only `tenant_id`'s rows."""
+        if not tenant_id:
+            raise ValueError("tenant transaction without a tenant")
+        async with self._sessions.begin() as session:
+            if self.postgres:
+                await session.execute(text("SELECT set_config('app.tenant_id', :tenant, true)"), {"tenant": tenant_id})
+            yield session
+
+    @asynccontextmanager
+    async def system_transaction(self) -> AsyncIterator[AsyncSession]:
+        """A cross-tenant transaction, for the few reads that must precede knowing the tenant."""
+        async with self._sessions.begin() as session:
+            if self.postgres:
+                await session.execute(text(f"SET LOCAL ROLE {SYSTEM_ROLE}"))
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,130 @@
+"""The domain-error hierarchy and its mapping to `google.rpc.Status`.
+
+Services raise these; one server interceptor turns them into a rich status
+(ErrorInfo with an UPPER_SNAKE reason, BadRequest field violations,
+RequestInfo with the request id). Handlers never build status codes by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "vocalbridge.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field: its path in the request (snake_case) and why."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a client may see. Subclasses fix the gRPC code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    default_reason: str = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata = dict(metadata or {})
+        self.field_violations = tuple(field_violations)
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(DomainError):
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ABORTED"
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+def invalid_fields(violations: Sequence[FieldViolation], reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+    """One InvalidArgument carrying every violation, so a client fixes all at once."""
+    summary = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return InvalidArgument(f"invalid request: {summary}", reason=reason, field_violations=violations)
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def to_rpc_status(error: DomainError, request_id: str | None) -> status_pb2.Status:
+    """The google.rpc.Status a client receives for `error`."""
+    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    status.details.append(
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+    )
+    if error.field_violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.field_violations
+            ]
+        )
+        status.details.append(_pack(bad_request))
+    if request_id:
+        status.details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
+    return status
+
+
+def internal_status(request_id: str | None) -> status_pb2.Status:
+    """What a client sees for an unexpected exception: nothing about its cause."""
+    return to_rpc_status(DomainError("internal error; the request id identifies it in the logs"), request_id)
+
+
+assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]

@@ -1,0 +1,29 @@
+"""Resource ids: a type prefix and 26 characters that sort by creation time
+(48-bit millisecond clock + 80 random bits, Crockford base32, as ULIDs do),
+so keyset pagination by id is pagination by creation order."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_PATTERN = re.compile(r"^[a-z]{3}_[0-9a-hjkmnp-tv-z]{26}$")
+
+
+def new_id(prefix: str) -> str:
+    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def parse_resource_name(name: str, collection: str, prefix: str) -> str | None:
+    """The id in `collection/<prefix>_…`, or None when `name` is not such a name."""
+    head, _, resource_id = name.partition("/")
+    if head != collection or not resource_id.startswith(prefix + "_") or not ID_PATTERN.match(resource_id):
+        return None
+    return resource_id

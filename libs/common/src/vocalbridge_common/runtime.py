@@ -1,0 +1,53 @@
+"""The entry point every service's `__main__` delegates to:
+
+    python -m vocalbridge_<svc> migrate   upgrade the service's database, then exit
+    python -m vocalbridge_<svc> serve     (default) serve until SIGTERM / SIGINT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from vocalbridge_common.config import CommonSettings, ConfigError
+from vocalbridge_common.logging import configure_logging
+from vocalbridge_common.migrations import migrate
+from vocalbridge_common.server import RunningServer, serve_until_signalled
+from vocalbridge_common.telemetry import setup_tracing
+
+
+def service_main(
+    *,
+    settings_from_env: Callable[[], object],  # a frozen settings object with `.common: CommonSettings`
+    create_server: Callable[..., Awaitable[RunningServer]],
+    schema: str,
+    migrations_dir: Path,
+    argv: list[str] | None = None,
+) -> int:
+    parser = argparse.ArgumentParser(prog=f"vocalbridge_{schema}")
+    parser.add_argument("command", nargs="?", default="serve", choices=("serve", "migrate"))
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_env()
+    except ConfigError as exc:
+        print(f"vocalbridge-{schema}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    common: CommonSettings = settings.common
+    configure_logging(schema, common.log_level)
+    log = logging.getLogger(f"vocalbridge.{schema}")
+    if args.command == "migrate":
+        migrate(common.database_url, schema, migrations_dir)
+        log.info("migrated", extra={"schema": schema})
+        return 0
+    setup_tracing(schema)
+
+    async def serve() -> None:
+        running = await create_server(settings)
+        await serve_until_signalled(running, common.shutdown_grace_seconds)
+
+    asyncio.run(serve())
+    return 0

@@ -1,0 +1,1 @@
+"""VocalBridge auth service: tenants, API keys, and the Envoy ext_authz Check."""

@@ -1,0 +1,175 @@
+"""Envoy's ext_authz Check: API key → signed identity header, or a JSON denial.
+
+Envoy calls Check for every request (after the JSON transcoder, so the path is
+always the gRPC method `/vocalbridge.<svc>.v1.<Service>/<Method>`). Check finds
+the key by its public prefix, compares digests, applies the method's required
+scope, and on success sets the one identity header the services trust.
+Key lookups are cached for a short TTL: a revoked key is refused at most that
+long after revocation.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+
+from vocalbridge_auth import keys
+from vocalbridge_auth.models import ApiKeyRow
+from vocalbridge_auth.service import AuthService
+from vocalbridge_common import scopes as scope_policy
+from vocalbridge_common.db import utcnow
+from vocalbridge_common.errors import DomainError, NotFound, PermissionDenied, Unauthenticated, Unavailable, to_rpc_status
+from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+
+log = logging.getLogger(__name__)
+
+OPERATOR_KEY_ID = "operator"
+_MAX_CACHE_ENTRIES = 100_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _CachedKey:
+    row: ApiKeyRow | None
+    fetched_at: float
+
+
+class KeyAuthenticator:
+    """Turns a presented secret into a Principal, or raises Unauthenticated."""
+
+    def __init__(
+        self,
+        service: AuthService,
+        operator_key_digest: str,
+        cache_ttl_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._service = service
+        self._operator_key_digest = operator_key_digest
+        self._ttl = cache_ttl_seconds
+        self._monotonic = monotonic
+        self._clock = clock
+        self._cache: dict[str, _CachedKey] = {}
+
+    async def _lookup(self, prefix: str) -> ApiKeyRow | None:
+        now = self._monotonic()
+        cached = self._cache.get(prefix)
+        if cached is not None and now - cached.fetched_at < self._ttl:
+            return cached.row
+        row = await self._service.find_key(prefix)
+        if len(self._cache) >= _MAX_CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[prefix] = _CachedKey(row, now)
+        return row
+
+    async def authenticate(self, secret: str | None) -> Principal:
+        if not secret:
+            raise Unauthenticated(
+                "an API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+                reason="API_KEY_MISSING",
+            )
+        if hmac.compare_digest(keys.digest(secret), self._operator_key_digest):
+            return Principal("", OPERATOR_KEY_ID, frozenset({scope_policy.OPERATOR}))
+        prefix = keys.prefix_of(secret)
+        row = await self._lookup(prefix) if prefix else None
+        if row is None or not keys.matches(secret, row.digest):
+            raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
+        if row.revoke_time is not None:
+            raise Unauthenticated("the API key has been revoked", reason="API_KEY_REVOKED")
+        if row.expire_time is not None and row.expire_time <= self._clock():
+            raise Unauthenticated("the API key has expired", reason="API_KEY_EXPIRED")
+        return Principal(row.tenant_id, row.id, frozenset(row.scopes.split(",")))
+
+
+def presented_secret(headers) -> str | None:
+    authorization = headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return headers.get("x-api-key", "").strip() or None
+
+
+_HTTP_STATUS = {
+    code_pb2.UNAUTHENTICATED: http_status_pb2.Unauthorized,
+    code_pb2.PERMISSION_DENIED: http_status_pb2.Forbidden,
+    code_pb2.NOT_FOUND: http_status_pb2.NotFound,
+    code_pb2.UNAVAILABLE: http_status_pb2.ServiceUnavailable,
+}
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, authenticator: KeyAuthenticator, signer: IdentitySigner) -> None:
+        self._authenticator = authenticator
+        self._signer = signer
+
+    async def Check(self, request, context):
+        http = request.attributes.request.http
+        headers = http.headers
+        request_id = headers.get("x-request-id")
+        method = http.path.split("?", 1)[0]
+        try:
+            if not method.startswith("/vocalbridge."):
+                raise NotFound(f"no API method at {method}", reason="METHOD_NOT_FOUND")
+            principal = await self._authenticator.authenticate(presented_secret(headers))
+            if not scope_policy.allows(principal.scopes, method):
+                needed = scope_policy.required_scope(method)
+                raise PermissionDenied(
+                    f"this API key lacks the '{needed}' scope", reason="SCOPE_INSUFFICIENT",
+                    metadata={"requiredScope": needed},
+                )
+        except DomainError as error:
+            log.info("denied", extra={"method": method, "reason": error.reason})
+            return self._deny(to_rpc_status(error, request_id))
+        except Exception:  # noqa: BLE001 - never let a database hiccup look like a valid key
+            log.exception("key check failed")
+            return self._deny(to_rpc_status(Unavailable("authentication is temporarily unavailable"), request_id))
+        token = self._signer.mint(principal.tenant_id, principal.key_id, principal.scopes)
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[
+                    base_pb2.HeaderValueOption(
+                        header=base_pb2.HeaderValue(key=IDENTITY_HEADER, value=token),
+                        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                    )
+                ],
+                # The services never need the secret; keep it out of their logs and memory.
+                headers_to_remove=["authorization", "x-api-key"],
+            ),
+        )
+
+    @staticmethod
+    def _deny(status: status_pb2.Status) -> external_auth_pb2.CheckResponse:
+        body = json_format.MessageToJson(status, indent=None)
+        response_headers = [
+            base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="content-type", value="application/json"))
+        ]
+        if status.code == code_pb2.UNAUTHENTICATED:
+            response_headers.append(
+                base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="www-authenticate", value="Bearer"))
+            )
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=status.code, message=status.message),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=_HTTP_STATUS.get(status.code, http_status_pb2.Forbidden)),
+                headers=response_headers,
+                body=body,
+            ),
+        )

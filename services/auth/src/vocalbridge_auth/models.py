@@ -1,0 +1,42 @@
+"""Auth tables: the tenant registry and the tenants' API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vocalbridge_common.db import Base, UtcDateTime
+
+
+class AuthBase(Base):
+    __abstract__ = True
+
+
+class TenantRow(AuthBase):
+    """The tenant registry. Operator-managed, so not under row-level security:
+    it is read only in system transactions by operator RPCs."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiKeyRow(AuthBase):
+    """An API key. Only the SHA-256 digest of the secret is stored; `prefix` is
+    the public part of the secret, unique, used to find the row."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(20), unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(100))  # comma-separated scope names
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    expire_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revoke_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

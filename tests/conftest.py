@@ -1,0 +1,49 @@
+"""Fixtures shared by every test layer: a real PostgreSQL database per test
+module, the identity secret, and helpers to act as a tenant."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+
+# The admin connection used to create and drop throw-away databases.
+PG_ADMIN_URL = os.environ.get("VB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_IDENTITY_SECRET = b"test-identity-secret-0123456789abcdef"
+
+
+def _database_url(name: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test module, dropped afterwards."""
+    name = f"vb_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _database_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def signer() -> IdentitySigner:
+    return IdentitySigner(TEST_IDENTITY_SECRET)
+
+
+@pytest.fixture(scope="session")
+def as_tenant(signer):
+    """`as_tenant(tenant_id, scopes)` → gRPC metadata carrying a signed identity."""
+
+    def metadata(tenant_id: str, scopes=("admin",), key_id: str = "key_test") -> tuple[tuple[str, str], ...]:
+        return ((IDENTITY_HEADER, signer.mint(tenant_id, key_id, scopes)),)
+
+    return metadata

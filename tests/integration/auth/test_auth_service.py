@@ -1,0 +1,283 @@
+"""The auth service through its real server (port 0) against real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.protobuf import timestamp_pb2
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+from vocalbridge.auth.v1 import api_key_pb2, auth_service_pb2, auth_service_pb2_grpc
+
+from tests.conftest import TEST_IDENTITY_SECRET
+from tests.support import error_reason, violated_fields
+from vocalbridge_auth.config import AuthSettings
+from vocalbridge_auth.server import MIGRATIONS_DIR, create_server
+from vocalbridge_common.config import CommonSettings
+from vocalbridge_common.db import async_url
+from vocalbridge_common.migrations import migrate
+
+OPERATOR_KEY = "operator-key-for-tests-0123456789"
+CACHE_TTL = 0.3
+LIST_AGENTS = "/vocalbridge.agents.v1.AgentService/ListAgents"
+CREATE_AGENT = "/vocalbridge.agents.v1.AgentService/CreateAgent"
+
+
+@pytest.fixture(scope="module")
+async def server(pg_url):
+    migrate(pg_url, "auth", MIGRATIONS_DIR)
+    settings = AuthSettings(
+        common=CommonSettings(
+            service_name="auth", listen_host="127.0.0.1", port=0, database_url=pg_url,
+            identity_secret=TEST_IDENTITY_SECRET, log_level="INFO", known_providers=("vendorA", "vendorB"),
+            shutdown_grace_seconds=1,
+        ),
+        operator_key_digest=hashlib.sha256(OPERATOR_KEY.encode()).hexdigest(),
+        key_cache_ttl_seconds=CACHE_TTL,
+        identity_ttl_seconds=60,
+    )
+    running = await create_server(settings)
+    yield running
+    await running.stop(None)
+
+
+@pytest.fixture(scope="module")
+async def channel(server):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def auth(channel):
+    return auth_service_pb2_grpc.AuthServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def authz(channel):
+    return external_auth_pb2_grpc.AuthorizationStub(channel)
+
+
+@pytest.fixture(scope="module")
+def operator(as_tenant):
+    return as_tenant("", ("operator",), key_id="operator")
+
+
+async def new_tenant(auth, operator, name="Acme"):
+    response = await auth.CreateTenant(auth_service_pb2.CreateTenantRequest(display_name=name), metadata=operator)
+    tenant_id = response.tenant.name.removeprefix("tenants/")
+    return tenant_id, response.api_key
+
+
+async def check(authz, method: str, key: str | None):
+    headers = {"x-request-id": "req-test"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.request.http.path = method
+    request.attributes.request.http.headers.update(headers)
+    return await authz.Check(request)
+
+
+def denial(response) -> tuple[int, str]:
+    assert response.HasField("denied_response"), response
+    body = json.loads(response.denied_response.body)
+    return response.denied_response.status.code, body["details"][0]["reason"]
+
+
+async def test_create_tenant_returns_admin_key_once(auth, operator):
+    tenant_id, key = await new_tenant(auth, operator)
+    assert tenant_id.startswith("ten_")
+    assert key.secret.startswith(key.prefix + "_")
+    assert list(key.scopes) == [api_key_pb2.SCOPE_ADMIN]
+    tenants = await auth.ListTenants(auth_service_pb2.ListTenantsRequest(), metadata=operator)
+    assert f"tenants/{tenant_id}" in [t.name for t in tenants.tenants]
+    fetched = await auth.GetApiKey(auth_service_pb2.GetApiKeyRequest(name=key.name), metadata=(
+        ("x-vb-identity", _mint(tenant_id, ("admin",))),))
+    assert fetched.secret == "" and fetched.prefix == key.prefix
+
+
+def _mint(tenant_id, scopes):
+    from vocalbridge_common.identity import IdentitySigner
+
+    return IdentitySigner(TEST_IDENTITY_SECRET).mint(tenant_id, "key_test", scopes)
+
+
+async def test_tenant_admin_cannot_create_tenants(auth, as_tenant):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.CreateTenant(auth_service_pb2.CreateTenantRequest(display_name="X"), metadata=as_tenant("ten_x"))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(caught.value) == "SCOPE_INSUFFICIENT"
+
+
+async def test_invalid_tenant_name_is_refused_and_nothing_written(auth, operator):
+    before = await auth.ListTenants(auth_service_pb2.ListTenantsRequest(page_size=1000), metadata=operator)
+    for bad in ("", " padded ", "x" * 101):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await auth.CreateTenant(auth_service_pb2.CreateTenantRequest(display_name=bad), metadata=operator)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(caught.value) == {"display_name"}
+    after = await auth.ListTenants(auth_service_pb2.ListTenantsRequest(page_size=1000), metadata=operator)
+    assert len(after.tenants) == len(before.tenants)
+
+
+async def test_check_mints_identity_for_a_valid_key(auth, authz, operator, signer):
+    tenant_id, key = await new_tenant(auth, operator)
+    response = await check(authz, LIST_AGENTS, key.secret)
+    assert response.HasField("ok_response")
+    header = {h.header.key: h.header.value for h in response.ok_response.headers}
+    identity = signer.verify(header["x-vb-identity"])
+    assert identity.tenant_id == tenant_id
+    assert identity.scopes == {"admin"}
+    assert set(response.ok_response.headers_to_remove) == {"authorization", "x-api-key"}
+
+
+async def test_check_accepts_x_api_key_header(auth, authz, operator):
+    _, key = await new_tenant(auth, operator)
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.request.http.path = LIST_AGENTS
+    request.attributes.request.http.headers["x-api-key"] = key.secret
+    assert (await authz.Check(request)).HasField("ok_response")
+
+
+async def test_check_denies_missing_and_wrong_keys(auth, authz, operator):
+    _, key = await new_tenant(auth, operator)
+    assert denial(await check(authz, LIST_AGENTS, None)) == (401, "API_KEY_MISSING")
+    assert denial(await check(authz, LIST_AGENTS, key.secret[:-1] + ("A" if key.secret[-1] != "A" else "B"))) == (
+        401, "API_KEY_INVALID")
+    assert denial(await check(authz, LIST_AGENTS, "not-a-key")) == (401, "API_KEY_INVALID")
+
+
+async def test_check_applies_scopes(auth, authz, operator, as_tenant):
+    tenant_id, _ = await new_tenant(auth, operator)
+    read_only = await auth.CreateApiKey(
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_READ])),
+        metadata=as_tenant(tenant_id),
+    )
+    assert (await check(authz, LIST_AGENTS, read_only.secret)).HasField("ok_response")
+    assert denial(await check(authz, CREATE_AGENT, read_only.secret)) == (403, "SCOPE_INSUFFICIENT")
+    # The operator manages tenants but is no tenant: it cannot list agents.
+    assert denial(await check(authz, LIST_AGENTS, OPERATOR_KEY)) == (403, "SCOPE_INSUFFICIENT")
+    assert (await check(authz, "/vocalbridge.auth.v1.AuthService/CreateTenant", OPERATOR_KEY)).HasField(
+        "ok_response")
+
+
+async def test_revoked_key_is_refused_after_cache_ttl(auth, authz, operator, as_tenant):
+    tenant_id, admin = await new_tenant(auth, operator)
+    key = await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()),
+                                  metadata=as_tenant(tenant_id))
+    assert list(key.scopes) == [api_key_pb2.SCOPE_WRITE]
+    assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")
+    revoked = await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name),
+                                      metadata=as_tenant(tenant_id))
+    assert revoked.HasField("revoke_time")
+    await asyncio.sleep(CACHE_TTL + 0.1)
+    assert denial(await check(authz, LIST_AGENTS, key.secret)) == (401, "API_KEY_REVOKED")
+    assert (await check(authz, LIST_AGENTS, admin.secret)).HasField("ok_response")
+
+
+async def test_expired_key_is_refused(auth, authz, operator, as_tenant):
+    tenant_id, _ = await new_tenant(auth, operator)
+    expire = timestamp_pb2.Timestamp()
+    expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=1))
+    key = await auth.CreateApiKey(
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(expire_time=expire)),
+        metadata=as_tenant(tenant_id),
+    )
+    assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")
+    await asyncio.sleep(1.2)
+    assert denial(await check(authz, LIST_AGENTS, key.secret)) == (401, "API_KEY_EXPIRED")
+
+
+async def test_create_api_key_validation_writes_nothing(auth, operator, as_tenant):
+    tenant_id, _ = await new_tenant(auth, operator)
+    meta = as_tenant(tenant_id)
+    past = timestamp_pb2.Timestamp()
+    past.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
+    cases = [
+        (api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_OPERATOR]), {"api_key.scopes"}),
+        (api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_UNSPECIFIED]), {"api_key.scopes"}),
+        (api_key_pb2.ApiKey(expire_time=past), {"api_key.expire_time"}),
+        (api_key_pb2.ApiKey(display_name="k" * 101), {"api_key.display_name"}),
+    ]
+    for key, fields in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=key), metadata=meta)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(caught.value) == fields
+    keys = await auth.ListApiKeys(auth_service_pb2.ListApiKeysRequest(), metadata=meta)
+    assert len(keys.api_keys) == 1
+
+
+async def test_keys_are_tenant_isolated(auth, operator, as_tenant):
+    tenant_a, key_a = await new_tenant(auth, operator, "A")
+    tenant_b, key_b = await new_tenant(auth, operator, "B")
+    as_b = as_tenant(tenant_b)
+    for call, request in (
+        (auth.GetApiKey, auth_service_pb2.GetApiKeyRequest(name=key_a.name)),
+        (auth.RevokeApiKey, auth_service_pb2.RevokeApiKeyRequest(name=key_a.name)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(request, metadata=as_b)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error_reason(caught.value) == "API_KEY_NOT_FOUND"
+    listed = await auth.ListApiKeys(auth_service_pb2.ListApiKeysRequest(), metadata=as_b)
+    assert [k.name for k in listed.api_keys] == [key_b.name]
+    still = await auth.GetApiKey(auth_service_pb2.GetApiKeyRequest(name=key_a.name), metadata=as_tenant(tenant_a))
+    assert not still.HasField("revoke_time")
+
+
+async def test_pagination_and_bad_page_token(auth, operator, as_tenant):
+    tenant_id, _ = await new_tenant(auth, operator)
+    meta = as_tenant(tenant_id)
+    for _ in range(4):
+        await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()), metadata=meta)
+    seen, token = [], ""
+    while True:
+        page = await auth.ListApiKeys(auth_service_pb2.ListApiKeysRequest(page_size=2, page_token=token), metadata=meta)
+        seen += [k.name for k in page.api_keys]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) == 5
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await auth.ListApiKeys(auth_service_pb2.ListApiKeysRequest(page_token="garbage"), metadata=meta)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "INVALID_PAGE_TOKEN"
+
+
+async def test_get_caller_identity(auth, operator, as_tenant):
+    tenant_id, _ = await new_tenant(auth, operator)
+    me = await auth.GetCallerIdentity(auth_service_pb2.GetCallerIdentityRequest(), metadata=as_tenant(tenant_id, ("read",)))
+    assert me.tenant == f"tenants/{tenant_id}"
+    assert list(me.scopes) == [api_key_pb2.SCOPE_READ]
+    op = await auth.GetCallerIdentity(auth_service_pb2.GetCallerIdentityRequest(), metadata=operator)
+    assert op.tenant == "" and list(op.scopes) == [api_key_pb2.SCOPE_OPERATOR]
+
+
+async def test_unsigned_or_forged_identity_is_refused(auth, signer):
+    forged = signer.mint("ten_x", "key_x", ("operator",))
+    body, _, mac = forged.rpartition(".")
+    for metadata in ((), (("x-vb-identity", body + ".AAAA"),), (("x-vb-identity", "garbage"),)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await auth.ListTenants(auth_service_pb2.ListTenantsRequest(), metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_reason(caught.value) == "INVALID_IDENTITY"
+
+
+async def test_row_level_security_hides_keys_without_tenant(auth, operator, pg_url):
+    tenant_id, _ = await new_tenant(auth, operator)
+    engine = create_async_engine(async_url(pg_url))
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("SET LOCAL ROLE vocalbridge_app"))
+            assert (await connection.scalar(text("SELECT count(*) FROM auth.api_keys"))) == 0
+            await connection.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {"t": tenant_id})
+            assert (await connection.scalar(text("SELECT count(*) FROM auth.api_keys"))) == 1
+    finally:
+        await engine.dispose()

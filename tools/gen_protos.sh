@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The one code-generation step: Python messages, type stubs and gRPC stubs under
+# gen/python, and the descriptor set Envoy's JSON transcoder reads (with every
+# import, so google/rpc/error_details.proto is there for convert_grpc_status).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+out=gen/python
+rm -rf gen && mkdir -p "$out"
+wkt=$("$PY" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+mapfile -t files < <(find protos/vocalbridge -name '*.proto' | sort)
+"$PY" -m grpc_tools.protoc -I protos -I protos/third_party -I "$wkt" \
+  --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
+  --include_imports --include_source_info --descriptor_set_out=gen/vocalbridge.pb \
+  "${files[@]}"
+echo "generated ${#files[@]} proto files into $out and gen/vocalbridge.pb"
