@@ -1,0 +1,82 @@
+"""The shared server bootstrap and interceptor over a real socket."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from tests.support import error_reason
+from vocalbridge_common.context import current_identity
+from vocalbridge_common.errors import NotFound
+from vocalbridge_common.server import start_grpc_server
+
+
+async def _boom(request, context):
+    raise RuntimeError("database password is hunter2")
+
+
+async def _who(request, context):
+    return current_identity().tenant_id.encode()
+
+
+async def _missing(request, context):
+    raise NotFound("no such thing", reason="THING_NOT_FOUND")
+
+
+def _register(server):
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
+        for name, fn in (("Boom", _boom), ("ListWho", _who), ("Missing", _missing))
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Probe", handlers),))
+
+
+@pytest.fixture(scope="module")
+async def channel(signer):
+    running = await start_grpc_server(service_names=("test.Probe",), register=_register, signer=signer,
+                                      host="127.0.0.1", port=0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield channel
+    await running.stop(None)
+
+
+async def test_unexpected_exception_is_internal_without_details(channel, as_tenant, caplog):
+    call = channel.unary_unary("/test.Probe/Boom")
+    with caplog.at_level(logging.ERROR):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(b"", metadata=(*as_tenant("ten_a"), ("x-request-id", "req-42")))
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in caught.value.details() and "Traceback" not in caught.value.details()
+    status = rpc_status.from_call(caught.value)
+    request_info = error_details_pb2.RequestInfo()
+    assert any(d.Unpack(request_info) for d in status.details) and request_info.request_id == "req-42"
+    assert any("hunter2" in (r.exc_text or "") or (r.exc_info and "hunter2" in str(r.exc_info[1]))
+               for r in caplog.records), "the stack trace is logged on the server"
+
+
+async def test_domain_error_and_identity_reach_the_handler(channel, as_tenant):
+    assert await channel.unary_unary("/test.Probe/ListWho")(b"", metadata=as_tenant("ten_b", ("read",))) == b"ten_b"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/test.Probe/Missing")(b"", metadata=as_tenant("ten_b", ("write",)))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and error_reason(caught.value) == "THING_NOT_FOUND"
+
+
+async def test_identity_and_scope_are_enforced(channel, as_tenant):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/test.Probe/ListWho")(b"")
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # "Missing" is neither Get* nor List*: it needs the write scope.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/test.Probe/Missing")(b"", metadata=as_tenant("ten_b", ("read",)))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(caught.value) == "SCOPE_INSUFFICIENT"
+
+
+async def test_health_is_serving_without_identity(channel):
+    response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="test.Probe"))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING

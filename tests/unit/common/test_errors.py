@@ -1,0 +1,38 @@
+import grpc
+from google.rpc import code_pb2, error_details_pb2
+
+from vocalbridge_common.errors import FieldViolation, NotFound, internal_status, invalid_fields, to_rpc_status
+
+
+def _unpack(status, message_type):
+    for detail in status.details:
+        message = message_type()
+        if detail.Unpack(message):
+            return message
+    return None
+
+
+def test_domain_error_maps_to_rich_status():
+    error = NotFound("agent 'agt_x' not found", reason="AGENT_NOT_FOUND", metadata={"agent": "agents/agt_x"})
+    status = to_rpc_status(error, "req-1")
+    assert status.code == code_pb2.NOT_FOUND == grpc.StatusCode.NOT_FOUND.value[0]
+    info = _unpack(status, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain, dict(info.metadata)) == ("AGENT_NOT_FOUND", "vocalbridge.dev", {"agent": "agents/agt_x"})
+    assert _unpack(status, error_details_pb2.RequestInfo).request_id == "req-1"
+    assert _unpack(status, error_details_pb2.BadRequest) is None
+
+
+def test_invalid_fields_carries_every_violation():
+    error = invalid_fields([FieldViolation("agent.display_name", "is required"), FieldViolation("agent.model", "too long")])
+    status = to_rpc_status(error, None)
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    bad_request = _unpack(status, error_details_pb2.BadRequest)
+    assert [v.field for v in bad_request.field_violations] == ["agent.display_name", "agent.model"]
+    assert _unpack(status, error_details_pb2.RequestInfo) is None
+
+
+def test_internal_status_reveals_nothing():
+    status = internal_status("req-2")
+    assert status.code == code_pb2.INTERNAL
+    assert "Traceback" not in status.message
+    assert _unpack(status, error_details_pb2.ErrorInfo).reason == "INTERNAL"
