@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -21,9 +22,9 @@ def _database_url(name: str) -> str:
     return f"{base}/{name}"
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    """A fresh, empty PostgreSQL database for one test module, dropped afterwards."""
+@contextmanager
+def temporary_database():
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
     name = f"vb_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -32,6 +33,13 @@ def pg_url():
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    """A fresh PostgreSQL database for one test module."""
+    with temporary_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
