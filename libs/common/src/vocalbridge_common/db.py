@@ -87,6 +87,23 @@ def is_postgres(url: str) -> bool:
     return make_url(async_url(url)).drivername.startswith("postgresql")
 
 
+async def insert_or_ignore(session: AsyncSession, model, rows: list[dict], conflict_columns: list[str]) -> int:
+    """Inserts the rows whose unique key is new; returns how many were inserted.
+
+    The database's unique constraint decides, not a lock in memory, so this
+    holds across replicas and restarts (idempotency keys, usage event ids).
+    """
+    if not rows:
+        return 0
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns)
+    result = await session.execute(statement)
+    return result.rowcount
+
+
 class Database:
     """A service's engine and its transaction scopes. Built at start-up, never at import."""
 

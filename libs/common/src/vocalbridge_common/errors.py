@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "vocalbridge.dev"
@@ -38,12 +39,16 @@ class DomainError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
+        details: Sequence[Message] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
         self.field_violations = tuple(field_violations)
+        # Further protobuf messages for the client, packed into the status details
+        # after ErrorInfo (for example the delivery record of a failed turn).
+        self.details = tuple(details)
 
 
 class InvalidArgument(DomainError):
@@ -117,6 +122,8 @@ def to_rpc_status(error: DomainError, request_id: str | None) -> status_pb2.Stat
             ]
         )
         status.details.append(_pack(bad_request))
+    for detail in error.details:
+        status.details.append(_pack(detail))
     if request_id:
         status.details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
     return status

@@ -1,0 +1,38 @@
+"""Outbound calls between services: forward the caller's identity and request
+id, and never outlive the caller's deadline."""
+
+from __future__ import annotations
+
+import grpc
+
+from vocalbridge_common.context import identity_token_var, request_id_var
+from vocalbridge_common.identity import IDENTITY_HEADER
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+
+
+def forwarded_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata for a call made on behalf of the current caller."""
+    metadata = []
+    token = identity_token_var.get()
+    if token:
+        metadata.append((IDENTITY_HEADER, token))
+    request_id = request_id_var.get()
+    if request_id:
+        metadata.append(("x-request-id", request_id))
+    return tuple(metadata)
+
+
+def remaining_timeout(context: grpc.aio.ServicerContext | None, default: float = DEFAULT_TIMEOUT_SECONDS) -> float:
+    """The time left of the caller's deadline (or `default` when it set none)."""
+    if context is None:
+        return default
+    remaining = context.time_remaining()
+    if remaining is None:
+        return default
+    return max(0.0, min(remaining, default))
+
+
+def insecure_channel(target: str) -> grpc.aio.Channel:
+    """A channel to another service inside the cluster (plaintext h2c, as Envoy uses)."""
+    return grpc.aio.insecure_channel(target, options=[("grpc.enable_retries", 0)])
