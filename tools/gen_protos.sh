@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The one code-generation step: Python messages, type stubs and gRPC stubs under
-# gen/python, and the descriptor set Envoy's JSON transcoder reads (with every
-# import, so google/rpc/error_details.proto is there for convert_grpc_status).
+# gen/python, and the descriptor set Envoy's JSON transcoder reads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -9,8 +8,11 @@ out=gen/python
 rm -rf gen && mkdir -p "$out"
 wkt=$("$PY" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
 mapfile -t files < <(find protos/vocalbridge -name '*.proto' | sort)
-"$PY" -m grpc_tools.protoc -I protos -I protos/third_party -I "$wkt" \
-  --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
-  --include_imports --include_source_info --descriptor_set_out=gen/vocalbridge.pb \
-  "${files[@]}"
+protoc=("$PY" -m grpc_tools.protoc -I protos -I protos/third_party -I "$wkt")
+# Python code for our protos only: google/api and google/rpc come from googleapis-common-protos.
+"${protoc[@]}" --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" "${files[@]}"
+# The descriptor set carries every import, plus google/rpc's status and error details,
+# which no contract imports but convert_grpc_status needs to print an error body.
+"${protoc[@]}" --include_imports --include_source_info --descriptor_set_out=gen/vocalbridge.pb \
+  "${files[@]}" google/rpc/status.proto google/rpc/error_details.proto
 echo "generated ${#files[@]} proto files into $out and gen/vocalbridge.pb"

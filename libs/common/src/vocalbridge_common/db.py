@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeDecorator
 APP_ROLE = "vocalbridge_app"
 SYSTEM_ROLE = "vocalbridge_system"
 
-_NAMING = {
+NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
@@ -38,11 +38,14 @@ _NAMING = {
 }
 
 
-class Base(DeclarativeBase):
-    """Declarative base for one service's models (each service subclasses it once)."""
+def declarative_base() -> type[DeclarativeBase]:
+    """A declarative base with a MetaData of its own, for one service's models
+    (subclasses of one shared base would share one MetaData across services)."""
 
-    __abstract__ = True
-    metadata = MetaData(naming_convention=_NAMING)
+    class ServiceBase(DeclarativeBase):
+        metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+    return ServiceBase
 
 
 class UtcDateTime(TypeDecorator):

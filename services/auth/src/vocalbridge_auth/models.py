@@ -7,11 +7,10 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vocalbridge_common.db import Base, UtcDateTime
+from vocalbridge_common.db import UtcDateTime, declarative_base
 
 
-class AuthBase(Base):
-    __abstract__ = True
+AuthBase = declarative_base()
 
 
 class TenantRow(AuthBase):

@@ -1,0 +1,1 @@
+"""VocalBridge agents service: agent configurations and their immutable versions."""

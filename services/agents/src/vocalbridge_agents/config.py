@@ -1,0 +1,30 @@
+"""Agents service settings, from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vocalbridge_common.config import CommonSettings, ConfigError, Env
+
+DEFAULT_PORT = 50052
+# The documented limit of Agent.system_prompt (agent.proto).
+DEFAULT_MAX_SYSTEM_PROMPT_CHARS = 16_000
+
+
+@dataclass(frozen=True)
+class AgentsSettings:
+    common: CommonSettings
+    # Longest system prompt accepted; lowering it never invalidates stored versions,
+    # it only refuses new configurations that exceed it.
+    max_system_prompt_chars: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> "AgentsSettings":
+        env = env or Env()
+        max_prompt = env.int("VB_AGENTS_MAX_SYSTEM_PROMPT_CHARS", DEFAULT_MAX_SYSTEM_PROMPT_CHARS)
+        if max_prompt < 1:
+            raise ConfigError("VB_AGENTS_MAX_SYSTEM_PROMPT_CHARS must be at least 1")
+        return cls(
+            common=CommonSettings.from_env("agents", DEFAULT_PORT, env),
+            max_system_prompt_chars=max_prompt,
+        )

@@ -1,0 +1,51 @@
+"""The same production server on the embedded default, SQLite."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2_grpc
+from vocalbridge.agents.v1 import agents_service_pb2 as pb
+
+from tests.integration.agents.agents_testkit import agent_message, expect_failure, settings_for
+from vocalbridge_agents.server import MIGRATIONS_DIR, SCHEMA, create_server
+from vocalbridge_common.ids import new_id
+from vocalbridge_common.migrations import migrate
+
+
+@pytest.fixture
+async def sqlite_stub(tmp_path):
+    url = f"sqlite:///{tmp_path / 'var' / 'agents.db'}"
+    migrate(url, SCHEMA, MIGRATIONS_DIR)
+    running = await create_server(settings_for(url))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield agents_service_pb2_grpc.AgentServiceStub(channel)
+    finally:
+        await running.stop(0)
+
+
+async def test_create_get_update_round_trip_on_sqlite(sqlite_stub, as_tenant):
+    md, other = as_tenant(new_id("ten")), as_tenant(new_id("ten"))
+    created = await sqlite_stub.CreateAgent(
+        pb.CreateAgentRequest(agent=agent_message(parameters=agent_pb2.ModelParameters(temperature=0.5))), metadata=md
+    )
+
+    assert await sqlite_stub.GetAgent(pb.GetAgentRequest(name=created.name), metadata=md) == created
+    updated = await sqlite_stub.UpdateAgent(
+        pb.UpdateAgentRequest(
+            agent=agent_pb2.Agent(name=created.name, etag=created.etag, display_name="On SQLite"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        metadata=md,
+    )
+    assert updated.version == 2 and updated.create_time == created.create_time
+    first = await sqlite_stub.GetAgentVersion(pb.GetAgentVersionRequest(name=f"{created.name}/versions/1"), metadata=md)
+    assert first.display_name == "Support" and first.parameters.temperature == pytest.approx(0.5)
+    # The tenant filter alone isolates tenants here (no row-level security in SQLite).
+    await expect_failure(
+        sqlite_stub.GetAgent(pb.GetAgentRequest(name=created.name), metadata=other),
+        grpc.StatusCode.NOT_FOUND,
+        "AGENT_NOT_FOUND",
+    )
