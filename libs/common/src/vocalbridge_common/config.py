@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_PROVIDERS = ("vendorA", "vendorB")
+# The simulated providers every gateway has; real OpenAI-compatible endpoints
+# are added by name in VB_OPENAI_PROVIDERS (and configured by the conversation service).
+SIMULATED_PROVIDERS = ("vendorA", "vendorB")
 
 
 class ConfigError(RuntimeError):
@@ -93,6 +95,6 @@ class CommonSettings:
             database_url=database_url,
             identity_secret=secret.encode(),
             log_level=env.str("VB_LOG_LEVEL", "INFO"),
-            known_providers=env.list("VB_PROVIDERS", DEFAULT_PROVIDERS),
+            known_providers=SIMULATED_PROVIDERS + env.list("VB_OPENAI_PROVIDERS", ()),
             shutdown_grace_seconds=env.float("VB_SHUTDOWN_GRACE_SECONDS", 5.0),
         )

@@ -102,9 +102,11 @@ async def insert_or_ignore(session: AsyncSession, model, rows: list[dict], confl
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns)
+    columns = [model.__table__.c[name] for name in conflict_columns]
+    # RETURNING counts what was inserted: rowcount is not reliable for multi-row inserts on every driver.
+    statement = insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns).returning(*columns)
     result = await session.execute(statement)
-    return result.rowcount
+    return len(result.all())
 
 
 class Database:

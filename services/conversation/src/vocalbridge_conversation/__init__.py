@@ -1,0 +1,1 @@
+"""VocalBridge conversation service: turns, reliable delivery to providers, streaming."""

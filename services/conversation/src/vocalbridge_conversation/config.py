@@ -1,0 +1,61 @@
+"""Conversation service settings, from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_conversation.delivery import RetryPolicy
+from vocalbridge_conversation.service import TurnSettings
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """The billing outbox relay."""
+
+    batch_size: int = 100
+    poll_interval_seconds: float = 0.5
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    common: CommonSettings
+    agents_address: str
+    billing_address: str
+    turn: TurnSettings
+    retry_policy: RetryPolicy
+    relay: RelaySettings
+    # The VB_PROVIDER_* / VB_OPENAI_* / VB_BREAKER_* variables, read by the provider
+    # registry and the breakers at start-up.
+    provider_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ConversationSettings":
+        environ = os.environ if environ is None else environ
+        env = Env(environ)
+        budget = env.int("VB_CONVERSATION_CONTEXT_TOKENS", 4000)
+        if budget < 100:
+            raise ConfigError("VB_CONVERSATION_CONTEXT_TOKENS must be at least 100")
+        return cls(
+            common=CommonSettings.from_env("conversation", 50053, env),
+            agents_address=env.str("VB_AGENTS_ADDRESS", "127.0.0.1:50052"),
+            billing_address=env.str("VB_BILLING_ADDRESS", "127.0.0.1:50054"),
+            turn=TurnSettings(
+                context_budget_tokens=budget,
+                idempotency_lease=timedelta(seconds=env.float("VB_IDEMPOTENCY_LEASE_SECONDS", 120)),
+                idempotency_ttl=timedelta(hours=env.float("VB_IDEMPOTENCY_TTL_HOURS", 24)),
+            ),
+            retry_policy=RetryPolicy.from_env(environ),
+            relay=RelaySettings(
+                batch_size=env.int("VB_RELAY_BATCH_SIZE", 100),
+                poll_interval_seconds=env.float("VB_RELAY_POLL_INTERVAL_MS", 500) / 1000,
+                backoff_base_seconds=env.float("VB_RELAY_BACKOFF_BASE_MS", 500) / 1000,
+                backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
+            ),
+            provider_env={k: v for k, v in environ.items() if k.startswith(("VB_PROVIDER", "VB_OPENAI", "VB_BREAKER"))},
+        )

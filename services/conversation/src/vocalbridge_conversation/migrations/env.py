@@ -1,0 +1,4 @@
+from vocalbridge_common.migrations import run_alembic_env
+from vocalbridge_conversation.models import ConversationBase
+
+run_alembic_env(ConversationBase.metadata)

@@ -1,0 +1,78 @@
+"""Conversation tables. Every one is tenant-owned and under row-level security."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vocalbridge_common.db import UtcDateTime, declarative_base
+
+
+ConversationBase = declarative_base()
+
+
+class SessionRow(ConversationBase):
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_tenant_agent", "tenant_id", "agent_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    agent_id: Mapped[str] = mapped_column(String(40))
+    agent_version: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[int] = mapped_column(Integer)  # conversation.v1.Channel number
+    external_user_id: Mapped[str] = mapped_column(String(200))
+    metadata_json: Mapped[str] = mapped_column(Text)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MessageRow(ConversationBase):
+    """A message; ids sort by creation, so the conversation order is id order."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_session", "tenant_id", "session_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    session_id: Mapped[str] = mapped_column(String(40), ForeignKey("sessions.id"))
+    role: Mapped[int] = mapped_column(Integer)  # conversation.v1.Role number
+    content: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)  # conversation.v1.MessageStatus number
+    channel: Mapped[int] = mapped_column(Integer)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class IdempotencyRow(ConversationBase):
+    """One idempotency key of a tenant. The unique constraint on (tenant, key)
+    is what makes a turn run once, across replicas and restarts."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_tenant_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # in_progress | completed
+    response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    # An in-progress key whose lease ran out belongs to a crashed worker and may be taken over.
+    lease_expire_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    expire_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class OutboxRow(ConversationBase):
+    """A usage event waiting for the billing relay, written in the same
+    transaction as the reply it bills."""
+
+    __tablename__ = "usage_outbox"
+    __table_args__ = (Index("ix_usage_outbox_pending", "delivered_time", "create_time"),)
+
+    event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # a serialized billing.v1.UsageEvent
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    delivered_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

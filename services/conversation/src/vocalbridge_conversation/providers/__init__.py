@@ -1,0 +1,60 @@
+"""LLM providers behind one interface, and the registry built from configuration at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from vocalbridge_common.config import ConfigError
+
+from vocalbridge_conversation.providers.base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    FailureKind,
+    Provider,
+    ProviderError,
+    ProviderRegistry,
+    StreamChunk,
+    count_prompt_tokens,
+    count_tokens,
+)
+from vocalbridge_conversation.providers.openai_compat import (
+    OpenAICompatibleProvider,
+    OpenAICompatibleSettings,
+    openai_provider_names,
+)
+from vocalbridge_common.config import SIMULATED_PROVIDERS
+from vocalbridge_conversation.providers.simulated import SimulatedProvider, SimulatedSettings
+
+__all__ = [
+    "ChatMessage",
+    "Completion",
+    "CompletionRequest",
+    "FailureKind",
+    "OpenAICompatibleProvider",
+    "Provider",
+    "ProviderError",
+    "ProviderRegistry",
+    "SimulatedProvider",
+    "SimulatedSettings",
+    "StreamChunk",
+    "build_registry",
+    "count_prompt_tokens",
+    "count_tokens",
+]
+
+
+def build_registry(env: Mapping[str, str], http_client: httpx.AsyncClient) -> ProviderRegistry:
+    """vendorA and vendorB (simulated) plus every provider listed in VB_OPENAI_PROVIDERS.
+    Raises ConfigError, naming the variable, when a listed provider is misconfigured."""
+    registry = ProviderRegistry(
+        SimulatedProvider(SimulatedSettings.from_env(name, env)) for name in SIMULATED_PROVIDERS
+    )
+    for name in openai_provider_names(env):
+        if name in registry:
+            raise ConfigError(f"VB_OPENAI_PROVIDERS names {name!r} twice or reuses a built-in provider's name")
+        settings = OpenAICompatibleSettings.from_env(name, env)
+        registry.register(OpenAICompatibleProvider.from_settings(settings, http_client))
+    return registry

@@ -1,0 +1,160 @@
+"""Test doubles for the delivery engine: a fake clock whose sleep only advances time,
+and providers that play a script of outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, RetryPolicy
+from vocalbridge_conversation.providers.base import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    FailureKind,
+    Provider,
+    ProviderError,
+    ProviderRegistry,
+    StreamChunk,
+)
+
+REQUEST = CompletionRequest(
+    model="",
+    messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Hello there")),
+    temperature=None,
+    top_p=None,
+    max_output_tokens=None,
+)
+
+
+class FakeTime:
+    """A monotonic clock that only moves when someone sleeps or advances it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class MaxRandom:
+    """A stand-in for random.Random whose uniform() always returns the upper bound."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@dataclass(frozen=True)
+class Stall:
+    """The provider takes the whole timeout it was given, then reports TIMEOUT."""
+
+
+@dataclass(frozen=True)
+class Partial:
+    """Streaming: send these deltas, then fail with `error` (complete(): just fail)."""
+
+    deltas: Sequence[str]
+    error: ProviderError
+
+
+@dataclass(frozen=True)
+class NoFinal:
+    """Streaming: send these deltas and end without a final Completion."""
+
+    deltas: Sequence[str]
+
+
+Step = str | ProviderError | Stall | Partial | NoFinal
+
+
+def fail(kind: FailureKind, retry_after: float | None = None) -> ProviderError:
+    return ProviderError(kind, f"scripted {kind.value}", retry_after=retry_after)
+
+
+@dataclass
+class ScriptedProvider(Provider):
+    """Each call plays the next step of `script` (the last step repeats). Every call
+    takes `latency` seconds of fake time, or its whole timeout and then TIMEOUT when
+    `latency` is longer (as a well-behaved provider would)."""
+
+    name: str
+    script: list[Step]
+    time: FakeTime
+    latency: float = 0.01
+    model: str = ""
+    calls: list[float] = field(default_factory=list)  # the timeout given to each call
+    closed_streams: int = 0
+
+    def _next(self, timeout: float) -> Step:
+        self.calls.append(timeout)
+        return self.script[min(len(self.calls) - 1, len(self.script) - 1)]
+
+    def _completion(self, text: str) -> Completion:
+        model = self.model or f"{self.name}-m1"
+        return Completion(text, prompt_tokens=3, completion_tokens=len(text.split()), model=model)
+
+    async def complete(self, request: CompletionRequest, timeout: float) -> Completion:
+        step = self._next(timeout)
+        if isinstance(step, Stall) or self.latency > timeout:
+            self.time.advance(timeout)
+            raise ProviderError(FailureKind.TIMEOUT, "stalled")
+        self.time.advance(self.latency)
+        if isinstance(step, Partial):
+            raise step.error
+        if isinstance(step, ProviderError):
+            raise step
+        if isinstance(step, NoFinal):
+            raise AssertionError("NoFinal is for streams")
+        return self._completion(step)
+
+    async def stream(self, request: CompletionRequest, timeout: float) -> AsyncIterator[StreamChunk | Completion]:
+        step = self._next(timeout)
+        try:
+            if isinstance(step, Stall) or self.latency > timeout:
+                self.time.advance(timeout)
+                raise ProviderError(FailureKind.TIMEOUT, "stalled")
+            self.time.advance(self.latency)
+            if isinstance(step, ProviderError):
+                raise step
+            if isinstance(step, (Partial, NoFinal)):
+                for delta in step.deltas:
+                    yield StreamChunk(delta)
+                if isinstance(step, Partial):
+                    raise step.error
+                return
+            for word in step.split(" "):
+                yield StreamChunk(word + " ")
+            yield self._completion(step)
+        finally:
+            self.closed_streams += 1
+
+
+def make_engine(
+    time: FakeTime,
+    *providers: Provider,
+    policy: RetryPolicy | None = None,
+    threshold: int = 5,
+    reset_timeout: float = 10.0,
+    rng=None,
+) -> tuple[DeliveryEngine, BreakerRegistry]:
+    breakers = BreakerRegistry(failure_threshold=threshold, reset_timeout=reset_timeout, clock=time.clock)
+    engine = DeliveryEngine(
+        ProviderRegistry(providers),
+        policy or RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=1.0, attempt_timeout=5.0),
+        breakers,
+        sleep=time.sleep,
+        clock=time.clock,
+        rng=rng if rng is not None else random.Random(7),
+    )
+    return engine, breakers
