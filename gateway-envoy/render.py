@@ -19,6 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Mapping, Optional
 
 MIB = 1024 * 1024
@@ -55,9 +56,11 @@ CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
 # Filter names; the same strings key the per-route configs below.
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 CORS = "envoy.filters.http.cors"
+BUFFER = "envoy.filters.http.buffer"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 ROUTER = "envoy.filters.http.router"
+NO_CLUSTER = "no_such_route"
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,13 @@ class EnvoyParams:
     # server without authentication or transcoding. None: no console route (it answers 404).
     console_upstream: Optional[Upstream] = None
 
+    def __post_init__(self):
+        # Accept lists and dicts from callers, keep immutable copies.
+        object.__setattr__(self, "services", tuple(self.services))
+        object.__setattr__(self, "cors_allowed_origins", tuple(self.cors_allowed_origins))
+        object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
+        object.__setattr__(self, "route_timeouts_s", MappingProxyType(dict(self.route_timeouts_s)))
+
 
 # --------------------------------------------------------------------------------------------
 # Profiles
@@ -117,7 +127,10 @@ class EnvoyParams:
 
 def local_params(**overrides) -> EnvoyParams:
     """Everything on 127.0.0.1 with the local default ports (DESIGN §1)."""
-    base = {"cors_allowed_origins": ("http://127.0.0.1:8080", "http://localhost:8080")}
+    port = overrides.get("listen_port", EnvoyParams.listen_port)
+    # The console is served by this Envoy (same origin); these cover a console dev server
+    # pointed at the gateway by its two usual local names.
+    base = {"cors_allowed_origins": (f"http://127.0.0.1:{port}", f"http://localhost:{port}")}
     base.update(overrides)
     return EnvoyParams(**base)
 
@@ -161,6 +174,13 @@ def build_envoy_config(params: EnvoyParams) -> dict:
             "clusters": [_cluster(name, up, params) for name, up in params.upstreams.items()]
             + ([_console_cluster(params.console_upstream, params)] if params.console_upstream else []),
         },
+        # Envoy's own log lines (stderr) as JSON too, like the access log and the services.
+        "application_log_config": {"log_format": {"json_format": {
+            "time": "%Y-%m-%dT%T.%eZ",
+            "level": "%l",
+            "logger": "envoy.%n",
+            "message": "%j",
+        }}},
         # Envoy warns at start-up when nothing bounds the number of client connections.
         "overload_manager": {"resource_monitors": [{
             "name": "envoy.resource_monitors.global_downstream_max_connections",
@@ -170,6 +190,14 @@ def build_envoy_config(params: EnvoyParams) -> dict:
             },
         }]},
     }
+
+
+def envoy_command(config_path: str, envoy: str = "envoy", log_level: str = "warning") -> list:
+    """The argv to start Envoy with a rendered file. --disable-hot-restart lets several Envoys
+    (make run, e2e tests, bench) share a machine; the access log is flushed every second instead
+    of every ten."""
+    return [envoy, "-c", str(config_path), "--disable-hot-restart", "--log-level", log_level,
+            "--file-flush-interval-msec", "1000"]
 
 
 def _listener(p: EnvoyParams) -> dict:
@@ -210,11 +238,15 @@ def _http_connection_manager(p: EnvoyParams) -> dict:
 def _http_filters(p: EnvoyParams) -> list:
     return [
         {
-            # 1. Drop any client-supplied identity header before anything can trust it.
+            # 1. Drop any client-supplied identity header before anything can trust it, and the
+            #    headers the transcoder sets (x-envoy-original-method tells JSON from gRPC
+            #    requests below; Envoy already strips a client's x-envoy-original-path).
             "name": HEADER_MUTATION,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                "mutations": {"request_mutations": [{"remove": IDENTITY_HEADER}]},
+                "mutations": {"request_mutations": [
+                    {"remove": h} for h in (IDENTITY_HEADER, "x-envoy-original-method", "x-envoy-original-path")
+                ]},
             },
         },
         {
@@ -224,15 +256,32 @@ def _http_filters(p: EnvoyParams) -> list:
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
         },
         {
-            # 3. JSON/HTTP → gRPC. Rewrites :path to /<package>.<Service>/<Method> and clears the
-            #    route cache, so routing and ext_authz below see the gRPC method for every client.
-            "name": TRANSCODER,
-            "typed_config": _transcoder(p),
+            # 3. Body size limit for JSON requests. The transcoder's own max_request_body_size
+            #    bounds only what it holds unparsed at once: over HTTP/1.1 a 1.1 MB body is
+            #    refused, over HTTP/2 (16 KB frames) it is not. This filter counts the whole
+            #    body. It is off by default and enabled only on the route JSON requests match
+            #    before transcoding (not_found), so gRPC streams are never buffered.
+            "name": BUFFER,
+            "disabled": True,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                "max_request_bytes": p.max_request_bytes,
+            },
         },
         {
-            # 4. Authentication and per-RPC authorisation by auth.Check (fail closed).
+            # 4. Authentication, per-RPC authorisation and strict JSON validation by auth.Check
+            #    (fail closed). It runs before the transcoder so that it sees what the client
+            #    sent: the gRPC method of a gRPC call, or the HTTP method, path and JSON body of
+            #    a JSON request (the body only on the JSON route, see _route_config). The
+            #    transcoder would drop unknown JSON fields silently; Check refuses them with 400.
             "name": EXT_AUTHZ,
             "typed_config": _ext_authz(p),
+        },
+        {
+            # 5. JSON/HTTP → gRPC. Rewrites :path to /<package>.<Service>/<Method> and clears the
+            #    route cache, so the request is routed by its gRPC method for every client.
+            "name": TRANSCODER,
+            "typed_config": _transcoder(p),
         },
         {
             "name": ROUTER,
@@ -281,8 +330,8 @@ def _ext_authz(p: EnvoyParams) -> dict:
         # ... and say so honestly: auth unreachable is 503, not 403.
         "status_on_error": {"code": "ServiceUnavailable"},
         "include_peer_certificate": False,
-        # The request body is not needed: scopes depend on the method, not the payload.
         # Every request header (authorization, x-api-key, x-request-id, ...) is sent to Check.
+        # The body is sent only for JSON requests (per route, below).
     }
 
 
@@ -305,8 +354,9 @@ def _route_config(p: EnvoyParams) -> dict:
             "typed_per_filter_config": _bypass(TRANSCODER, EXT_AUTHZ),
         })
     for name in p.upstreams:
-        timeout = _duration(p.route_timeouts_s.get(name, p.default_route_timeout_s))
-        routes.append({
+        timeout_s = p.route_timeouts_s.get(name, p.default_route_timeout_s)
+        timeout = _duration(timeout_s)
+        route = {
             "name": name,
             # The only way in: gRPC methods of the service's own package. Transcoded JSON requests
             # arrive here with that path too. envoy.service.auth.v3.Authorization and
@@ -314,27 +364,55 @@ def _route_config(p: EnvoyParams) -> dict:
             "match": {"prefix": f"/vocalbridge.{name}.v1."},
             "route": {
                 "cluster": name,
-                "timeout": timeout,
-                # A gRPC client's grpc-timeout becomes the route timeout, capped at the route's.
-                "max_stream_duration": {"grpc_timeout_header_max": timeout},
+                # The time limit of a call. (With max_stream_duration set, the route "timeout"
+                # is not used.) A gRPC client's grpc-timeout is honoured, capped at the route's
+                # limit; JSON requests get the route's limit. 0 means no limit.
+                "max_stream_duration": {"max_stream_duration": timeout, "grpc_timeout_header_max": timeout},
                 # Only retries that cannot run a request twice.
                 "retry_policy": {
                     "retry_on": "connect-failure,refused-stream,reset-before-request",
                     "num_retries": 2,
                 },
             },
-        })
+        }
+        if timeout_s > 0:
+            # JSON clients cannot send a deadline; give the service the route's, so that it
+            # propagates it on its own outbound calls. A gRPC client's own deadline is kept.
+            route["request_headers_to_add"] = [{
+                "header": {"key": "grpc-timeout", "value": _grpc_timeout(timeout_s)},
+                "append_action": "ADD_IF_ABSENT",
+            }]
+        routes.append(route)
     routes.append({
-        # Everything else: 404 (JSON body from local_reply_config) without asking auth.
-        "name": "not_found",
+        # JSON requests match this route first, before the transcoder rewrites their path: here
+        # the whole body is buffered (size limit) and sent to Check, which refuses unknown
+        # methods (404) and invalid bodies (400). A transcoded request is routed again by its
+        # gRPC path; what is left ends here with 404 (JSON body from local_reply_config). The
+        # CORS filter only works on a forwarding route (not on a direct_response), hence a
+        # route to a cluster that deliberately does not exist: the router answers 404 itself.
+        "name": "json_and_not_found",
         "match": {"prefix": "/"},
-        "direct_response": {"status": 404},
-        "typed_per_filter_config": _bypass(EXT_AUTHZ),
+        "route": {"cluster": NO_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
+        "typed_per_filter_config": {
+            EXT_AUTHZ: {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                "check_settings": {"with_request_body": {
+                    "max_request_bytes": p.max_request_bytes,
+                    "allow_partial_message": False,
+                    "pack_as_bytes": True,
+                }},
+            },
+            BUFFER: {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                "buffer": {"max_request_bytes": p.max_request_bytes},
+            },
+        },
     })
     vhost = {"name": "vocalbridge", "domains": ["*"], "routes": routes}
     if p.cors_allowed_origins:
         vhost["typed_per_filter_config"] = {CORS: _cors_policy(p.cors_allowed_origins)}
-    return {"name": "edge", "virtual_hosts": [vhost]}
+    # Off so that the not_found route may name a missing cluster; the renderer names the others.
+    return {"name": "edge", "validate_clusters": False, "virtual_hosts": [vhost]}
 
 
 def _cors_policy(origins) -> dict:
@@ -364,49 +442,78 @@ def _bypass(*filters) -> dict:
 # --------------------------------------------------------------------------------------------
 # Errors Envoy itself generates, as google.rpc.Status JSON (DESIGN §4 Errors)
 
-# (HTTP status, gRPC code, reason, message). Only these statuses are rewritten: ext_authz
-# denials (401/403/429) keep the JSON body auth.Check made, and upstream gRPC errors are not
-# local replies at all (the transcoder converts them).
+# Local replies are matched by HTTP status plus Envoy's response code details (via CEL), in
+# order; the first match wins. (HTTP status, details test, gRPC code, reason, message, field).
 _LOCAL_REPLIES = (
-    (400, 3, "INVALID_REQUEST_BODY", None),
-    (404, 5, "NOT_FOUND", "No such method or resource path."),
-    (413, 8, "REQUEST_TOO_LARGE", "The request body is larger than the gateway accepts."),
-    (503, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; retry later."),
-    (504, 4, "DEADLINE_EXCEEDED", "The service did not answer in time."),
+    # The transcoder refused the query string or path bindings (headers phase).
+    (400, "response.code_details.startsWith('early_grpc_json_transcode_failure')", 3,
+     "INVALID_REQUEST_PARAMETERS", None, "query"),
+    # Anything else Envoy refuses with 400: malformed JSON, wrong types (body phase).
+    (400, None, 3, "INVALID_REQUEST_BODY", None, "body"),
+    (404, None, 5, "NOT_FOUND", "No such method or resource path.", None),
+    (413, None, 8, "REQUEST_TOO_LARGE", "The request is larger than the gateway accepts.", None),
+    # Envoy's own 500s, e.g. a response larger than max_response_bytes (upstream 500s are
+    # not local replies and keep the service's body).
+    (500, None, 13, "GATEWAY_ERROR", "The gateway could not complete the request: %LOCAL_REPLY_BODY%", None),
+    (502, None, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; try again later.", None),
+    (503, None, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; try again later.", None),
+    (504, None, 4, "DEADLINE_EXCEEDED", "The service did not answer in time.", None),
 )
 
 
 def _local_reply_config() -> dict:
-    return {"mappers": [_local_reply_mapper(*spec) for spec in _LOCAL_REPLIES]}
+    return {"mappers": [
+        # Left as they are (a match with no override stops the search):
+        # - ext_authz denials: auth.Check already wrote the google.rpc.Status JSON body.
+        {"filter": _cel("response.code_details == 'ext_authz_denied'")},
+        # - native gRPC clients: Envoy puts the body into grpc-message; keep its plain text there.
+        #   Transcoded requests also carry content-type application/grpc by now, but only they
+        #   have x-envoy-original-method (set by the transcoder).
+        {"filter": {"and_filter": {"filters": [
+            _header_filter({"name": "content-type", "string_match": {"prefix": "application/grpc"}}),
+            _header_filter({"name": "x-envoy-original-method", "present_match": False}),
+        ]}}},
+        # Envoy's own errors for JSON clients: google.rpc.Status JSON like the services' errors.
+        # Upstream gRPC errors are not local replies; the transcoder converts those.
+        *(_local_reply_mapper(*spec) for spec in _LOCAL_REPLIES),
+    ]}
 
 
-def _local_reply_mapper(http_status: int, grpc_code: int, reason: str, message: Optional[str]) -> dict:
+def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, field) -> dict:
     details = [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN},
         {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": "%REQ(X-REQUEST-ID)%"},
     ]
-    if http_status == 400:
-        # Envoy's own text (the transcoder's parse error) goes into the body; json_format escapes it.
+    if field is not None:
+        # Envoy's own text (the transcoder's parse error); json_format escapes quotes and newlines.
         message = "Invalid request: %LOCAL_REPLY_BODY%"
         details.insert(1, {
             "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": "body", "description": "%LOCAL_REPLY_BODY%"}],
+            "fieldViolations": [{"field": field, "description": "%LOCAL_REPLY_BODY%"}],
         })
+    status = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+        "default_value": http_status, "runtime_key": f"vocalbridge.local_reply.status_{http_status}"}}}}
     return {
-        "filter": {
-            "and_filter": {"filters": [
-                {"status_code_filter": {"comparison": {"op": "EQ", "value": {
-                    "default_value": http_status, "runtime_key": f"vocalbridge.local_reply.{http_status}"}}}},
-                # gRPC clients get Envoy's grpc-status/grpc-message, not a JSON text in grpc-message.
-                {"header_filter": {"header": {"name": "te", "string_match": {"exact": "trailers"},
-                                              "invert_match": True, "treat_missing_header_as_empty": True}}},
-            ]}
-        },
+        "filter": {"and_filter": {"filters": [status, _cel(details_test)]}} if details_test else status,
         "body_format_override": {
             "json_format": {"code": grpc_code, "message": message, "details": details},
             "content_type": "application/json",
         },
     }
+
+
+def _cel(expression: str) -> dict:
+    return {"extension_filter": {
+        "name": "envoy.access_loggers.extension_filters.cel",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": expression,
+        },
+    }}
+
+
+def _header_filter(matcher: dict) -> dict:
+    return {"header_filter": {"header": matcher}}
 
 
 def _access_log() -> dict:
@@ -417,7 +524,7 @@ def _access_log() -> dict:
             "log_format": {"json_format": {
                 "time": "%START_TIME%",
                 "request_id": "%REQ(X-REQUEST-ID)%",
-                "method": "%REQ(:METHOD)%",
+                "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
                 "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
                 "grpc_method": "%REQ(:PATH)%",
                 "protocol": "%PROTOCOL%",
@@ -515,7 +622,13 @@ def _socket_address(host: str, port: int) -> dict:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:g}s"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def _grpc_timeout(seconds: float) -> str:
+    """gRPC's TimeoutValue: at most 8 digits and a unit."""
+    millis = int(seconds * 1000)
+    return f"{millis}m" if millis < 10**8 else f"{min(int(seconds), 10**8 - 1)}S"
 
 
 def _is_ip(host: str) -> bool:
@@ -705,12 +818,21 @@ def main(argv=None) -> int:
     if args.out == "-":
         sys.stdout.write(text)
     else:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        _write(Path(args.out), text)
     return 0
+
+
+def _write(out: Path, text: str) -> None:
+    """Replace a regular file atomically (a running Envoy never reads half a file); write
+    anything else (a device such as /dev/null, a pipe) in place."""
+    if out.exists() and not out.is_file():
+        with open(out, "w") as f:
+            f.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ async def new_tenant(auth, operator, name="Acme"):
 
 
 async def check(authz, method: str, key: str | None):
-    headers = {"x-request-id": "req-test"}
+    """Check as Envoy asks it for a gRPC call to `method`."""
+    headers = {"x-request-id": "req-test", "content-type": "application/grpc"}
     if key:
         headers["authorization"] = f"Bearer {key}"
     request = external_auth_pb2.CheckRequest()
@@ -141,8 +142,50 @@ async def test_check_accepts_x_api_key_header(auth, authz, operator):
     _, key = await new_tenant(auth, operator)
     request = external_auth_pb2.CheckRequest()
     request.attributes.request.http.path = LIST_AGENTS
-    request.attributes.request.http.headers["x-api-key"] = key.secret
+    request.attributes.request.http.headers.update({"x-api-key": key.secret, "content-type": "application/grpc"})
     assert (await authz.Check(request)).HasField("ok_response")
+
+
+async def check_json(authz, http_method: str, path: str, key: str, body: bytes = b""):
+    """Check as Envoy asks it for a JSON request, body included."""
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path, http.raw_body = http_method, path, body
+    http.headers.update({"authorization": f"Bearer {key}", "content-type": "application/json"})
+    return await authz.Check(request)
+
+
+async def test_json_requests_are_resolved_through_the_http_rules(auth, authz, operator, as_tenant):
+    tenant_id, key = await new_tenant(auth, operator)
+    reader = await auth.CreateApiKey(
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_READ])),
+        metadata=as_tenant(tenant_id),
+    )
+    assert (await check_json(authz, "GET", "/v1/agents?pageSize=2", reader.secret)).HasField("ok_response")
+    assert denial(await check_json(authz, "POST", "/v1/agents", reader.secret, b'{"displayName": "x"}')) == (
+        403, "SCOPE_INSUFFICIENT")
+    assert (await check_json(authz, "PATCH", "/v1/agents/agt_1?updateMask=displayName", key.secret,
+                             b'{"displayName": "y"}')).HasField("ok_response")
+    assert denial(await check_json(authz, "GET", "/v1/nowhere", key.secret)) == (404, "METHOD_NOT_FOUND")
+    # Without a key the caller learns nothing about the API's shape.
+    assert denial(await check_json(authz, "GET", "/v1/nowhere", "")) == (401, "API_KEY_MISSING")
+
+
+@pytest.mark.parametrize("body, field", [
+    (b'{"displayName": "A", "colour": "red"}', "agent.colour"),
+    (b'{"displayName": "A", "parameters": {"temprature": 1}}', "agent.parameters.temprature"),
+    (b'{"displayName": ["A"]}', "agent.display_name"),
+    (b'{"parameters": {"maxOutputTokens": "lots"}}', "agent.parameters.max_output_tokens"),
+    (b'{"displayName": "A", ', "body"),
+    (b'[1, 2]', "body"),
+])
+async def test_invalid_json_bodies_are_refused_with_field_violations(auth, authz, operator, body, field):
+    _, key = await new_tenant(auth, operator)
+    response = await check_json(authz, "POST", "/v1/agents", key.secret, body)
+    assert denial(response) == (400, "INVALID_REQUEST_BODY")
+    details = json.loads(response.denied_response.body)["details"]
+    violations = [d for d in details if d["@type"].endswith("BadRequest")][0]["fieldViolations"]
+    assert [v["field"] for v in violations] == [field]
 
 
 async def test_check_denies_missing_and_wrong_keys(auth, authz, operator):

@@ -105,6 +105,7 @@ class Stack:
         self.config = config
         self.children: dict[str, Child] = {}
         self._supervisor: asyncio.Task | None = None
+        self._renderer = _load_envoy_renderer()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity_secret = read_or_create_secret(config.data_dir / "identity-secret", lambda: secrets.token_urlsafe(48))
         self.operator_key = read_or_create_secret(
@@ -157,7 +158,7 @@ class Stack:
                 raise RuntimeError(f"migrating {name} failed:\n{output.decode(errors='replace')}")
 
     def render_envoy(self) -> Path:
-        render = _load_envoy_renderer()
+        render = self._renderer
         params = render.local_params(
             listen_port=self.config.http_port,
             admin_port=self.config.admin_port,
@@ -177,11 +178,7 @@ class Stack:
             await self._spawn(child)
             await self.wait_serving(name)
         envoy_config = self.render_envoy()
-        envoy = Child(
-            "envoy",
-            [envoy_binary(), "-c", str(envoy_config), "--log-level", "warning", "--disable-hot-restart"],
-            env,
-        )
+        envoy = Child("envoy", self._renderer.envoy_command(envoy_config, envoy=envoy_binary()), env)
         self.children["envoy"] = envoy
         await self._spawn(envoy)
         await self.wait_envoy_ready()

@@ -1,11 +1,12 @@
 """Envoy's ext_authz Check: API key → signed identity header, or a JSON denial.
 
-Envoy calls Check for every request (after the JSON transcoder, so the path is
-always the gRPC method `/vocalbridge.<svc>.v1.<Service>/<Method>`). Check finds
-the key by its public prefix, compares digests, applies the method's required
-scope, and on success sets the one identity header the services trust.
-Key lookups are cached for a short TTL: a revoked key is refused at most that
-long after revocation.
+Envoy calls Check for every request, before transcoding. A gRPC call's path is
+its method (`/vocalbridge.<svc>.v1.<Service>/<Method>`); a JSON request's HTTP
+method and path are matched against the contracts' HTTP rules, and its body
+is validated strictly (see routes.py). Check finds the key by its public
+prefix, compares digests, applies the method's required scope, and on success
+sets the one identity header the services trust. Key lookups are cached for a
+short TTL: a revoked key is refused at most that long after revocation.
 """
 
 from __future__ import annotations
@@ -25,10 +26,19 @@ from google.rpc import code_pb2, status_pb2
 
 from vocalbridge_auth import keys
 from vocalbridge_auth.models import ApiKeyRow
+from vocalbridge_auth.routes import Route, body_violations, match
 from vocalbridge_auth.service import AuthService
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.db import utcnow
-from vocalbridge_common.errors import DomainError, NotFound, PermissionDenied, Unauthenticated, Unavailable, to_rpc_status
+from vocalbridge_common.errors import (
+    DomainError,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    invalid_fields,
+    to_rpc_status,
+)
 from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
 
 log = logging.getLogger(__name__)
@@ -107,6 +117,7 @@ def presented_secret(headers) -> str | None:
 
 
 _HTTP_STATUS = {
+    code_pb2.INVALID_ARGUMENT: http_status_pb2.BadRequest,
     code_pb2.UNAUTHENTICATED: http_status_pb2.Unauthorized,
     code_pb2.PERMISSION_DENIED: http_status_pb2.Forbidden,
     code_pb2.NOT_FOUND: http_status_pb2.NotFound,
@@ -114,20 +125,39 @@ _HTTP_STATUS = {
 }
 
 
+def _is_grpc(headers) -> bool:
+    return headers.get("content-type", "").startswith("application/grpc")
+
+
 class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, authenticator: KeyAuthenticator, signer: IdentitySigner) -> None:
+    def __init__(self, authenticator: KeyAuthenticator, signer: IdentitySigner, routes: list[Route]) -> None:
         self._authenticator = authenticator
         self._signer = signer
+        self._routes = routes
+
+    def _resolve(self, http) -> tuple[str, Route | None]:
+        """The RPC a request is for, and for a JSON request its HTTP route."""
+        if _is_grpc(http.headers):
+            return http.path, None
+        route = match(self._routes, http.method, http.path)
+        if route is None:
+            raise NotFound(f"no API method at {http.method} {http.path.split('?', 1)[0]}", reason="METHOD_NOT_FOUND")
+        return route.full_method, route
 
     async def Check(self, request, context):
         http = request.attributes.request.http
         headers = http.headers
         request_id = headers.get("x-request-id")
-        method = http.path.split("?", 1)[0]
+        method = http.path
         try:
+            principal = await self._authenticator.authenticate(presented_secret(headers))
+            method, route = self._resolve(http)
             if not method.startswith("/vocalbridge."):
                 raise NotFound(f"no API method at {method}", reason="METHOD_NOT_FOUND")
-            principal = await self._authenticator.authenticate(presented_secret(headers))
+            if route is not None:
+                violations = body_violations(route, http.raw_body or http.body.encode())
+                if violations:
+                    raise invalid_fields(violations, reason="INVALID_REQUEST_BODY")
             if not scope_policy.allows(principal.scopes, method):
                 needed = scope_policy.required_scope(method)
                 raise PermissionDenied(

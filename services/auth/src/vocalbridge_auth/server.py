@@ -9,6 +9,7 @@ from vocalbridge.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
 from vocalbridge_auth.check import AuthorizationServicer, KeyAuthenticator
 from vocalbridge_auth.config import AuthSettings
+from vocalbridge_auth.routes import contract_routes
 from vocalbridge_auth.service import AuthService
 from vocalbridge_auth.servicer import AuthServicer
 from vocalbridge_common.db import Database
@@ -27,11 +28,12 @@ async def create_server(settings: AuthSettings) -> RunningServer:
     instrument_engine(db.engine)
     signer = IdentitySigner(settings.common.identity_secret, settings.identity_ttl_seconds)
     service = AuthService(db, PageTokenCodec(settings.common.identity_secret))
+    routes = contract_routes()
     authenticator = KeyAuthenticator(service, settings.operator_key_digest, settings.key_cache_ttl_seconds)
 
     def register(server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service), server)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(authenticator, signer), server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(authenticator, signer, routes), server)
 
     return await start_grpc_server(
         service_names=(

@@ -1,0 +1,159 @@
+"""The public HTTP surface, read from the contracts' `google.api.http` rules,
+so Check can tell which RPC a JSON request is for (its scope) and validate
+its body strictly before Envoy transcodes it.
+
+Envoy's transcoder accepts JSON fields the contract does not have and drops
+them silently; a demanding client wants a 400 for a typo instead. Check sees
+the original request (ext_authz runs before the transcoder, with the body),
+so it parses the body against the request message with unknown fields
+refused, and reports every problem as a BadRequest field violation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor, json_format, symbol_database
+from google.protobuf.descriptor import FieldDescriptor
+
+from vocalbridge_common.errors import FieldViolation
+
+# Messages with their own JSON form (strings or special objects); not walked field by field.
+_WELL_KNOWN = {
+    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
+    "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue", "google.protobuf.Any",
+    "google.protobuf.Empty",
+} | {f"google.protobuf.{t}Value" for t in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool",
+                                             "String", "Bytes")}
+
+
+@dataclass(frozen=True)
+class Route:
+    http_method: str
+    pattern: re.Pattern
+    full_method: str  # /package.Service/Method
+    body_type: descriptor.Descriptor | None  # what the JSON body must parse as; None: no body
+    body_prefix: str  # the request field the body fills ("" for body "*")
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """`/v1/{name=agents/*}/versions` → ^/v1/agents/[^/:]+/versions$ (variables as segments)."""
+    out, i = [], 0
+    while i < len(template):
+        if template[i] == "{":
+            end = template.index("}", i)
+            _, _, pattern = template[i + 1:end].partition("=")
+            out.append(_segments_regex(pattern or "*"))
+            i = end + 1
+        else:
+            end = template.find("{", i)
+            end = len(template) if end == -1 else end
+            out.append(_segments_regex(template[i:end]))
+            i = end
+    return re.compile("^" + "".join(out) + "$")
+
+
+def _segments_regex(text: str) -> str:
+    parts = re.split(r"(\*\*|\*)", text)
+    return "".join("[^?#]+" if p == "**" else "[^/:?#]+" if p == "*" else re.escape(p) for p in parts)
+
+
+def contract_service_files() -> list[descriptor.FileDescriptor]:
+    """Every generated `vocalbridge/<svc>/v1/*_service_pb2` module's file descriptor.
+
+    The packages are namespace packages (protoc writes no __init__.py), which
+    pkgutil does not walk, so the generated files are found on disk."""
+    import vocalbridge
+
+    files = []
+    for root in vocalbridge.__path__:
+        for path in sorted(Path(root).glob("*/v1/*_service_pb2.py")):
+            module = importlib.import_module(".".join(path.relative_to(Path(root).parent).with_suffix("").parts))
+            files.append(module.DESCRIPTOR)
+    return files
+
+
+def build_routes(service_files: list[descriptor.FileDescriptor]) -> list[Route]:
+    routes = []
+    for file in service_files:
+        for service in file.services_by_name.values():
+            for method in service.methods:
+                options = method.GetOptions()
+                if not options.HasExtension(annotations_pb2.http):
+                    continue
+                rule = options.Extensions[annotations_pb2.http]
+                verb = rule.WhichOneof("pattern")
+                template = getattr(rule, verb)
+                body_type, prefix = None, ""
+                if rule.body == "*":
+                    body_type = method.input_type
+                elif rule.body:
+                    field = method.input_type.fields_by_name[rule.body]
+                    body_type, prefix = field.message_type, rule.body
+                routes.append(
+                    Route(verb.upper(), _template_regex(template), f"/{service.full_name}/{method.name}", body_type,
+                          prefix)
+                )
+    return routes
+
+
+def contract_routes() -> list[Route]:
+    return build_routes(contract_service_files())
+
+
+def match(routes: list[Route], http_method: str, path: str) -> Route | None:
+    path = path.split("?", 1)[0]
+    for route in routes:
+        if route.http_method == http_method and route.pattern.match(path):
+            return route
+    return None
+
+
+def body_violations(route: Route, body: bytes) -> list[FieldViolation]:
+    """Why `body` is not a valid JSON body for `route` (empty when it is)."""
+    if route.body_type is None or not body.strip():
+        return []
+    prefix = f"{route.body_prefix}." if route.body_prefix else ""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [FieldViolation("body", f"not valid JSON: {exc}")]
+    if not isinstance(document, dict):
+        return [FieldViolation("body", "must be a JSON object")]
+    violations = list(_unknown_fields(document, route.body_type, prefix))
+    if violations:
+        return violations
+    message_class = symbol_database.Default().GetSymbol(route.body_type.full_name)
+    try:
+        json_format.ParseDict(document, message_class())
+    except json_format.ParseError as exc:
+        # "Failed to parse parameters field: Failed to parse maxOutputTokens field: …" → parameters.max_output_tokens
+        path = [_snake(name) for name in re.findall(r"Failed to parse (\w+) field", str(exc))]
+        return [FieldViolation(prefix + ".".join(path) if path else "body", str(exc).split("\n")[0])]
+    return []
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _unknown_fields(document: dict, message: descriptor.Descriptor, path: str):
+    by_name = {**{f.json_name: f for f in message.fields}, **{f.name: f for f in message.fields}}
+    for key, value in document.items():
+        field = by_name.get(key)
+        if field is None:
+            yield FieldViolation(path + key, f"unknown field: {message.full_name} has no field named {key!r}")
+            continue
+        if field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type.full_name in _WELL_KNOWN:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            continue
+        items = value if field.is_repeated and isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, dict):
+                yield from _unknown_fields(item, field.message_type, f"{path}{field.name}.")

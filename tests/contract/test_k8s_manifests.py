@@ -1,0 +1,276 @@
+"""The Kubernetes manifests (deploy/k8s) render with kustomize and keep the rules that
+CONVENTIONS.md ("Kubernetes") and DESIGN.md ask of them. The checks read the rendered objects, not
+the source files, so patches in the overlays are covered too.
+
+kustomize writes only YAML, and PyYAML is not a dependency. `kubectl patch --local` with an empty
+merge patch turns each object into JSON without a cluster, so the standard library can parse it.
+A missing kubectl fails these tests; it never skips them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+K8S = REPO_ROOT / "deploy" / "k8s"
+OVERLAYS = ("dev", "prod")
+NAMESPACE = "vocalbridge"
+# Every backend and its port (DESIGN §1). All five are deployed, so that Envoy's clusters resolve.
+BACKENDS = {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
+# The calls that exist between pods (CONVENTIONS "Kubernetes"): nothing else may reach a backend.
+EDGES = {("envoy", name) for name in BACKENDS} | {
+    ("conversation", "agents"),
+    ("conversation", "billing"),
+    ("voice", "conversation"),
+}
+SECRET_NAME = "vocalbridge-secrets"
+DESCRIPTOR_IN_IMAGE = "/etc/vocalbridge/vocalbridge.pb"
+
+
+def _kubectl() -> str:
+    path = shutil.which("kubectl")
+    assert path, "kubectl (with its built-in kustomize) is needed to render deploy/k8s; it is not on PATH"
+    return path
+
+
+def _run(args: list[str], stdin: str | None = None) -> str:
+    result = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stderr}"
+    return result.stdout
+
+
+@cache
+def _render(target: str) -> tuple:
+    kubectl = _kubectl()
+    yaml_text = _run([kubectl, "kustomize", str(K8S / target)])
+    json_text = _run([kubectl, "patch", "--local", "-f", "-", "--type=merge", "-p", "{}", "-o", "json"], yaml_text)
+    decoder, objects, i = json.JSONDecoder(), [], 0
+    while True:
+        while i < len(json_text) and json_text[i].isspace():
+            i += 1
+        if i >= len(json_text):
+            break
+        obj, i = decoder.raw_decode(json_text, i)
+        objects.append(obj)
+    # Guard against the conversion silently dropping objects.
+    assert len(objects) == len(re.findall(r"(?m)^kind: ", yaml_text)), "objects lost converting YAML to JSON"
+    return tuple(objects)
+
+
+def _of_kind(objects, kind: str) -> dict:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def _label(obj, key="app.kubernetes.io/name"):
+    return obj["metadata"].get("labels", {}).get(key)
+
+
+def _backend_deployments(objects) -> dict:
+    return {
+        name: d for name, d in _of_kind(objects, "Deployment").items()
+        if _label(d["spec"]["template"], "app.kubernetes.io/component") == "backend"
+    }
+
+
+def _grpc_port(container) -> int:
+    ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") == "grpc"]
+    assert len(ports) == 1, f"container {container['name']} must declare exactly one port named grpc"
+    return ports[0]
+
+
+@pytest.fixture(params=OVERLAYS)
+def rendered(request):
+    return request.param, _render(f"overlays/{request.param}")
+
+
+def test_base_renders():
+    kinds = {o["kind"] for o in _render("base")}
+    assert {"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "ConfigMap",
+            "Secret", "Namespace"} <= kinds
+
+
+def test_everything_is_in_the_namespace(rendered):
+    _, objects = rendered
+    assert _of_kind(objects, "Namespace").keys() == {NAMESPACE}
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_every_backend_is_deployed_with_its_service_account_pdb_and_headless_service(rendered):
+    _, objects = rendered
+    deployments = _backend_deployments(objects)
+    services = _of_kind(objects, "Service")
+    accounts = _of_kind(objects, "ServiceAccount")
+    pdbs = _of_kind(objects, "PodDisruptionBudget")
+    assert deployments.keys() == BACKENDS.keys()
+    for name, port in BACKENDS.items():
+        template = deployments[name]["spec"]["template"]
+        main = next(c for c in template["spec"]["containers"] if c["name"] == name)
+        assert _grpc_port(main) == port, name
+
+        service = services[name]["spec"]
+        assert service.get("clusterIP") == "None", f"Service {name} must be headless (clusterIP: None)"
+        assert [(p["name"], p["port"]) for p in service["ports"]] == [("grpc", port)], name
+        labels = template["metadata"]["labels"]
+        assert service["selector"].items() <= labels.items(), f"Service {name} does not select its pods"
+
+        assert template["spec"]["serviceAccountName"] == name and name in accounts
+        assert pdbs[name]["spec"]["selector"]["matchLabels"].items() <= labels.items(), f"PDB {name}"
+    assert "envoy" in pdbs and "envoy" in accounts
+
+
+def test_backends_have_native_grpc_probes_and_run_their_migrations_first(rendered):
+    _, objects = rendered
+    for name, deployment in _backend_deployments(objects).items():
+        spec = deployment["spec"]["template"]["spec"]
+        main = next(c for c in spec["containers"] if c["name"] == name)
+        port = _grpc_port(main)
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert main.get(probe, {}).get("grpc", {}).get("port") == port, f"{name}: {probe} must be grpc on {port}"
+        assert main.get("args", ["serve"]) == ["serve"], name
+        migrate = [c for c in spec.get("initContainers", []) if c.get("args") == ["migrate"]]
+        assert len(migrate) == 1, f"{name}: needs one init container running `migrate`"
+        assert migrate[0]["image"] == main["image"], f"{name}: migrations must come from the same image"
+
+
+def test_every_deployment_is_hardened_and_bounded(rendered):
+    overlay, objects = rendered
+    deployments = _of_kind(objects, "Deployment")
+    assert "envoy" in deployments
+    for name, deployment in deployments.items():
+        spec = deployment["spec"]["template"]["spec"]
+        pod_sc = spec.get("securityContext", {})
+        assert spec.get("automountServiceAccountToken") is False, name
+        for container in spec["containers"] + spec.get("initContainers", []):
+            where = f"{overlay}: {name}/{container['name']}"
+            sc = container.get("securityContext", {})
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", pod_sc.get("runAsUser", 0)) != 0, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type") == "RuntimeDefault", where
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= container.get("resources", {}).get(bound, {}).keys(), f"{where}: {bound}"
+            image = container["image"]
+            assert re.search(r":[\w][\w.-]*$|@sha256:[0-9a-f]{64}$", image) and not image.endswith(":latest"), (
+                f"{where}: image {image!r} needs a tag or digest (set by the overlay)"
+            )
+        for container in spec["containers"]:
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert probe in container, f"{overlay}: {name}/{container['name']} has no {probe}"
+
+
+def test_network_policies_deny_by_default_and_allow_only_the_edges_that_exist(rendered):
+    _, objects = rendered
+    policies = list(_of_kind(objects, "NetworkPolicy").values())
+    assert any(
+        p["spec"].get("podSelector") in ({}, None) and "Ingress" in p["spec"].get("policyTypes", [])
+        and not p["spec"].get("ingress")
+        for p in policies
+    ), "no default-deny ingress NetworkPolicy"
+
+    edges = set()
+    for policy in policies:
+        target = policy["spec"].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+        if target not in BACKENDS:
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from"), f"{policy['metadata']['name']} lets any pod reach {target}"
+            assert [p.get("port") for p in rule.get("ports", [])] == ["grpc"], policy["metadata"]["name"]
+            for peer in rule["from"]:
+                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pods of the namespace"
+                edges.add((peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"], target))
+    assert edges == EDGES
+
+
+def test_envoy_config_routes_to_every_backend_by_its_dns_name(rendered):
+    _, objects = rendered
+    configmaps = [c for name, c in _of_kind(objects, "ConfigMap").items() if name.startswith("envoy-config")]
+    assert len(configmaps) == 1
+    (key, text), = configmaps[0]["data"].items()
+    config = json.loads(text)
+
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name, port in BACKENDS.items():
+        dns_name = f"{name}.{NAMESPACE}.svc.cluster.local"
+        assert dns_name in text
+        cluster = clusters[name]
+        assert cluster["type"] == "STRICT_DNS", name
+        (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert endpoint["endpoint"]["address"]["socket_address"] == {"address": dns_name, "port_value": port}
+
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener == {"address": "0.0.0.0", "port_value": 8080}
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert DESCRIPTOR_IN_IMAGE in text
+    assert DESCRIPTOR_IN_IMAGE in (REPO_ROOT / "gateway-envoy" / "Dockerfile").read_text()
+
+    # The Deployment mounts that ConfigMap where its -c argument looks, and listens where Envoy does.
+    spec = _of_kind(objects, "Deployment")["envoy"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    config_path = container["args"][container["args"].index("-c") + 1]
+    configmap_name = configmaps[0]["metadata"]["name"]
+    volume = next(v["name"] for v in spec["volumes"] if v.get("configMap", {}).get("name") == configmap_name)
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume)
+    assert config_path == f"{mount}/{key}"
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [8080]
+    service = _of_kind(objects, "Service")["envoy"]["spec"]
+    assert [(p["name"], p["port"]) for p in service["ports"]] == [("http", 8080)]
+
+
+def test_secrets_are_placeholders_and_only_auth_gets_the_operator_key(rendered):
+    overlay, objects = rendered
+    secrets = _of_kind(objects, "Secret")
+    if overlay == "prod":
+        assert SECRET_NAME not in secrets, "prod must not ship the placeholder Secret"
+    else:
+        values = {k: base64.b64decode(v).decode() for k, v in secrets[SECRET_NAME]["data"].items()}
+        assert values.keys() == {"VB_IDENTITY_SECRET", "VB_OPERATOR_API_KEY", "VB_DATABASE_URL"}
+        assert "FAKE" in values["VB_IDENTITY_SECRET"] and "FAKE" in values["VB_OPERATOR_API_KEY"]
+
+    configmaps = _of_kind(objects, "ConfigMap")
+    for name, deployment in _of_kind(objects, "Deployment").items():
+        spec = deployment["spec"]["template"]["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert ("VB_OPERATOR_API_KEY" in env) == (name == "auth"), f"{name}/{container['name']}"
+            refs = [e["valueFrom"]["secretKeyRef"] for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})]
+            for ref in refs:
+                # In prod the Secret is created outside git, under this fixed name.
+                assert ref["name"] in secrets or (overlay == "prod" and ref["name"] == SECRET_NAME), ref
+            for source in container.get("envFrom", []):
+                assert "secretRef" not in source, f"{name}: secrets by key, so each pod gets only its own"
+                assert source["configMapRef"]["name"] in configmaps, source
+
+
+def test_committed_envoy_config_is_current_and_envoy_accepts_it():
+    assert (REPO_ROOT / "gen" / "vocalbridge.pb").is_file(), "run `make gen` first"
+    assert (REPO_ROOT / ".venv" / "bin" / "envoy").is_file(), "run `make venv` first"
+    result = subprocess.run([str(K8S / "render-envoy.sh"), "--check"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_service_dockerfiles_are_one_file_with_a_different_service():
+    """services/<svc>/Dockerfile differ only in `ARG SERVICE=<svc>` (see the comment in them).
+    A new service gets its image by copying services/auth/Dockerfile and changing that line."""
+    reference = (REPO_ROOT / "services" / "auth" / "Dockerfile").read_text()
+    assert reference.count("ARG SERVICE=auth\n") == 1
+    dockerfiles = sorted(REPO_ROOT.glob("services/*/Dockerfile"))
+    assert {d.parent.name for d in dockerfiles} >= {"auth", "agents"}
+    for dockerfile in dockerfiles:
+        service = dockerfile.parent.name
+        assert (dockerfile.parent / "src" / f"vocalbridge_{service}").is_dir(), dockerfile
+        assert dockerfile.read_text() == reference.replace("ARG SERVICE=auth\n", f"ARG SERVICE={service}\n"), (
+            f"{dockerfile.relative_to(REPO_ROOT)} differs from services/auth/Dockerfile in more than ARG SERVICE"
+        )
