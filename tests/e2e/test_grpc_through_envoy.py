@@ -48,9 +48,11 @@ async def test_grpc_without_or_with_read_only_key(agents_stub, new_tenant):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await agents_stub.ListAgents(agents_service_pb2.ListAgentsRequest())
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(caught.value) == "API_KEY_MISSING"
     reader = await tenant.create_key(["SCOPE_READ"])
     await agents_stub.ListAgents(agents_service_pb2.ListAgentsRequest(), metadata=bearer(reader))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await agents_stub.CreateAgent(agents_service_pb2.CreateAgentRequest(
             agent=agent_pb2.Agent(display_name="x", primary_provider="vendorA")), metadata=bearer(reader))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(caught.value) == "SCOPE_INSUFFICIENT"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from vocalbridge.auth.v1 import api_key_pb2, auth_service_pb2, auth_service_pb2_grpc
@@ -86,9 +88,20 @@ async def check(authz, method: str, key: str | None):
 
 
 def denial(response) -> tuple[int, str]:
+    """(HTTP status, ErrorInfo reason) of a denial: from the JSON body, or for a gRPC
+    client from the grpc-status-details-bin header (whose message must match the body)."""
     assert response.HasField("denied_response"), response
-    body = json.loads(response.denied_response.body)
-    return response.denied_response.status.code, body["details"][0]["reason"]
+    denied = response.denied_response
+    headers = {h.header.key: h.header.value for h in denied.headers}
+    if "grpc-status-details-bin" in headers:
+        raw = headers["grpc-status-details-bin"]
+        status = status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+        assert status.message == denied.body and str(status.code) == headers["grpc-status"]
+        info = error_details_pb2.ErrorInfo()
+        assert status.details[0].Unpack(info)
+        return denied.status.code, info.reason
+    body = json.loads(denied.body)
+    return denied.status.code, body["details"][0]["reason"]
 
 
 async def test_create_tenant_returns_admin_key_once(auth, operator):

@@ -256,19 +256,21 @@ def cost_micros(quantities: Quantities, prices: Mapping[PriceUnit, PriceRow]) ->
 # these rows (same ids), so the conversation service can price a turn with them
 # when billing is unreachable and still agree with the ledger.
 SEED_EFFECTIVE_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _seed(number: int, provider: str, unit: PriceUnit, micros_per_unit: int) -> PriceRow:
+    return PriceRow(f"prc_{number:026d}", provider, "", unit, micros_per_unit, SEED_EFFECTIVE_TIME)
+
+
 SEED_PRICES: tuple[PriceRow, ...] = (
     # vendorA: $0.002 per 1K tokens, prompt and completion alike.
-    PriceRow("prc_00000000000000000000000001", "vendorA", "", PriceUnit.PER_1K_PROMPT_TOKENS, 2000, SEED_EFFECTIVE_TIME),
-    PriceRow("prc_00000000000000000000000002", "vendorA", "", PriceUnit.PER_1K_COMPLETION_TOKENS, 2000,
-             SEED_EFFECTIVE_TIME),
+    _seed(1, "vendorA", PriceUnit.PER_1K_PROMPT_TOKENS, 2000),
+    _seed(2, "vendorA", PriceUnit.PER_1K_COMPLETION_TOKENS, 2000),
     # vendorB: $0.003 per 1K tokens.
-    PriceRow("prc_00000000000000000000000003", "vendorB", "", PriceUnit.PER_1K_PROMPT_TOKENS, 3000, SEED_EFFECTIVE_TIME),
-    PriceRow("prc_00000000000000000000000004", "vendorB", "", PriceUnit.PER_1K_COMPLETION_TOKENS, 3000,
-             SEED_EFFECTIVE_TIME),
+    _seed(3, "vendorB", PriceUnit.PER_1K_PROMPT_TOKENS, 3000),
+    _seed(4, "vendorB", PriceUnit.PER_1K_COMPLETION_TOKENS, 3000),
     # The offline speech engine: $0.006 per minute transcribed (100 micros a
     # second) and $15 per million characters synthesized (15 micros a character).
-    PriceRow("prc_00000000000000000000000005", DEFAULT_SPEECH_PROVIDER, "", PriceUnit.PER_AUDIO_SECOND, 100,
-             SEED_EFFECTIVE_TIME),
-    PriceRow("prc_00000000000000000000000006", DEFAULT_SPEECH_PROVIDER, "", PriceUnit.PER_CHARACTER, 15,
-             SEED_EFFECTIVE_TIME),
+    _seed(5, DEFAULT_SPEECH_PROVIDER, PriceUnit.PER_AUDIO_SECOND, 100),
+    _seed(6, DEFAULT_SPEECH_PROVIDER, PriceUnit.PER_CHARACTER, 15),
 )

@@ -11,6 +11,7 @@ short TTL: a revoked key is refused at most that long after revocation.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import logging
 import time
@@ -166,10 +167,11 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
                 )
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
-            return self._deny(to_rpc_status(error, request_id))
+            return self._deny(to_rpc_status(error, request_id), grpc_client=_is_grpc(headers))
         except Exception:  # noqa: BLE001 - never let a database hiccup look like a valid key
             log.exception("key check failed")
-            return self._deny(to_rpc_status(Unavailable("authentication is temporarily unavailable"), request_id))
+            unavailable = Unavailable("authentication is temporarily unavailable")
+            return self._deny(to_rpc_status(unavailable, request_id), grpc_client=_is_grpc(headers))
         token = self._signer.mint(principal.tenant_id, principal.key_id, principal.scopes)
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
@@ -186,11 +188,22 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
         )
 
     @staticmethod
-    def _deny(status: status_pb2.Status) -> external_auth_pb2.CheckResponse:
+    def _deny(status: status_pb2.Status, grpc_client: bool) -> external_auth_pb2.CheckResponse:
         body = json_format.MessageToJson(status, indent=None)
         response_headers = [
             base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="content-type", value="application/json"))
         ]
+        if grpc_client:
+            # A gRPC client reads the rich status (ErrorInfo reason…) from grpc-status-details-bin;
+            # Envoy turns the body into grpc-message, which must equal the status message.
+            body = status.message
+            rich = [
+                ("grpc-status", str(status.code)),
+                ("grpc-status-details-bin", base64.b64encode(status.SerializeToString()).decode().rstrip("=")),
+            ]
+            response_headers += [
+                base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value)) for key, value in rich
+            ]
         if status.code == code_pb2.UNAUTHENTICATED:
             response_headers.append(
                 base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="www-authenticate", value="Bearer"))

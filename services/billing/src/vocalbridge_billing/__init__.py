@@ -1,0 +1,1 @@
+"""VocalBridge billing service: the usage ledger, the price list and usage analytics."""

@@ -1,0 +1,104 @@
+"""Billing tables: the global price list, and the tenants' append-only usage
+ledger with one child row per delivery attempt (for provider performance)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vocalbridge_common.db import UtcDateTime, declarative_base
+
+BillingBase = declarative_base()
+
+
+class PriceListRow(BillingBase):
+    """One price row, the same for every tenant (no row-level security). Rows are
+    never updated: a price change is a new row with a later effective time."""
+
+    __tablename__ = "prices"
+    __table_args__ = (
+        UniqueConstraint("provider", "model", "unit", "effective_time"),
+        CheckConstraint("micros_per_unit >= 0", name="non_negative"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(100))  # empty: every model of the provider
+    unit: Mapped[str] = mapped_column(String(32))  # a vocalbridge_common.pricing.PriceUnit value
+    micros_per_unit: Mapped[int] = mapped_column(BigInteger)
+    effective_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UsageEventRow(BillingBase):
+    """One recorded turn. Append-only: the app roles may not UPDATE or DELETE it.
+    `event_id` is the producer's id and the deduplication key."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        CheckConstraint(
+            "prompt_tokens >= 0 AND completion_tokens >= 0 AND audio_millis >= 0 AND tts_characters >= 0"
+            " AND cost_micros >= 0",
+            name="non_negative",
+        ),
+        Index("ix_usage_events_tenant_time", "tenant_id", "event_time", "event_id"),
+        Index("ix_usage_events_tenant_session", "tenant_id", "session_id", "event_time", "event_id"),
+        Index("ix_usage_events_tenant_agent", "tenant_id", "agent_id", "event_time"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    agent_id: Mapped[str] = mapped_column(String(64))
+    agent_version: Mapped[int] = mapped_column(Integer)
+    session_id: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(64))  # empty when the producer named no message
+    channel: Mapped[str] = mapped_column(String(16))  # CHANNEL_TEXT | CHANNEL_VOICE
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(100))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    audio_millis: Mapped[int] = mapped_column(BigInteger)  # audio seconds, quantized to whole ms
+    tts_characters: Mapped[int] = mapped_column(BigInteger)
+    # Billing's cost, at the prices below (authoritative), and the producer's, for audit.
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+    reported_cost_micros: Mapped[int] = mapped_column(BigInteger)
+    # The price rows charged, one per unit consumed (prices are immutable, so an id is a copy).
+    prompt_price_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("prices.id"), nullable=True)
+    completion_price_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("prices.id"), nullable=True)
+    audio_price_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("prices.id"), nullable=True)
+    character_price_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("prices.id"), nullable=True)
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    event_day: Mapped[str] = mapped_column(String(10))  # UTC day of event_time, YYYY-MM-DD
+    record_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The delivery record, summarized; the attempts are rows of usage_attempts.
+    delivery_provider: Mapped[str] = mapped_column(String(64))
+    delivery_model: Mapped[str] = mapped_column(String(100))
+    fallback_used: Mapped[bool] = mapped_column(Boolean)
+    delivery_latency_ns: Mapped[int] = mapped_column(BigInteger)
+    attempt_count: Mapped[int] = mapped_column(Integer)  # provider calls, circuit-open skips excluded
+    failed_attempt_count: Mapped[int] = mapped_column(Integer)
+    circuit_open_skips: Mapped[int] = mapped_column(Integer)
+    started_provider: Mapped[str] = mapped_column(String(64))  # provider of the first attempt; empty without
+    # SHA-256 of the event as the producer sent it: a re-send with the same id must match it.
+    content_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class UsageAttemptRow(BillingBase):
+    """One delivery attempt of a recorded turn. Tenant, time and agent are copied
+    from the event so provider performance is one indexed scan."""
+
+    __tablename__ = "usage_attempts"
+    __table_args__ = (Index("ix_usage_attempts_tenant_time", "tenant_id", "event_time"),)
+
+    event_id: Mapped[str] = mapped_column(String(128), ForeignKey("usage_events.event_id"), primary_key=True)
+    ordinal: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    event_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))  # AttemptOutcome name without ATTEMPT_OUTCOME_
+    latency_ns: Mapped[int] = mapped_column(BigInteger)
+    backoff_ns: Mapped[int] = mapped_column(BigInteger)
+    error_message: Mapped[str] = mapped_column(String(500))
