@@ -52,3 +52,10 @@ def violated_fields(response: httpx.Response) -> set[str]:
         if detail.get("@type", "").endswith("google.rpc.BadRequest"):
             return {v["field"] for v in detail.get("fieldViolations", [])}
     return set()
+
+
+def sse_events(response: httpx.Response) -> list[dict]:
+    """The JSON payloads of a Server-Sent Events body (`data: {...}` lines)."""
+    import json
+
+    return [json.loads(line[len("data:"):]) for line in response.text.splitlines() if line.startswith("data:")]

@@ -13,6 +13,32 @@ from vocalbridge_devstack.stack import Stack, StackConfig
 
 
 
+# Simulated providers, one per delivery scenario, so that no test's failures (and
+# open circuit breakers) leak into another's. vendorA and vendorB never fail here.
+PROVIDER_ENV = {
+    "VB_SIMULATED_PROVIDERS": "vendorA,vendorB,down,dead,dead2,flaky,throttled,picky,slow",
+    "VB_PROVIDER_SEED": "42",
+    "VB_PROVIDER_VENDORA_FAILURE_RATE": "0",
+    "VB_PROVIDER_VENDORB_FAILURE_RATE": "0",
+    "VB_PROVIDER_VENDORA_LATENCY_MS": "5",
+    "VB_PROVIDER_VENDORB_LATENCY_MS": "5",
+    **{f"VB_PROVIDER_{name}_FAILURE_RATE": "1" for name in ("DOWN", "DEAD", "DEAD2", "THROTTLED", "PICKY")},
+    **{f"VB_PROVIDER_{name}_LATENCY_MS": "0" for name in ("DOWN", "DEAD", "DEAD2", "FLAKY", "THROTTLED", "PICKY")},
+    "VB_PROVIDER_FLAKY_FAILURE_RATE": "0",
+    "VB_PROVIDER_FLAKY_FAIL_FIRST": "3",
+    "VB_PROVIDER_THROTTLED_FAILURE_KIND": "rate_limited",
+    "VB_PROVIDER_THROTTLED_RETRY_AFTER_MS": "800",
+    "VB_PROVIDER_PICKY_FAILURE_KIND": "bad_request",
+    "VB_PROVIDER_SLOW_FAILURE_RATE": "0",
+    "VB_PROVIDER_SLOW_LATENCY_MS": "3000",
+    "VB_DELIVERY_BACKOFF_BASE_MS": "2",
+    "VB_DELIVERY_BACKOFF_CAP_MS": "1000",
+    "VB_BREAKER_FAILURE_THRESHOLD": "3",
+    "VB_BREAKER_RESET_TIMEOUT_MS": "500",
+    "VB_RELAY_POLL_INTERVAL_MS": "100",
+}
+
+
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
@@ -21,7 +47,7 @@ async def stack(tmp_path_factory):
             data_dir=root / "var",
             database_url=database_url,
             log_dir=root / "logs",
-            extra_env={"VB_AUTH_KEY_CACHE_TTL_SECONDS": str(KEY_CACHE_TTL_SECONDS)},
+            extra_env={"VB_AUTH_KEY_CACHE_TTL_SECONDS": str(KEY_CACHE_TTL_SECONDS), **PROVIDER_ENV},
         )
         stack = Stack(config)
         try:

@@ -24,7 +24,6 @@ def settings_for(database_url: str) -> AgentsSettings:
                 "VB_AGENTS_DATABASE_URL": database_url,
                 "VB_AGENTS_HOST": "127.0.0.1",
                 "VB_AGENTS_PORT": "0",
-                "VB_PROVIDERS": "vendorA,vendorB",
             }
         )
     )

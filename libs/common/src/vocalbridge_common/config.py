@@ -11,9 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# The simulated providers every gateway has; real OpenAI-compatible endpoints
-# are added by name in VB_OPENAI_PROVIDERS (and configured by the conversation service).
+# The simulated providers a gateway has by default (VB_SIMULATED_PROVIDERS may
+# name others, for demos and tests); real OpenAI-compatible endpoints are added
+# by name in VB_OPENAI_PROVIDERS (and configured by the conversation service).
 SIMULATED_PROVIDERS = ("vendorA", "vendorB")
+
+
+def provider_names(env: "Env") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(simulated, OpenAI-compatible) provider names, as every service must agree on them."""
+    return env.list("VB_SIMULATED_PROVIDERS", SIMULATED_PROVIDERS), env.list("VB_OPENAI_PROVIDERS", ())
 
 
 class ConfigError(RuntimeError):
@@ -95,6 +101,6 @@ class CommonSettings:
             database_url=database_url,
             identity_secret=secret.encode(),
             log_level=env.str("VB_LOG_LEVEL", "INFO"),
-            known_providers=SIMULATED_PROVIDERS + env.list("VB_OPENAI_PROVIDERS", ()),
+            known_providers=sum(provider_names(env), ()),
             shutdown_grace_seconds=env.float("VB_SHUTDOWN_GRACE_SECONDS", 5.0),
         )

@@ -30,7 +30,7 @@ class ConversationSettings:
     turn: TurnSettings
     retry_policy: RetryPolicy
     relay: RelaySettings
-    # The VB_PROVIDER_* / VB_OPENAI_* / VB_BREAKER_* variables, read by the provider
+    # The VB_PROVIDER_* / VB_SIMULATED_* / VB_OPENAI_* / VB_BREAKER_* variables, read by the provider
     # registry and the breakers at start-up.
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -57,5 +57,5 @@ class ConversationSettings:
                 backoff_base_seconds=env.float("VB_RELAY_BACKOFF_BASE_MS", 500) / 1000,
                 backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
             ),
-            provider_env={k: v for k, v in environ.items() if k.startswith(("VB_PROVIDER", "VB_OPENAI", "VB_BREAKER"))},
+            provider_env={k: v for k, v in environ.items() if k.startswith(("VB_PROVIDER", "VB_SIMULATED", "VB_OPENAI", "VB_BREAKER"))},
         )

@@ -23,9 +23,8 @@ from vocalbridge_conversation.providers.base import (
 from vocalbridge_conversation.providers.openai_compat import (
     OpenAICompatibleProvider,
     OpenAICompatibleSettings,
-    openai_provider_names,
 )
-from vocalbridge_common.config import SIMULATED_PROVIDERS
+from vocalbridge_common.config import Env, provider_names
 from vocalbridge_conversation.providers.simulated import SimulatedProvider, SimulatedSettings
 
 __all__ = [
@@ -47,12 +46,12 @@ __all__ = [
 
 
 def build_registry(env: Mapping[str, str], http_client: httpx.AsyncClient) -> ProviderRegistry:
-    """vendorA and vendorB (simulated) plus every provider listed in VB_OPENAI_PROVIDERS.
-    Raises ConfigError, naming the variable, when a listed provider is misconfigured."""
-    registry = ProviderRegistry(
-        SimulatedProvider(SimulatedSettings.from_env(name, env)) for name in SIMULATED_PROVIDERS
-    )
-    for name in openai_provider_names(env):
+    """The simulated providers (vendorA and vendorB unless VB_SIMULATED_PROVIDERS names others)
+    plus every provider listed in VB_OPENAI_PROVIDERS. Raises ConfigError, naming the variable,
+    when a listed provider is misconfigured."""
+    simulated, openai_compatible = provider_names(Env(env))
+    registry = ProviderRegistry(SimulatedProvider(SimulatedSettings.from_env(name, env)) for name in simulated)
+    for name in openai_compatible:
         if name in registry:
             raise ConfigError(f"VB_OPENAI_PROVIDERS names {name!r} twice or reuses a built-in provider's name")
         settings = OpenAICompatibleSettings.from_env(name, env)

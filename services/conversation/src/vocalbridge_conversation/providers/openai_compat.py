@@ -68,11 +68,6 @@ class OpenAICompatibleSettings:
         )
 
 
-def openai_provider_names(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The names listed in VB_OPENAI_PROVIDERS."""
-    return Env(env).list("VB_OPENAI_PROVIDERS", ())
-
-
 class OpenAICompatibleProvider(Provider):
     """One OpenAI-style endpoint. The HTTP client is shared and owned by the caller."""
 

@@ -75,6 +75,9 @@ class SimulatedSettings:
     failure_kind: FailureKind
     retry_after: float
     seed: str | None
+    # The first N calls fail (with failure_kind) whatever the rate: a provider that is
+    # down at start and then recovers, deterministically.
+    fail_first: int = 0
 
     @classmethod
     def from_env(cls, name: str, env: Mapping[str, str]) -> "SimulatedSettings":
@@ -104,6 +107,7 @@ class SimulatedSettings:
             failure_kind=failure_kind,
             retry_after=retry_after_ms / 1000.0,
             seed=read.optional("VB_PROVIDER_SEED"),
+            fail_first=read.int(prefix + "FAIL_FIRST", 0),
         )
 
 
@@ -117,6 +121,7 @@ class SimulatedProvider(Provider):
         # One generator per provider instance, seeded with the provider's name too so
         # vendorA and vendorB do not fail in lockstep under the same seed.
         self._rng = random.Random(f"{settings.seed}/{settings.name}") if settings.seed is not None else random.Random()
+        self._calls = 0
 
     async def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         await self._maybe_fail(timeout)
@@ -141,7 +146,9 @@ class SimulatedProvider(Provider):
         yield completion
 
     async def _maybe_fail(self, timeout: float) -> None:
-        if self._rng.random() >= self.settings.failure_rate:
+        self._calls += 1
+        scheduled = self._calls <= self.settings.fail_first
+        if not scheduled and self._rng.random() >= self.settings.failure_rate:
             return
         kind = self.settings.failure_kind
         if kind is FailureKind.TIMEOUT:
