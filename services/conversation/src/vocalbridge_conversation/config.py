@@ -20,6 +20,8 @@ class RelaySettings:
     poll_interval_seconds: float = 0.5
     backoff_base_seconds: float = 0.5
     backoff_cap_seconds: float = 30.0
+    # Past this age of the oldest pending event the relay's health turns NOT_SERVING.
+    lag_alert_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ConversationSettings:
                 poll_interval_seconds=env.float("VB_RELAY_POLL_INTERVAL_MS", 500) / 1000,
                 backoff_base_seconds=env.float("VB_RELAY_BACKOFF_BASE_MS", 500) / 1000,
                 backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
+                lag_alert_seconds=env.float("VB_RELAY_LAG_ALERT_SECONDS", 300),
             ),
             provider_env={k: v for k, v in environ.items() if k.startswith(("VB_PROVIDER", "VB_SIMULATED", "VB_OPENAI", "VB_BREAKER"))},
         )

@@ -51,7 +51,6 @@ class OutboxRelay:
         signer: IdentitySigner,
         settings: RelaySettings,
         *,
-        lag_alert_seconds: float = 300.0,
         health=None,
         clock: Callable[[], datetime] = utcnow,
         sleep=asyncio.sleep,
@@ -61,7 +60,7 @@ class OutboxRelay:
         self._stub = billing_service_pb2_grpc.BillingServiceStub(channel)
         self._signer = signer
         self._settings = settings
-        self._lag_alert = lag_alert_seconds
+        self._lag_alert = settings.lag_alert_seconds
         self._health = health
         self._clock = clock
         self._sleep = sleep
