@@ -38,6 +38,17 @@ def implemented_services() -> tuple[str, ...]:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: receive SIGTERM if the runner dies, even by SIGKILL,
+    so no service outlives the stack (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -191,13 +202,13 @@ class Stack:
             log_file = open(self.config.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by the child
             child.process = await asyncio.create_subprocess_exec(
                 *child.argv, env=child.env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
             log_file.close()
         else:
             child.process = await asyncio.create_subprocess_exec(
                 *child.argv, env=child.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
             child.pump = asyncio.create_task(self._pump(child.name, child.process.stdout))
 
