@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
-from vocalbridge.billing.v1 import billing_service_pb2_grpc, price_pb2, usage_event_pb2
+from vocalbridge.billing.v1 import billing_service_pb2_grpc, usage_event_pb2
 from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
 
 from vocalbridge_billing.domain import AttemptDraft, DeliveryDraft, RecordedEvent, Totals, UsageEventDraft
 from vocalbridge_billing.service import BillingService, UsageQuery
 from vocalbridge_common.context import current_tenant_id
-from vocalbridge_common.pricing import PriceRow
+from vocalbridge_common.price_protos import price_to_proto
 from vocalbridge_common.protoconv import from_timestamp, to_timestamp
 
 _OUTCOME_PREFIX = "ATTEMPT_OUTCOME_"
@@ -75,17 +75,6 @@ def event_from_proto(event: usage_event_pb2.UsageEvent) -> UsageEventDraft:
         price_names=tuple(price.name for price in event.prices),
         event_time=from_timestamp(event, "event_time"),
         delivery=delivery,
-    )
-
-
-def price_to_proto(price: PriceRow) -> price_pb2.Price:
-    return price_pb2.Price(
-        name=f"prices/{price.price_id}",
-        provider=price.provider,
-        model=price.model,
-        unit=price_pb2.PriceUnit.Value(f"PRICE_UNIT_{price.unit.value}"),
-        micros_per_unit=price.micros_per_unit,
-        effective_time=to_timestamp(price.effective_time),
     )
 
 

@@ -7,49 +7,17 @@ stand in; a billing outage never fails a turn."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC
 import time
 from collections.abc import Callable
 
 import grpc
-from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc, price_pb2
+from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 
 from vocalbridge_common.clients import forwarded_metadata
-from vocalbridge_common.pricing import SEED_PRICES, PriceRow, PriceUnit
+from vocalbridge_common.price_protos import price_from_proto
+from vocalbridge_common.pricing import SEED_PRICES, PriceRow
 
 log = logging.getLogger(__name__)
-
-_UNITS = {
-    price_pb2.PRICE_UNIT_PER_1K_PROMPT_TOKENS: PriceUnit.PER_1K_PROMPT_TOKENS,
-    price_pb2.PRICE_UNIT_PER_1K_COMPLETION_TOKENS: PriceUnit.PER_1K_COMPLETION_TOKENS,
-    price_pb2.PRICE_UNIT_PER_AUDIO_SECOND: PriceUnit.PER_AUDIO_SECOND,
-    price_pb2.PRICE_UNIT_PER_CHARACTER: PriceUnit.PER_CHARACTER,
-}
-UNIT_TO_PROTO = {unit: number for number, unit in _UNITS.items()}
-
-
-def price_from_proto(message: price_pb2.Price) -> PriceRow:
-    return PriceRow(
-        price_id=message.name.removeprefix("prices/"),
-        provider=message.provider,
-        model=message.model,
-        unit=_UNITS[message.unit],
-        micros_per_unit=message.micros_per_unit,
-        effective_time=message.effective_time.ToDatetime(tzinfo=UTC),
-    )
-
-
-def price_to_proto(row: PriceRow) -> price_pb2.Price:
-    message = price_pb2.Price(
-        name=f"prices/{row.price_id}",
-        provider=row.provider,
-        model=row.model,
-        unit=UNIT_TO_PROTO[row.unit],
-        micros_per_unit=row.micros_per_unit,
-    )
-    message.effective_time.FromDatetime(row.effective_time)
-    return message
-
 
 class PriceBook:
     def __init__(

@@ -30,6 +30,7 @@ from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.errors import FieldViolation, InvalidArgument, NotFound, Unavailable, invalid_fields
 from vocalbridge_common.ids import new_id, parse_resource_name
 from vocalbridge_common.pagination import PageTokenCodec, clamp_page_size
+from vocalbridge_common.price_protos import price_to_proto
 from vocalbridge_common.pricing import DEFAULT_SPEECH_PROVIDER, Quantities, charge, select_prices
 from vocalbridge_common.protoconv import to_timestamp
 from vocalbridge_common.validation import Violations
@@ -38,7 +39,7 @@ from vocalbridge_conversation.agents_client import AgentConfig, AgentDirectory, 
 from vocalbridge_conversation.delivery import DeliveryEngine, DeliveryResult, Delta, Done, Restart
 from vocalbridge_conversation.models import MessageRow, OutboxRow, SessionRow
 from vocalbridge_conversation.presenters import delivery_to_proto, message_to_proto
-from vocalbridge_conversation.price_book import PriceBook, price_to_proto
+from vocalbridge_conversation.price_book import PriceBook
 from vocalbridge_conversation.providers.base import (
     ChatMessage,
     Completion,
