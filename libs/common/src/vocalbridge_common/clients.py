@@ -34,5 +34,11 @@ def remaining_timeout(context: grpc.aio.ServicerContext | None, default: float =
 
 
 def insecure_channel(target: str) -> grpc.aio.Channel:
-    """A channel to another service inside the cluster (plaintext h2c, as Envoy uses)."""
-    return grpc.aio.insecure_channel(target, options=[("grpc.enable_retries", 0)])
+    """A channel to another service inside the cluster (plaintext h2c, as Envoy uses).
+
+    Round robin over every address the target resolves to: on Kubernetes the backend
+    Services are headless (`dns:///agents.<ns>.svc.cluster.local:50052` gives one address
+    per pod), so calls spread over the pods instead of sticking to one connection."""
+    return grpc.aio.insecure_channel(
+        target, options=[("grpc.enable_retries", 0), ("grpc.lb_policy_name", "round_robin")]
+    )

@@ -81,6 +81,9 @@ class CommonSettings:
     log_level: str
     known_providers: tuple[str, ...]
     shutdown_grace_seconds: float
+    # Connections per process (plus as many again under bursts): replicas × services × 2 × this
+    # must stay under the PostgreSQL server's max_connections.
+    database_pool_size: int = 5
 
     @classmethod
     def from_env(cls, service_name: str, default_port: int, env: Env | None = None) -> "CommonSettings":
@@ -103,4 +106,5 @@ class CommonSettings:
             log_level=env.str("VB_LOG_LEVEL", "INFO"),
             known_providers=sum(provider_names(env), ()),
             shutdown_grace_seconds=env.float("VB_SHUTDOWN_GRACE_SECONDS", 5.0),
+            database_pool_size=env.int("VB_DATABASE_POOL_SIZE", 5),
         )

@@ -112,12 +112,14 @@ async def insert_or_ignore(session: AsyncSession, model, rows: list[dict], confl
 class Database:
     """A service's engine and its transaction scopes. Built at start-up, never at import."""
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, schema: str, *, pool_size: int = 5) -> None:
         self.url = async_url(url)
         self.schema = schema
         self.postgres = is_postgres(self.url)
         if self.postgres:
-            self.engine: AsyncEngine = create_async_engine(self.url, pool_size=pool_size, pool_pre_ping=True)
+            self.engine: AsyncEngine = create_async_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
             event.listen(self.engine.sync_engine, "connect", self._on_postgres_connect)
         else:
             database = make_url(self.url).database

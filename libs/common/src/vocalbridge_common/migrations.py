@@ -52,6 +52,9 @@ def run_alembic_env(target_metadata) -> None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     with engine.connect() as connection:
         if postgres:
+            # Replicas starting together (init containers) migrate one at a time.
+            connection.execute(text("SELECT pg_advisory_lock(hashtext(:name))"), {"name": f"vocalbridge:{schema}"})
+            connection.commit()
             connection.execute(text(_CREATE_ROLES))
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             connection.execute(text(f"GRANT USAGE ON SCHEMA \"{schema}\" TO {APP_ROLE}, {SYSTEM_ROLE}"))

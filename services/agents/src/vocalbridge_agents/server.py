@@ -20,7 +20,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 async def create_server(settings: AgentsSettings) -> RunningServer:
-    db = Database(settings.common.database_url, schema=SCHEMA)
+    db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
     instrument_engine(db.engine)
     service = AgentService(
         db,

@@ -24,7 +24,7 @@ CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 
 
 async def create_server(settings: AuthSettings) -> RunningServer:
-    db = Database(settings.common.database_url, SCHEMA)
+    db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
     instrument_engine(db.engine)
     signer = IdentitySigner(settings.common.identity_secret, settings.identity_ttl_seconds)
     service = AuthService(db, PageTokenCodec(settings.common.identity_secret))

@@ -30,7 +30,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 async def create_server(settings: ConversationSettings, *, run_relay: bool = True) -> RunningServer:
-    db = Database(settings.common.database_url, SCHEMA)
+    db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
     instrument_engine(db.engine)
     signer = IdentitySigner(settings.common.identity_secret)
     http_client = httpx.AsyncClient()
