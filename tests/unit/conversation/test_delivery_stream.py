@@ -141,7 +141,7 @@ async def test_closing_the_stream_early_closes_the_provider_stream_and_frees_the
     time.advance(10)  # half-open: this turn is the probe
 
     stream = engine.deliver_stream(REQUEST, "vendorA", None, deadline=None)
-    assert await anext(stream) == Delta("many ")
+    assert await anext(stream) == Delta("many ", "vendorA")
     assert not breakers.get("vendorA").allow()
     await stream.aclose()
 

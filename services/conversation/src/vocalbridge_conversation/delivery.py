@@ -319,9 +319,10 @@ class DeliveryResult:
 
 @dataclass(frozen=True)
 class Delta:
-    """Reply text to append."""
+    """Reply text to append, and the provider producing it."""
 
     text: str
+    provider: str = ""
 
 
 @dataclass(frozen=True)
@@ -458,7 +459,7 @@ class DeliveryEngine:
                                     completion = event
                                 else:
                                     sent_deltas = True
-                                    yield Delta(event.text_delta)
+                                    yield Delta(event.text_delta, name)
                     else:
                         async with asyncio.timeout(timeout):
                             completion = await provider.complete(request, timeout)

@@ -345,7 +345,12 @@ class ConversationService:
             raise
         if result.completion is None:
             await self._fail(running, result)
-        return await self._store(running, result, result.completion, COMPLETE), False
+        try:
+            return await self._store(running, result, result.completion, COMPLETE), False
+        except BaseException:
+            # Nothing was stored or billed: free the key so a retry runs the turn again.
+            await asyncio.shield(self._release(running.tenant_id, running.record_id))
+            raise
 
     async def stream_message(
         self, turn: TurnRequest, deadline: float | None
@@ -371,6 +376,7 @@ class ConversationService:
 
     async def _stream_events(self, running: _Turn, deadline: float | None):
         text: list[str] = []
+        provider = running.agent.primary_provider
         finished = False
         events = self._engine.deliver_stream(
             running.request, running.agent.primary_provider, running.agent.fallback_provider, deadline
@@ -379,6 +385,7 @@ class ConversationService:
             async for event in events:
                 if isinstance(event, Delta):
                     text.append(event.text)
+                    provider = event.provider or provider
                     yield conversation_service_pb2.StreamMessageResponse(text_delta=event.text)
                 elif isinstance(event, Restart):
                     text.clear()
@@ -398,13 +405,13 @@ class ConversationService:
                     )
         except (asyncio.CancelledError, GeneratorExit):
             if not finished:
-                await asyncio.shield(self._store_abandoned(running, "".join(text)))
+                await asyncio.shield(self._store_abandoned(running, "".join(text), provider))
             raise
         finally:
             await events.aclose()
 
-    async def _store_abandoned(self, running: _Turn, partial: str) -> None:
-        """The caller left mid-stream: keep and bill what was generated, or free the key if nothing was."""
+    async def _store_abandoned(self, running: _Turn, partial: str, provider: str) -> None:
+        """The caller left mid-stream: keep and bill what `provider` generated, or free the key if nothing was."""
         if not partial:
             await self._release(running.tenant_id, running.record_id)
             return
@@ -415,11 +422,9 @@ class ConversationService:
             model=running.agent.model,
             truncated=True,
         )
-        # Which provider produced the partial text is not known here without the Done event;
-        # the primary is the one that streams first, and a restart would have cleared the text.
         result = DeliveryResult(
-            completion=completion, provider=running.agent.primary_provider, model=running.agent.model,
-            fallback_used=False, attempts=(), latency=0.0,
+            completion=completion, provider=provider, model=running.agent.model,
+            fallback_used=provider != running.agent.primary_provider, attempts=(), latency=0.0,
         )
         await self._store(running, result, completion, TRUNCATED)
         log.info("stored a reply truncated by the caller leaving", extra={"session": running.session.id})
