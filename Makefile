@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SITE := $(shell $(PYTHON) -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')
-SERVICES := $(notdir $(wildcard services/*))
+SERVICES := $(notdir $(patsubst %/,%,$(wildcard services/*/)))
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench clean
@@ -54,8 +54,14 @@ test-integration: gen
 test-e2e: gen
 	$(PY) -m pytest tests/e2e
 
+# wrk (the load generator) comes from Debian; installed here when missing and we are root.
 bench: gen
-	$(PY) -m bench
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; \
+	  else echo "make bench needs wrk: sudo apt-get install -y wrk" >&2; exit 1; fi; }
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf gen var/*.db .pytest_cache
