@@ -266,13 +266,17 @@ class ConversationService:
                 IdempotencyRepository(tx), turn.tenant_id, key, request_fingerprint, now,
                 self._settings.idempotency_lease, self._settings.idempotency_ttl,
             )
+            # Read in the same transaction: one round trip less per turn.
+            history = [] if isinstance(claim, idempotency.Replay) else await MessageRepository(tx).latest(
+                turn.tenant_id, session.id, (COMPLETE, TRUNCATED), MAX_HISTORY_MESSAGES
+            )
         if isinstance(claim, idempotency.Replay):
             return None, claim.response
         try:
             agent = await self._agents.version(
                 turn.tenant_id, session.agent_id, session.agent_version, self._timeout(deadline)
             )
-            request = await self._provider_request(turn.tenant_id, session, agent, turn.content)
+            request = self._provider_request(agent, history, turn.content)
         except BaseException:
             await asyncio.shield(self._release(turn.tenant_id, claim.record_id))
             raise
@@ -296,14 +300,8 @@ class ConversationService:
             return cap
         return max(0.0, min(cap, deadline - self._monotonic()))
 
-    async def _provider_request(
-        self, tenant_id: str, session: SessionRow, agent: AgentConfig, content: str
-    ) -> CompletionRequest:
+    def _provider_request(self, agent: AgentConfig, history: list[MessageRow], content: str) -> CompletionRequest:
         """System prompt + as much recent history as fits the budget + the new message."""
-        async with self._db.tenant_transaction(tenant_id) as tx:
-            history = await MessageRepository(tx).latest(
-                tenant_id, session.id, (COMPLETE, TRUNCATED), MAX_HISTORY_MESSAGES
-            )
         fixed = [ChatMessage("user", content)]
         if agent.system_prompt:
             fixed.insert(0, ChatMessage("system", agent.system_prompt))
