@@ -230,7 +230,7 @@ def _http_connection_manager(p: EnvoyParams) -> dict:
         "access_log": [_access_log()],
         "http_filters": _http_filters(p),
         "route_config": _route_config(p),
-        "local_reply_config": _local_reply_config(),
+        "local_reply_config": _local_reply_config(p),
     }
 
 
@@ -451,7 +451,7 @@ _LOCAL_REPLIES = (
     # Anything else Envoy refuses with 400: malformed JSON, wrong types (body phase).
     (400, None, 3, "INVALID_REQUEST_BODY", None, "body"),
     (404, None, 5, "NOT_FOUND", "No such method or resource path.", None),
-    (413, None, 8, "REQUEST_TOO_LARGE", "The request is larger than the gateway accepts.", None),
+    (413, None, 8, "REQUEST_TOO_LARGE", "The request is larger than the gateway accepts.", "body"),
     # Envoy's own 500s, e.g. a response larger than max_response_bytes (upstream 500s are
     # not local replies and keep the service's body).
     (500, None, 13, "GATEWAY_ERROR", "The gateway could not complete the request: %LOCAL_REPLY_BODY%", None),
@@ -461,7 +461,7 @@ _LOCAL_REPLIES = (
 )
 
 
-def _local_reply_config() -> dict:
+def _local_reply_config(p: EnvoyParams) -> dict:
     return {"mappers": [
         # Left as they are (a match with no override stops the search):
         # - ext_authz denials: auth.Check already wrote the google.rpc.Status JSON body.
@@ -475,21 +475,24 @@ def _local_reply_config() -> dict:
         ]}}},
         # Envoy's own errors for JSON clients: google.rpc.Status JSON like the services' errors.
         # Upstream gRPC errors are not local replies; the transcoder converts those.
-        *(_local_reply_mapper(*spec) for spec in _LOCAL_REPLIES),
+        *(_local_reply_mapper(*spec, max_request_bytes=p.max_request_bytes) for spec in _LOCAL_REPLIES),
     ]}
 
 
-def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, field) -> dict:
+def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, field, *, max_request_bytes) -> dict:
     details = [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN},
         {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": "%REQ(X-REQUEST-ID)%"},
     ]
-    if field is not None:
+    if http_status == 413:
+        description = f"must be at most {max_request_bytes} bytes"
+    elif field is not None:
         # Envoy's own text (the transcoder's parse error); json_format escapes quotes and newlines.
-        message = "Invalid request: %LOCAL_REPLY_BODY%"
+        message, description = "Invalid request: %LOCAL_REPLY_BODY%", "%LOCAL_REPLY_BODY%"
+    if field is not None:
         details.insert(1, {
             "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": field, "description": "%LOCAL_REPLY_BODY%"}],
+            "fieldViolations": [{"field": field, "description": description}],
         })
     status = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
         "default_value": http_status, "runtime_key": f"vocalbridge.local_reply.status_{http_status}"}}}}

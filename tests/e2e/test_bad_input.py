@@ -30,6 +30,7 @@ async def test_oversized_body_is_refused_and_writes_nothing(new_tenant, http):
     response = await http.post("/v1/agents", json=huge, headers=tenant.headers())
     assert response.status_code == 413, response.text
     assert error_reason(response) == "REQUEST_TOO_LARGE"
+    assert violated_fields(response) == {"body"}
     assert (await tenant.get("/v1/agents")).json().get("agents", []) == []
 
 
