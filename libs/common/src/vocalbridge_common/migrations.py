@@ -1,6 +1,10 @@
 """Alembic, once for every service: each service keeps its own migration history
 (in its own schema on PostgreSQL, in its own file on SQLite); its env.py calls
-`run_alembic_env()` and its migrations call `enable_tenant_rls()`."""
+`run_alembic_env()` and its migrations call `enable_tenant_rls()`.
+
+A new migration is a file in the service's migrations/versions/, written like
+0001 (revision, down_revision, upgrade, downgrade); `python -m vocalbridge_<svc>
+migrate` applies it on both backends."""
 
 from __future__ import annotations
 
