@@ -116,3 +116,32 @@ async def test_a_batch_delivered_twice_is_counted_once(stack, new_tenant):
             await asyncio.sleep(0.2)
         assert pending == 0, "the relay delivered the batch again"
     assert await ledger(tenant) == (15, sum(costs))
+
+
+async def test_usage_queries_refuse_bad_input(new_tenant):
+    from tests.e2e.client import violated_fields
+
+    tenant = await new_tenant()
+    inverted = await tenant.get("/v1/usage:summary", params={
+        "startTime": "2026-11-24T00:00:00Z", "endTime": "2026-11-01T00:00:00Z"})
+    assert inverted.status_code == 400 and violated_fields(inverted)
+    unknown_group = await tenant.get("/v1/usage:summary", params={"groupBy": "WEEK"})
+    assert unknown_group.status_code == 400
+    too_big = await tenant.get("/v1/usageEvents", params={"pageSize": 5000})
+    assert too_big.status_code == 400 and violated_fields(too_big) == {"page_size"}
+    negative = await tenant.get("/v1/usageEvents", params={"pageSize": -1})
+    assert negative.status_code == 400 and violated_fields(negative) == {"page_size"}
+
+
+async def test_usage_is_tenant_scoped_and_groups_add_up(new_tenant):
+    owner, stranger = await new_tenant("Owner"), await new_tenant("Stranger")
+    session = await start_chat(owner)
+    costs = await send_turns(owner, session, 5)
+    assert await wait_for_ledger(owner, 5) == (5, sum(costs))
+    for group_by in ("DAY", "AGENT", "PROVIDER", "CHANNEL"):
+        body = (await owner.get("/v1/usage:summary", params={"groupBy": group_by})).json()
+        assert sum(int(g["totals"]["costMicros"]) for g in body["groups"]) == sum(costs), group_by
+        assert sum(int(g["totals"]["turns"]) for g in body["groups"]) == 5, group_by
+    assert await ledger(stranger) == (0, 0)
+    assert (await stranger.get("/v1/usageEvents")).json().get("usageEvents", []) == []
+    assert (await stranger.get("/v1/usage:providerPerformance")).json().get("providers", []) == []

@@ -184,3 +184,31 @@ async def test_other_tenants_sessions_do_not_exist(conversation, new_session, md
         await conversation.CreateSession(cs.CreateSessionRequest(session=session_pb2.Session(agent=session.agent)),
                                          metadata=stranger)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND and error_reason(caught.value) == "AGENT_NOT_FOUND"
+
+
+async def test_sessions_and_messages_paginate_and_filter_by_agent(conversation, new_session, md):
+    agent, session = await new_session(conversation)
+    _, other_session = await new_session(conversation)
+    for i in range(3):
+        await conversation.SendMessage(send(session, f"turn {i}"), metadata=with_key(md, f"page-{i}"))
+    names, token = [], ""
+    while True:
+        page = await conversation.ListMessages(
+            cs.ListMessagesRequest(parent=session.name, page_size=4, page_token=token), metadata=md)
+        names += [m.name for m in page.messages]
+        contents = [m.content for m in page.messages]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(names) == len(set(names)) == 6
+    full = await conversation.ListMessages(cs.ListMessagesRequest(parent=session.name), metadata=md)
+    assert [m.name for m in full.messages] == names
+    assert [m.content for m in full.messages if m.role == message_pb2.USER] == ["turn 0", "turn 1", "turn 2"]
+    assert contents  # the last page was not empty
+    only_agent = await conversation.ListSessions(cs.ListSessionsRequest(agent=agent.name), metadata=md)
+    assert [s.name for s in only_agent.sessions] == [session.name]
+    everything = await conversation.ListSessions(cs.ListSessionsRequest(page_size=1), metadata=md)
+    assert [s.name for s in everything.sessions] == [other_session.name]  # newest first
+    second = await conversation.ListSessions(
+        cs.ListSessionsRequest(page_size=1, page_token=everything.next_page_token), metadata=md)
+    assert [s.name for s in second.sessions] == [session.name]
