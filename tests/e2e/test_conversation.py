@@ -138,18 +138,14 @@ async def test_idempotent_replay_reuse_and_missing_key(new_tenant):
 
 async def test_key_in_use_then_replay(new_tenant):
     tenant = await new_tenant()
-    session = await start_chat(tenant, primary="slow", fallback="")
-    first, second = await asyncio.gather(say(tenant, session, "Slowly", key="busy"),
-                                         asyncio.sleep(0.3, result=None))
-    # (the gather above only lets the first request start; now race a duplicate against it)
-    assert first.status_code == 200
-    racing = asyncio.create_task(say(tenant, session, "Slow again", key="busy-2"))
+    session = await start_chat(tenant, primary="slow", fallback="")  # a reply takes 3 s
+    racing = asyncio.create_task(say(tenant, session, "Slowly", key="busy"))
     await asyncio.sleep(0.3)
-    duplicate = await say(tenant, session, "Slow again", key="busy-2")
+    duplicate = await say(tenant, session, "Slowly", key="busy")
     assert duplicate.status_code == 409 and error_reason(duplicate) == "IDEMPOTENCY_KEY_IN_USE"
     original = await racing
     assert original.status_code == 200
-    replay = await say(tenant, session, "Slow again", key="busy-2")
+    replay = await say(tenant, session, "Slowly", key="busy")
     assert replay.json() == original.json() and replay.headers["idempotent-replayed"] == "true"
 
 
