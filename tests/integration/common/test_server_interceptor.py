@@ -80,3 +80,29 @@ async def test_identity_and_scope_are_enforced(channel, as_tenant):
 async def test_health_is_serving_without_identity(channel):
     response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="test.Probe"))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_one_json_log_line_per_request_with_its_context(channel, as_tenant):
+    import io
+    import json
+
+    from vocalbridge_common.logging import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("probe"))
+    request_log = logging.getLogger("vocalbridge.request")
+    request_log.addHandler(handler)
+    request_log.setLevel(logging.INFO)
+    try:
+        await channel.unary_unary("/test.Probe/ListWho")(
+            b"", metadata=(*as_tenant("ten_log", ("read",)), ("x-request-id", "req-log")))
+    finally:
+        request_log.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 1
+    entry = lines[0]
+    assert (entry["service"], entry["msg"], entry["method"], entry["status"]) == (
+        "probe", "request", "/test.Probe/ListWho", "OK")
+    assert entry["request_id"] == "req-log" and entry["tenant"] == "ten_log"
+    assert isinstance(entry["latency_ms"], float)
