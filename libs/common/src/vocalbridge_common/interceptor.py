@@ -9,6 +9,7 @@ INTERNAL with a logged stack trace, and writes one JSON log line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -57,7 +58,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             )
         return handler  # client-streaming methods are not part of the API
 
-    def _enter(self, method: str, context, tokens: list) -> str:
+    def _enter(self, method: str, context, tokens: list) -> None:
         """Sets the call's context variables (recorded in `tokens` for reset) and checks identity."""
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
         request_id = metadata.get("x-request-id") or uuid.uuid4().hex
@@ -76,7 +77,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     reason="SCOPE_INSUFFICIENT",
                     metadata={"requiredScope": scope_policy.required_scope(method)},
                 )
-        return request_id
 
     @staticmethod
     def _leave(tokens: list) -> None:
@@ -90,63 +90,49 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             extra={"method": method, "status": code.name, "latency_ms": round((time.perf_counter() - started) * 1000, 2)},
         )
 
-    async def _fail(self, context, error: Exception, request_id: str | None, method: str) -> grpc.StatusCode:
+    async def _fail(self, context, error: Exception, request_id: str | None, method: str) -> None:
         if isinstance(error, DomainError):
             status = to_rpc_status(error, request_id)
-            code = error.code
         else:
             log.error("unexpected error in %s", method, exc_info=error)
             status = internal_status(request_id)
-            code = grpc.StatusCode.INTERNAL
         grpc_status = rpc_status.to_status(status)
         await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
-        return code  # unreachable: abort raises
+
+    @contextlib.asynccontextmanager
+    async def _call(self, method: str, context):
+        """One call's scope, for unary and streaming handlers alike: context in, errors
+        mapped, one log line out."""
+        started = time.perf_counter()
+        tokens: list = []
+        code = grpc.StatusCode.OK
+        try:
+            self._enter(method, context, tokens)
+            yield
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:  # noqa: BLE001 - the boundary where every error is mapped
+            code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
+            await self._fail(context, error, request_id_var.get(), method)
+        finally:
+            self._log(method, code, started)
+            self._leave(tokens)
 
     def _wrap_unary(self, method: str, inner):
         async def behavior(request, context):
-            started = time.perf_counter()
-            tokens: list = []
-            request_id = None
-            code = grpc.StatusCode.OK
-            try:
-                request_id = self._enter(method, context, tokens)
+            async with self._call(method, context):
                 return await inner(request, context)
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:  # noqa: BLE001 - the boundary where every error is mapped
-                code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
-                await self._fail(context, error, request_id or request_id_var.get(), method)
-            finally:
-                self._log(method, code, started)
-                self._leave(tokens)
 
         return behavior
 
     def _wrap_stream(self, method: str, inner):
         async def behavior(request, context):
-            started = time.perf_counter()
-            tokens: list = []
-            request_id = None
-            code = grpc.StatusCode.OK
-            try:
-                request_id = self._enter(method, context, tokens)
+            async with self._call(method, context):
                 async for item in inner(request, context):
                     yield item
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:  # noqa: BLE001
-                code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
-                await self._fail(context, error, request_id or request_id_var.get(), method)
-            finally:
-                self._log(method, code, started)
-                self._leave(tokens)
 
         return behavior
