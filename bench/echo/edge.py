@@ -6,23 +6,15 @@ the product does behind Envoy (auth.Check, conversation, provider, PostgreSQL, b
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from grpc_tools import protoc
 
+from vocalbridge_devstack.stack import load_envoy_renderer
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 SERVICE = "vocalbridge.echo.v1.EchoService"
-
-
-def load_renderer():
-    spec = importlib.util.spec_from_file_location("vocalbridge_bench_envoy_render", REPO_ROOT / "gateway-envoy" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_descriptor_set(out: Path) -> Path:
@@ -44,7 +36,7 @@ def build_descriptor_set(out: Path) -> Path:
 def render_baseline_config(*, listen_port: int, admin_port: int, echo_port: int, descriptor_set: Path) -> str:
     import json
 
-    render = load_renderer()
+    render = load_envoy_renderer()
     params = render.local_params(
         listen_port=listen_port,
         admin_port=admin_port,
@@ -63,4 +55,4 @@ def render_baseline_config(*, listen_port: int, admin_port: int, echo_port: int,
 
 
 def envoy_command(config_path: Path, envoy: str) -> list[str]:
-    return load_renderer().envoy_command(config_path, envoy=envoy)
+    return load_envoy_renderer().envoy_command(config_path, envoy=envoy)

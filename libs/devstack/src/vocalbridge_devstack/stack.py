@@ -55,7 +55,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _load_envoy_renderer():
+def load_envoy_renderer():
+    """gateway-envoy/render.py as a module (its folder name has a dash, so it is loaded by path)."""
     spec = importlib.util.spec_from_file_location("vocalbridge_envoy_render", REPO_ROOT / "gateway-envoy" / "render.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
@@ -116,7 +117,7 @@ class Stack:
         self.config = config
         self.children: dict[str, Child] = {}
         self._supervisor: asyncio.Task | None = None
-        self._renderer = _load_envoy_renderer()
+        self._renderer = load_envoy_renderer()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity_secret = read_or_create_secret(config.data_dir / "identity-secret", lambda: secrets.token_urlsafe(48))
         self.operator_key = read_or_create_secret(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from google.protobuf import duration_pb2
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import billing_service_pb2_grpc, usage_event_pb2
 from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
@@ -11,7 +10,7 @@ from vocalbridge_billing.domain import AttemptDraft, DeliveryDraft, RecordedEven
 from vocalbridge_billing.service import BillingService, UsageQuery
 from vocalbridge_common.context import current_tenant_id
 from vocalbridge_common.price_protos import price_to_proto
-from vocalbridge_common.protoconv import from_timestamp, to_timestamp
+from vocalbridge_common.protoconv import from_timestamp, to_duration, to_timestamp
 
 _OUTCOME_PREFIX = "ATTEMPT_OUTCOME_"
 
@@ -29,12 +28,6 @@ def _unknown_or_name(enum, number: int) -> str:
     if number == 0:
         return ""
     return _enum_name(enum, number) or f"#{number}"
-
-
-def _duration(nanos: int) -> duration_pb2.Duration:
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(nanos)
-    return value
 
 
 def event_from_proto(event: usage_event_pb2.UsageEvent) -> UsageEventDraft:
@@ -105,13 +98,13 @@ def event_to_proto(event: RecordedEvent) -> usage_event_pb2.UsageEvent:
                 provider=row.delivery_provider,
                 model=row.delivery_model,
                 fallback_used=row.fallback_used,
-                latency=_duration(row.delivery_latency_ns),
+                latency=to_duration(row.delivery_latency_ns),
                 attempts=[
                     delivery_pb2.Attempt(
                         provider=a.provider,
                         outcome=delivery_pb2.AttemptOutcome.Value(_OUTCOME_PREFIX + a.outcome),
-                        latency=_duration(a.latency_ns),
-                        backoff=_duration(a.backoff_ns),
+                        latency=to_duration(a.latency_ns),
+                        backoff=to_duration(a.backoff_ns),
                         error_message=a.error_message,
                     )
                     for a in event.attempts
@@ -184,8 +177,8 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
                     turns_started=s.turns_started,
                     turns_fallen_back=s.turns_fallen_back,
                     fallback_rate=s.fallback_rate,
-                    latency_p50=_duration(s.latency_p50_ns),
-                    latency_p95=_duration(s.latency_p95_ns),
+                    latency_p50=to_duration(s.latency_p50_ns),
+                    latency_p95=to_duration(s.latency_p95_ns),
                 )
                 for s in stats
             ]

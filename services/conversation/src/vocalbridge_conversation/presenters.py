@@ -8,15 +8,13 @@ import json
 from google.protobuf import duration_pb2
 from vocalbridge.conversation.v1 import delivery_pb2, message_pb2, session_pb2
 
-from vocalbridge_common.protoconv import to_timestamp
+from vocalbridge_common.protoconv import to_duration, to_timestamp
 from vocalbridge_conversation.delivery import DeliveryResult
 from vocalbridge_conversation.models import MessageRow, SessionRow
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
-    message = duration_pb2.Duration()
-    message.FromNanoseconds(int(round(seconds * 1e9)))
-    return message
+    return to_duration(round(seconds * 1e9))
 
 
 def session_to_proto(row: SessionRow) -> session_pb2.Session:
