@@ -28,8 +28,14 @@ QUICK_ENV = {"VB_BENCH_USAGE_EVENTS": "100000", "VB_BENCH_RUNS": "3"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", action="extend", choices=SCENARIOS, metavar="NAME",
-                        help=f"run only these scenarios (of: {', '.join(SCENARIOS)})")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        choices=SCENARIOS,
+        metavar="NAME",
+        help=f"run only these scenarios (of: {', '.join(SCENARIOS)})",
+    )
     parser.add_argument("--quick", action="store_true", help="shorter runs and a smaller data set (a smoke run)")
     parser.add_argument("--no-save", action="store_true", help="print only; write no JSON file")
     return parser.parse_args(argv)
@@ -105,7 +111,11 @@ async def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - report it, run the other scenarios
             traceback.print_exc()
             seconds = time.perf_counter() - began
-            status[name] = {"status": "failed", "duration_s": round(seconds, 1), "error": f"{type(exc).__name__}: {exc}"}
+            status[name] = {
+                "status": "failed",
+                "duration_s": round(seconds, 1),
+                "error": f"{type(exc).__name__}: {exc}",
+            }
             tables.append(f"== {name}: FAILED after {seconds:.0f} s: {type(exc).__name__}: {exc}")
             continue
         seconds = time.perf_counter() - began
@@ -132,8 +142,10 @@ async def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_save:
         path = save(document, started)
-        print(f"\nresults: {os.path.relpath(path)} (and {os.path.relpath(RESULTS_DIR / 'latest.json')}); "
-              f"total {document['duration_s']:.0f} s")
+        print(
+            f"\nresults: {os.path.relpath(path)} (and {os.path.relpath(RESULTS_DIR / 'latest.json')}); "
+            f"total {document['duration_s']:.0f} s"
+        )
     return 1 if any(s["status"] != "ok" for s in status.values()) else 0
 
 

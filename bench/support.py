@@ -39,7 +39,7 @@ def _read_stat(pid: int) -> ProcStat | None:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state): ppid is field 4, utime..cstime fields 14..17, starttime 22.
     utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
     return ProcStat(ppid=int(fields[1]), start_ticks=int(fields[19]), cpu_ticks=utime + stime + cutime + cstime)
@@ -111,7 +111,13 @@ class WrkResult:
 
 
 async def run_wrk(
-    url: str, script: Path, script_args: list[str], *, connections: int, duration_s: float, threads: int = 2,
+    url: str,
+    script: Path,
+    script_args: list[str],
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int = 2,
     timeout_s: float = 30.0,
 ) -> WrkResult:
     """Runs wrk once with a Lua script whose done() prints one `BENCH_JSON {...}` line.
@@ -119,8 +125,19 @@ async def run_wrk(
     count (at most one thread per connection) and the connection count."""
     threads = max(1, min(threads, connections))
     argv = [
-        ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(duration_s))}s",
-        "--timeout", f"{int(timeout_s)}s", "-s", str(script), url, "--",
+        ensure_wrk(),
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(duration_s))}s",
+        "--timeout",
+        f"{int(timeout_s)}s",
+        "-s",
+        str(script),
+        url,
+        "--",
         *({"%THREADS%": str(threads), "%CONNECTIONS%": str(connections)}.get(arg, arg) for arg in script_args),
     ]
     before = os.times()
@@ -135,7 +152,7 @@ async def run_wrk(
     line = next((ln for ln in text.splitlines() if ln.startswith(WRK_MARKER)), None)
     if line is None:
         raise RuntimeError(f"wrk printed no {WRK_MARKER.strip()} line:\n{text}\n{stderr.decode(errors='replace')}")
-    data = json.loads(line[len(WRK_MARKER):])
+    data = json.loads(line[len(WRK_MARKER) :])
     duration = data["duration_us"] / 1e6
     socket_errors = sum(data["errors"][k] for k in ("connect", "read", "write", "timeout"))
     return WrkResult(

@@ -17,10 +17,10 @@ import dataclasses
 import json
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping, Optional
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +111,7 @@ class EnvoyParams:
     xff_num_trusted_hops: int = 0
     # Hook for the web console: when set, /console/ is proxied (HTTP/1.1) to this static file
     # server without authentication or transcoding. None: no console route (it answers 404).
-    console_upstream: Optional[Upstream] = None
+    console_upstream: Upstream | None = None
 
     def __post_init__(self):
         # Accept lists and dicts from callers, keep immutable copies.
@@ -175,20 +175,28 @@ def build_envoy_config(params: EnvoyParams) -> dict:
             + ([_console_cluster(params.console_upstream, params)] if params.console_upstream else []),
         },
         # Envoy's own log lines (stderr) as JSON too, like the access log and the services.
-        "application_log_config": {"log_format": {"json_format": {
-            "time": "%Y-%m-%dT%T.%eZ",
-            "level": "%l",
-            "logger": "envoy.%n",
-            "message": "%j",
-        }}},
+        "application_log_config": {
+            "log_format": {
+                "json_format": {
+                    "time": "%Y-%m-%dT%T.%eZ",
+                    "level": "%l",
+                    "logger": "envoy.%n",
+                    "message": "%j",
+                }
+            }
+        },
         # Envoy warns at start-up when nothing bounds the number of client connections.
-        "overload_manager": {"resource_monitors": [{
-            "name": "envoy.resource_monitors.global_downstream_max_connections",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                "max_active_downstream_connections": 50000,
-            },
-        }]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
+        },
     }
 
 
@@ -196,8 +204,16 @@ def envoy_command(config_path: str, envoy: str = "envoy", log_level: str = "warn
     """The argv to start Envoy with a rendered file. --disable-hot-restart lets several Envoys
     (make run, e2e tests, bench) share a machine; the access log is flushed every second instead
     of every ten."""
-    return [envoy, "-c", str(config_path), "--disable-hot-restart", "--log-level", log_level,
-            "--file-flush-interval-msec", "1000"]
+    return [
+        envoy,
+        "-c",
+        str(config_path),
+        "--disable-hot-restart",
+        "--log-level",
+        log_level,
+        "--file-flush-interval-msec",
+        "1000",
+    ]
 
 
 def _listener(p: EnvoyParams) -> dict:
@@ -206,8 +222,16 @@ def _listener(p: EnvoyParams) -> dict:
         "address": _socket_address(p.listen_address, p.listen_port),
         # Must hold what the transcoder buffers (a whole JSON request or response).
         "per_connection_buffer_limit_bytes": max(p.max_request_bytes, p.max_response_bytes) + 64 * 1024,
-        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                        "typed_config": _http_connection_manager(p)}]}],
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": _http_connection_manager(p),
+                    }
+                ]
+            }
+        ],
     }
 
 
@@ -244,9 +268,11 @@ def _http_filters(p: EnvoyParams) -> list:
             "name": HEADER_MUTATION,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                "mutations": {"request_mutations": [
-                    {"remove": h} for h in (IDENTITY_HEADER, "x-envoy-original-method", "x-envoy-original-path")
-                ]},
+                "mutations": {
+                    "request_mutations": [
+                        {"remove": h} for h in (IDENTITY_HEADER, "x-envoy-original-method", "x-envoy-original-path")
+                    ]
+                },
             },
         },
         {
@@ -347,12 +373,14 @@ def _route_config(p: EnvoyParams) -> dict:
         },
     ]
     if p.console_upstream is not None:
-        routes.append({
-            "name": "console",
-            "match": {"prefix": "/console/"},
-            "route": {"cluster": "console", "timeout": "15s"},
-            "typed_per_filter_config": _bypass(TRANSCODER, EXT_AUTHZ),
-        })
+        routes.append(
+            {
+                "name": "console",
+                "match": {"prefix": "/console/"},
+                "route": {"cluster": "console", "timeout": "15s"},
+                "typed_per_filter_config": _bypass(TRANSCODER, EXT_AUTHZ),
+            }
+        )
     for name in p.upstreams:
         timeout_s = p.route_timeouts_s.get(name, p.default_route_timeout_s)
         timeout = _duration(timeout_s)
@@ -378,36 +406,42 @@ def _route_config(p: EnvoyParams) -> dict:
         if timeout_s > 0:
             # JSON clients cannot send a deadline; give the service the route's, so that it
             # propagates it on its own outbound calls. A gRPC client's own deadline is kept.
-            route["request_headers_to_add"] = [{
-                "header": {"key": "grpc-timeout", "value": _grpc_timeout(timeout_s)},
-                "append_action": "ADD_IF_ABSENT",
-            }]
+            route["request_headers_to_add"] = [
+                {
+                    "header": {"key": "grpc-timeout", "value": _grpc_timeout(timeout_s)},
+                    "append_action": "ADD_IF_ABSENT",
+                }
+            ]
         routes.append(route)
-    routes.append({
-        # JSON requests match this route first, before the transcoder rewrites their path: here
-        # the whole body is buffered (size limit) and sent to Check, which refuses unknown
-        # methods (404) and invalid bodies (400). A transcoded request is routed again by its
-        # gRPC path; what is left ends here with 404 (JSON body from local_reply_config). The
-        # CORS filter only works on a forwarding route (not on a direct_response), hence a
-        # route to a cluster that deliberately does not exist: the router answers 404 itself.
-        "name": "json_and_not_found",
-        "match": {"prefix": "/"},
-        "route": {"cluster": NO_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
-        "typed_per_filter_config": {
-            EXT_AUTHZ: {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
-                "check_settings": {"with_request_body": {
-                    "max_request_bytes": p.max_request_bytes,
-                    "allow_partial_message": False,
-                    "pack_as_bytes": True,
-                }},
+    routes.append(
+        {
+            # JSON requests match this route first, before the transcoder rewrites their path: here
+            # the whole body is buffered (size limit) and sent to Check, which refuses unknown
+            # methods (404) and invalid bodies (400). A transcoded request is routed again by its
+            # gRPC path; what is left ends here with 404 (JSON body from local_reply_config). The
+            # CORS filter only works on a forwarding route (not on a direct_response), hence a
+            # route to a cluster that deliberately does not exist: the router answers 404 itself.
+            "name": "json_and_not_found",
+            "match": {"prefix": "/"},
+            "route": {"cluster": NO_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
+            "typed_per_filter_config": {
+                EXT_AUTHZ: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                    "check_settings": {
+                        "with_request_body": {
+                            "max_request_bytes": p.max_request_bytes,
+                            "allow_partial_message": False,
+                            "pack_as_bytes": True,
+                        }
+                    },
+                },
+                BUFFER: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                    "buffer": {"max_request_bytes": p.max_request_bytes},
+                },
             },
-            BUFFER: {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
-                "buffer": {"max_request_bytes": p.max_request_bytes},
-            },
-        },
-    })
+        }
+    )
     vhost = {"name": "vocalbridge", "domains": ["*"], "routes": routes}
     if p.cors_allowed_origins:
         vhost["typed_per_filter_config"] = {CORS: _cors_policy(p.cors_allowed_origins)}
@@ -446,8 +480,14 @@ def _bypass(*filters) -> dict:
 # order; the first match wins. (HTTP status, details test, gRPC code, reason, message, field).
 _LOCAL_REPLIES = (
     # The transcoder refused the query string or path bindings (headers phase).
-    (400, "response.code_details.startsWith('early_grpc_json_transcode_failure')", 3,
-     "INVALID_REQUEST_PARAMETERS", None, "query"),
+    (
+        400,
+        "response.code_details.startsWith('early_grpc_json_transcode_failure')",
+        3,
+        "INVALID_REQUEST_PARAMETERS",
+        None,
+        "query",
+    ),
     # Anything else Envoy refuses with 400: malformed JSON, wrong types (body phase).
     (400, None, 3, "INVALID_REQUEST_BODY", None, "body"),
     (404, None, 5, "NOT_FOUND", "No such method or resource path.", None),
@@ -462,21 +502,29 @@ _LOCAL_REPLIES = (
 
 
 def _local_reply_config(p: EnvoyParams) -> dict:
-    return {"mappers": [
-        # Left as they are (a match with no override stops the search):
-        # - ext_authz denials: auth.Check already wrote the google.rpc.Status JSON body.
-        {"filter": _cel("response.code_details == 'ext_authz_denied'")},
-        # - native gRPC clients: Envoy puts the body into grpc-message; keep its plain text there.
-        #   Transcoded requests also carry content-type application/grpc by now, but only they
-        #   have x-envoy-original-method (set by the transcoder).
-        {"filter": {"and_filter": {"filters": [
-            _header_filter({"name": "content-type", "string_match": {"prefix": "application/grpc"}}),
-            _header_filter({"name": "x-envoy-original-method", "present_match": False}),
-        ]}}},
-        # Envoy's own errors for JSON clients: google.rpc.Status JSON like the services' errors.
-        # Upstream gRPC errors are not local replies; the transcoder converts those.
-        *(_local_reply_mapper(*spec, max_request_bytes=p.max_request_bytes) for spec in _LOCAL_REPLIES),
-    ]}
+    return {
+        "mappers": [
+            # Left as they are (a match with no override stops the search):
+            # - ext_authz denials: auth.Check already wrote the google.rpc.Status JSON body.
+            {"filter": _cel("response.code_details == 'ext_authz_denied'")},
+            # - native gRPC clients: Envoy puts the body into grpc-message; keep its plain text there.
+            #   Transcoded requests also carry content-type application/grpc by now, but only they
+            #   have x-envoy-original-method (set by the transcoder).
+            {
+                "filter": {
+                    "and_filter": {
+                        "filters": [
+                            _header_filter({"name": "content-type", "string_match": {"prefix": "application/grpc"}}),
+                            _header_filter({"name": "x-envoy-original-method", "present_match": False}),
+                        ]
+                    }
+                }
+            },
+            # Envoy's own errors for JSON clients: google.rpc.Status JSON like the services' errors.
+            # Upstream gRPC errors are not local replies; the transcoder converts those.
+            *(_local_reply_mapper(*spec, max_request_bytes=p.max_request_bytes) for spec in _LOCAL_REPLIES),
+        ]
+    }
 
 
 def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, field, *, max_request_bytes) -> dict:
@@ -490,12 +538,21 @@ def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, f
         # Envoy's own text (the transcoder's parse error); json_format escapes quotes and newlines.
         message, description = "Invalid request: %LOCAL_REPLY_BODY%", "%LOCAL_REPLY_BODY%"
     if field is not None:
-        details.insert(1, {
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
-            "fieldViolations": [{"field": field, "description": description}],
-        })
-    status = {"status_code_filter": {"comparison": {"op": "EQ", "value": {
-        "default_value": http_status, "runtime_key": f"vocalbridge.local_reply.status_{http_status}"}}}}
+        details.insert(
+            1,
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": field, "description": description}],
+            },
+        )
+    status = {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": http_status, "runtime_key": f"vocalbridge.local_reply.status_{http_status}"},
+            }
+        }
+    }
     return {
         "filter": {"and_filter": {"filters": [status, _cel(details_test)]}} if details_test else status,
         "body_format_override": {
@@ -506,13 +563,15 @@ def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, f
 
 
 def _cel(expression: str) -> dict:
-    return {"extension_filter": {
-        "name": "envoy.access_loggers.extension_filters.cel",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-            "expression": expression,
-        },
-    }}
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": expression,
+            },
+        }
+    }
 
 
 def _header_filter(matcher: dict) -> dict:
@@ -524,28 +583,30 @@ def _access_log() -> dict:
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-            "log_format": {"json_format": {
-                "time": "%START_TIME%",
-                "request_id": "%REQ(X-REQUEST-ID)%",
-                "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-                "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-                "grpc_method": "%REQ(:PATH)%",
-                "protocol": "%PROTOCOL%",
-                "status": "%RESPONSE_CODE%",
-                "grpc_status": "%GRPC_STATUS_NUMBER%",
-                "flags": "%RESPONSE_FLAGS%",
-                "details": "%RESPONSE_CODE_DETAILS%",
-                "duration_ms": "%DURATION%",
-                "upstream_cluster": "%UPSTREAM_CLUSTER%",
-                "upstream_host": "%UPSTREAM_HOST%",
-                "bytes_in": "%BYTES_RECEIVED%",
-                "bytes_out": "%BYTES_SENT%",
-                # auth.Check may return dynamic_metadata {tenant, key}; it lands here.
-                "tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%",
-                "traceparent": "%REQ(TRACEPARENT)%",
-                "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-                "user_agent": "%REQ(USER-AGENT)%",
-            }},
+            "log_format": {
+                "json_format": {
+                    "time": "%START_TIME%",
+                    "request_id": "%REQ(X-REQUEST-ID)%",
+                    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+                    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                    "grpc_method": "%REQ(:PATH)%",
+                    "protocol": "%PROTOCOL%",
+                    "status": "%RESPONSE_CODE%",
+                    "grpc_status": "%GRPC_STATUS_NUMBER%",
+                    "flags": "%RESPONSE_FLAGS%",
+                    "details": "%RESPONSE_CODE_DETAILS%",
+                    "duration_ms": "%DURATION%",
+                    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+                    "upstream_host": "%UPSTREAM_HOST%",
+                    "bytes_in": "%BYTES_RECEIVED%",
+                    "bytes_out": "%BYTES_SENT%",
+                    # auth.Check may return dynamic_metadata {tenant, key}; it lands here.
+                    "tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%",
+                    "traceparent": "%REQ(TRACEPARENT)%",
+                    "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                    "user_agent": "%REQ(USER-AGENT)%",
+                }
+            },
         },
     }
 
@@ -559,25 +620,33 @@ def _cluster(name: str, up: Upstream, p: EnvoyParams) -> dict:
         "name": name,
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _socket_address(up.host, up.port)}}]}]},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(up.host, up.port)}}]}],
+        },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {
-                    # Notice dead peers (a killed pod) without waiting for TCP.
-                    "connection_keepalive": {"interval": "30s", "timeout": "5s"},
-                }},
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        # Notice dead peers (a killed pod) without waiting for TCP.
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                    }
+                },
             }
         },
-        "circuit_breakers": {"thresholds": [{
-            "priority": "DEFAULT",
-            "max_connections": 1024,
-            "max_pending_requests": 1024,
-            "max_requests": 4096,
-            "max_retries": 16,
-            "track_remaining": True,
-        }]},
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": 1024,
+                    "max_pending_requests": 1024,
+                    "max_requests": 4096,
+                    "max_retries": 16,
+                    "track_remaining": True,
+                }
+            ]
+        },
         # Eject a host (a pod) that keeps failing, for a while; never all of them.
         "outlier_detection": {
             "consecutive_5xx": 5,
@@ -595,14 +664,16 @@ def _cluster(name: str, up: Upstream, p: EnvoyParams) -> dict:
         cluster["respect_dns_ttl"] = False
         cluster["dns_lookup_family"] = "V4_PREFERRED"
     if p.health_checks:
-        cluster["health_checks"] = [{
-            "timeout": "1s",
-            "interval": "5s",
-            "unhealthy_threshold": 2,
-            "healthy_threshold": 1,
-            "no_traffic_interval": "15s",
-            "grpc_health_check": {},  # grpc.health.v1.Health/Check, overall server status
-        }]
+        cluster["health_checks"] = [
+            {
+                "timeout": "1s",
+                "interval": "5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "no_traffic_interval": "15s",
+                "grpc_health_check": {},  # grpc.health.v1.Health/Check, overall server status
+            }
+        ]
     return cluster
 
 
@@ -611,8 +682,10 @@ def _console_cluster(up: Upstream, p: EnvoyParams) -> dict:
         "name": "console",
         "connect_timeout": "1s",
         "type": "STATIC" if p.upstream_discovery == "static" and _is_ip(up.host) else "STRICT_DNS",
-        "load_assignment": {"cluster_name": "console", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": _socket_address(up.host, up.port)}}]}]},
+        "load_assignment": {
+            "cluster_name": "console",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(up.host, up.port)}}]}],
+        },
     }
 
 
@@ -703,7 +776,7 @@ def _fields(buf: bytes):
             i += 4
         elif wire == 2:
             size, i = _varint(buf, i)
-            yield number, buf[i:i + size]
+            yield number, buf[i : i + size]
             i += size
         else:
             raise ValueError(f"unsupported wire type {wire} in descriptor set")
@@ -761,16 +834,29 @@ def main(argv=None) -> int:
     parser.add_argument("--listen", type=_address, metavar="HOST:PORT")
     parser.add_argument("--admin", type=_address, metavar="HOST:PORT")
     parser.add_argument("--descriptor-set", metavar="PATH")
-    parser.add_argument("--services", metavar="LIST",
-                        help="comma-separated full service names to transcode, or 'auto' for every "
-                             "vocalbridge.* service in the descriptor set")
-    parser.add_argument("--upstream", type=_upstream_override, action="append", default=[],
-                        metavar="NAME=HOST:PORT", help="override one upstream (repeatable)")
+    parser.add_argument(
+        "--services",
+        metavar="LIST",
+        help="comma-separated full service names to transcode, or 'auto' for every "
+        "vocalbridge.* service in the descriptor set",
+    )
+    parser.add_argument(
+        "--upstream",
+        type=_upstream_override,
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="override one upstream (repeatable)",
+    )
     parser.add_argument("--discovery", choices=("static", "dns"))
     parser.add_argument("--max-request-bytes", type=int)
     parser.add_argument("--max-response-bytes", type=int)
-    parser.add_argument("--cors-origin", action="append", metavar="ORIGIN",
-                        help="allowed browser origin (repeatable; replaces the profile's)")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="allowed browser origin (repeatable; replaces the profile's)",
+    )
     parser.add_argument("--health-checks", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--console-upstream", type=_address, metavar="HOST:PORT")
     parser.add_argument("--no-check", action="store_true", help="skip checking the descriptor set")
@@ -816,7 +902,7 @@ def main(argv=None) -> int:
     # The k8s descriptor path exists only inside the pod; check what can be checked here.
     if not args.no_check and os.path.exists(params.descriptor_set):
         for problem in check_descriptor_set(params):
-            print(f"render.py: warning: {problem}", file=sys.stderr)
+            print(f"render.py: warning: {problem}", file=sys.stderr)  # noqa: T201 - a CLI warning
 
     if args.out == "-":
         sys.stdout.write(text)

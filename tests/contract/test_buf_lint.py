@@ -15,9 +15,7 @@ BUF = REPO_ROOT / "node_modules" / ".bin" / "buf"
 def _buf(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # A missing binary must fail the suite, never skip it.
     assert BUF.is_file(), f"{BUF} is missing: run `npm ci` at the repository root"
-    return subprocess.run(
-        [str(BUF), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
+    return subprocess.run([str(BUF), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_buf_lint_passes():
@@ -43,7 +41,11 @@ def test_buf_lint_reports_violations(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
     assert "bad_service.proto" in out
-    for fragment in ('"RED" should be prefixed with "COLOUR_"', "lower_snake_case", "is unused",
-                     "should have a non-empty comment"):
+    for fragment in (
+        '"RED" should be prefixed with "COLOUR_"',
+        "lower_snake_case",
+        "is unused",
+        "should have a non-empty comment",
+    ):
         assert fragment in out, f"buf lint did not report {fragment!r}:\n{out}"
     assert "third_party" not in out, out

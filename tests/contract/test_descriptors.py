@@ -422,18 +422,24 @@ def _broken_set() -> descriptor_pb2.FileDescriptorSet:
     req = f.message_type.add(name="ListItemsRequest")
     req.field.add(name="page_size", number=1, type=FDP.TYPE_STRING, label=FDP.LABEL_OPTIONAL)
     resp = f.message_type.add(name="ListItemsResponse")
-    resp.field.add(name="items", number=1, type=FDP.TYPE_MESSAGE, type_name=".vocalbridge.wrong.v1.Item",
-                   label=FDP.LABEL_REPEATED)
+    resp.field.add(
+        name="items", number=1, type=FDP.TYPE_MESSAGE, type_name=".vocalbridge.wrong.v1.Item", label=FDP.LABEL_REPEATED
+    )
     f.message_type.add(name="Other")
     svc = f.service.add(name="BadService")
-    listing = svc.method.add(name="ListItems", input_type=".vocalbridge.wrong.v1.ListItemsRequest",
-                             output_type=".vocalbridge.wrong.v1.ListItemsResponse")
+    listing = svc.method.add(
+        name="ListItems",
+        input_type=".vocalbridge.wrong.v1.ListItemsRequest",
+        output_type=".vocalbridge.wrong.v1.ListItemsResponse",
+    )
     listing.options.Extensions[http].get = "/v2/tenants/{tenant}/items"
-    unexposed = svc.method.add(name="DoThing", input_type=".vocalbridge.wrong.v1.Other",
-                               output_type=".vocalbridge.wrong.v1.Other")
+    unexposed = svc.method.add(
+        name="DoThing", input_type=".vocalbridge.wrong.v1.Other", output_type=".vocalbridge.wrong.v1.Other"
+    )
     assert not unexposed.options.HasExtension(http)
-    posting = svc.method.add(name="SendItem", input_type=".vocalbridge.wrong.v1.Item",
-                             output_type=".vocalbridge.wrong.v1.Item")
+    posting = svc.method.add(
+        name="SendItem", input_type=".vocalbridge.wrong.v1.Item", output_type=".vocalbridge.wrong.v1.Item"
+    )
     posting.options.Extensions[http].post = "/v1/{name=items/*}:send"
     posting.options.Extensions[http].body = "missing"
     # Source info with a comment on the service only.
@@ -445,17 +451,30 @@ def _broken_set() -> descriptor_pb2.FileDescriptorSet:
     ("rule", "expected"),
     [
         ("http_rule", ["BadService.DoThing: no google.api.http rule", "RecordUsage: listed as internal"]),
-        ("http_path", ["path must start with /v1/", "path variable 'tenant' is not a field",
-                       "body 'missing' is not a field"]),
+        (
+            "http_path",
+            ["path must start with /v1/", "path variable 'tenant' is not a field", "body 'missing' is not a field"],
+        ),
         ("tenant_path", ["ListItems GET '/v2/tenants/{tenant}/items': tenant in a non-operator path"]),
         ("pagination", ["page_size must be a singular TYPE_INT32", "has no page_token", "has no next_page_token"]),
         ("request_naming", ["DoThing: request is .vocalbridge.wrong.v1.Other", "SendItem: request is"]),
-        ("comments", ["message vocalbridge.wrong.v1.Item has no leading comment",
-                      "field vocalbridge.wrong.v1.Item.name has no leading comment",
-                      "enum value vocalbridge.wrong.v1.Colour.RED has no leading comment",
-                      "rpc vocalbridge.wrong.v1.BadService.ListItems has no leading comment"]),
-        ("enums", ["Item.Nested: enums must be top-level", "zero value must be COLOUR_UNSPECIFIED",
-                   "RED: value must start with COLOUR_"]),
+        (
+            "comments",
+            [
+                "message vocalbridge.wrong.v1.Item has no leading comment",
+                "field vocalbridge.wrong.v1.Item.name has no leading comment",
+                "enum value vocalbridge.wrong.v1.Colour.RED has no leading comment",
+                "rpc vocalbridge.wrong.v1.BadService.ListItems has no leading comment",
+            ],
+        ),
+        (
+            "enums",
+            [
+                "Item.Nested: enums must be top-level",
+                "zero value must be COLOUR_UNSPECIFIED",
+                "RED: value must start with COLOUR_",
+            ],
+        ),
         ("package", ["does not match directory", "file name must be lower_snake_case.proto"]),
     ],
 )

@@ -75,7 +75,8 @@ def _label(obj, key="app.kubernetes.io/name"):
 
 def _backend_deployments(objects) -> dict:
     return {
-        name: d for name, d in _of_kind(objects, "Deployment").items()
+        name: d
+        for name, d in _of_kind(objects, "Deployment").items()
         if _label(d["spec"]["template"], "app.kubernetes.io/component") == "backend"
     }
 
@@ -93,8 +94,16 @@ def rendered(request):
 
 def test_base_renders():
     kinds = {o["kind"] for o in _render("base")}
-    assert {"Deployment", "Service", "ServiceAccount", "NetworkPolicy", "PodDisruptionBudget", "ConfigMap",
-            "Secret", "Namespace"} <= kinds
+    assert {
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Secret",
+        "Namespace",
+    } <= kinds
 
 
 def test_everything_is_in_the_namespace(rendered):
@@ -174,7 +183,8 @@ def test_network_policies_deny_by_default_and_allow_only_the_edges_that_exist(re
     _, objects = rendered
     policies = list(_of_kind(objects, "NetworkPolicy").values())
     assert any(
-        p["spec"].get("podSelector") in ({}, None) and "Ingress" in p["spec"].get("policyTypes", [])
+        p["spec"].get("podSelector") in ({}, None)
+        and "Ingress" in p["spec"].get("policyTypes", [])
         and not p["spec"].get("ingress")
         for p in policies
     ), "no default-deny ingress NetworkPolicy"
@@ -197,7 +207,7 @@ def test_envoy_config_routes_to_every_backend_by_its_dns_name(rendered):
     _, objects = rendered
     configmaps = [c for name, c in _of_kind(objects, "ConfigMap").items() if name.startswith("envoy-config")]
     assert len(configmaps) == 1
-    (key, text), = configmaps[0]["data"].items()
+    ((key, text),) = configmaps[0]["data"].items()
     config = json.loads(text)
 
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
@@ -256,8 +266,9 @@ def test_secrets_are_placeholders_and_only_auth_gets_the_operator_key(rendered):
 def test_committed_envoy_config_is_current_and_envoy_accepts_it():
     assert (REPO_ROOT / "gen" / "vocalbridge.pb").is_file(), "run `make gen` first"
     assert (REPO_ROOT / ".venv" / "bin" / "envoy").is_file(), "run `make venv` first"
-    result = subprocess.run([str(K8S / "render-envoy.sh"), "--check"], capture_output=True, text=True,
-                            timeout=120, check=False)
+    result = subprocess.run(
+        [str(K8S / "render-envoy.sh"), "--check"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -58,4 +58,4 @@ def sse_events(response: httpx.Response) -> list[dict]:
     """The JSON payloads of a Server-Sent Events body (`data: {...}` lines)."""
     import json
 
-    return [json.loads(line[len("data:"):]) for line in response.text.splitlines() if line.startswith("data:")]
+    return [json.loads(line[len("data:") :]) for line in response.text.splitlines() if line.startswith("data:")]

@@ -10,9 +10,6 @@ from tests.conftest import temporary_database
 from tests.e2e.client import KEY_CACHE_TTL_SECONDS, Tenant
 from vocalbridge_devstack.stack import Stack, StackConfig
 
-
-
-
 # Simulated providers, one per delivery scenario, so that no test's failures (and
 # open circuit breakers) leak into another's. vendorA and vendorB never fail here.
 PROVIDER_ENV = {
@@ -67,7 +64,8 @@ async def http(stack):
 def new_tenant(stack, http):
     async def create(display_name: str = "Tenant") -> Tenant:
         response = await http.post(
-            "/v1/tenants", json={"displayName": display_name},
+            "/v1/tenants",
+            json={"displayName": display_name},
             headers={"Authorization": f"Bearer {stack.operator_key}"},
         )
         assert response.status_code == 200, response.text

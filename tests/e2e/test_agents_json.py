@@ -21,28 +21,36 @@ async def test_agent_lifecycle(new_tenant):
     agent = created.json()
     assert agent["name"].startswith("agents/agt_")
     assert (agent["displayName"], agent["primaryProvider"], agent["fallbackProvider"], agent["version"]) == (
-        "Support", "vendorA", "vendorB", 1)
+        "Support",
+        "vendorA",
+        "vendorB",
+        1,
+    )
     assert agent["etag"] and agent["createTime"] and agent["updateTime"]
 
     fetched = await tenant.get(f"/v1/{agent['name']}")
     assert fetched.status_code == 200 and fetched.json() == agent
 
     updated = await tenant.patch(
-        f"/v1/{agent['name']}", {"systemPrompt": "You are terse.", "etag": agent["etag"]},
+        f"/v1/{agent['name']}",
+        {"systemPrompt": "You are terse.", "etag": agent["etag"]},
         params={"updateMask": "systemPrompt"},
     )
     assert updated.status_code == 200, updated.text
     assert (updated.json()["systemPrompt"], updated.json()["version"]) == ("You are terse.", 2)
     assert updated.json()["displayName"] == "Support"
 
-    stale = await tenant.patch(f"/v1/{agent['name']}", {"displayName": "Old", "etag": agent["etag"]},
-                               params={"updateMask": "displayName"})
+    stale = await tenant.patch(
+        f"/v1/{agent['name']}", {"displayName": "Old", "etag": agent["etag"]}, params={"updateMask": "displayName"}
+    )
     assert stale.status_code == 409 and error_reason(stale) == "ETAG_MISMATCH"
 
     versions = await tenant.get(f"/v1/{agent['name']}/versions")
     assert versions.status_code == 200
     assert [(v["version"], v["systemPrompt"]) for v in versions.json()["agentVersions"]] == [
-        (2, "You are terse."), (1, "You are helpful.")]
+        (2, "You are terse."),
+        (1, "You are helpful."),
+    ]
     first = await tenant.get(f"/v1/{agent['name']}/versions/1")
     assert first.status_code == 200 and first.json()["systemPrompt"] == "You are helpful."
 
@@ -93,13 +101,16 @@ async def test_other_tenants_agents_do_not_exist(new_tenant):
     assert still.status_code == 200 and still.json()["displayName"] == "Support" and still.json()["version"] == 1
 
 
-@pytest.mark.parametrize("body, field", [
-    ({**SUPPORT, "displayName": ""}, "agent.display_name"),
-    ({**SUPPORT, "systemPrompt": "x" * 16001}, "agent.system_prompt"),
-    ({**SUPPORT, "primaryProvider": "vendorZ"}, "agent.primary_provider"),
-    ({**SUPPORT, "fallbackProvider": "vendorA"}, "agent.fallback_provider"),
-    ({**SUPPORT, "parameters": {"temperature": 3}}, "agent.parameters.temperature"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({**SUPPORT, "displayName": ""}, "agent.display_name"),
+        ({**SUPPORT, "systemPrompt": "x" * 16001}, "agent.system_prompt"),
+        ({**SUPPORT, "primaryProvider": "vendorZ"}, "agent.primary_provider"),
+        ({**SUPPORT, "fallbackProvider": "vendorA"}, "agent.fallback_provider"),
+        ({**SUPPORT, "parameters": {"temperature": 3}}, "agent.parameters.temperature"),
+    ],
+)
 async def test_invalid_agents_are_refused_with_field_violations(new_tenant, body, field):
     from tests.e2e.client import violated_fields
 

@@ -7,16 +7,23 @@ import pytest
 from tests.e2e.client import error_reason, violated_fields
 
 
-@pytest.mark.parametrize("raw, why", [
-    (b'{"displayName": "A", ', "malformed JSON"),
-    (b'{"displayName": "A", "primaryProvider": "vendorA", "colour": "red"}', "unknown field"),
-    (b'{"displayName": ["A"], "primaryProvider": "vendorA"}', "wrong type"),
-    (b'{"displayName": "A", "primaryProvider": "vendorA", "parameters": {"maxOutputTokens": "lots"}}', "wrong type"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b'{"displayName": "A", ', "malformed JSON"),
+        (b'{"displayName": "A", "primaryProvider": "vendorA", "colour": "red"}', "unknown field"),
+        (b'{"displayName": ["A"], "primaryProvider": "vendorA"}', "wrong type"),
+        (
+            b'{"displayName": "A", "primaryProvider": "vendorA", "parameters": {"maxOutputTokens": "lots"}}',
+            "wrong type",
+        ),
+    ],
+)
 async def test_undecodable_bodies_are_400_and_write_nothing(new_tenant, http, raw, why):
     tenant = await new_tenant()
-    response = await http.post("/v1/agents", content=raw,
-                               headers=tenant.headers(**{"content-type": "application/json"}))
+    response = await http.post(
+        "/v1/agents", content=raw, headers=tenant.headers(**{"content-type": "application/json"})
+    )
     assert response.status_code == 400, (why, response.text)
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["code"] == 3

@@ -122,8 +122,9 @@ async def test_usage_queries_refuse_bad_input(new_tenant):
     from tests.e2e.client import violated_fields
 
     tenant = await new_tenant()
-    inverted = await tenant.get("/v1/usage:summary", params={
-        "startTime": "2026-11-24T00:00:00Z", "endTime": "2026-11-01T00:00:00Z"})
+    inverted = await tenant.get(
+        "/v1/usage:summary", params={"startTime": "2026-11-24T00:00:00Z", "endTime": "2026-11-01T00:00:00Z"}
+    )
     assert inverted.status_code == 400 and violated_fields(inverted)
     unknown_group = await tenant.get("/v1/usage:summary", params={"groupBy": "WEEK"})
     assert unknown_group.status_code == 400

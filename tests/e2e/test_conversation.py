@@ -9,16 +9,18 @@ import uuid
 import grpc
 import pytest
 from grpc_status import rpc_status
-from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
-from vocalbridge.conversation.v1 import conversation_service_pb2_grpc, delivery_pb2
 
 from tests.e2e.client import error_reason, sse_events, violated_fields
 from tests.support import error_reason as grpc_error_reason
+from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
+from vocalbridge.conversation.v1 import conversation_service_pb2_grpc, delivery_pb2
 
 
 async def start_chat(tenant, primary="vendorA", fallback="vendorB", prompt="You are the Acme helper."):
-    agent = await tenant.post("/v1/agents", {"displayName": "Chat", "systemPrompt": prompt,
-                                             "primaryProvider": primary, "fallbackProvider": fallback})
+    agent = await tenant.post(
+        "/v1/agents",
+        {"displayName": "Chat", "systemPrompt": prompt, "primaryProvider": primary, "fallbackProvider": fallback},
+    )
     assert agent.status_code == 200, agent.text
     session = await tenant.post("/v1/sessions", {"agent": agent.json()["name"]})
     assert session.status_code == 200, session.text
@@ -27,8 +29,9 @@ async def start_chat(tenant, primary="vendorA", fallback="vendorB", prompt="You 
 
 async def say(tenant, session, content, key=None):
     key = key or uuid.uuid4().hex
-    return await tenant.http.post(f"/v1/{session['name']}/messages", json={"content": content},
-                                  headers=tenant.headers(**{"Idempotency-Key": key}))
+    return await tenant.http.post(
+        f"/v1/{session['name']}/messages", json={"content": content}, headers=tenant.headers(**{"Idempotency-Key": key})
+    )
 
 
 def outcomes(body):
@@ -83,7 +86,7 @@ async def test_non_retryable_error_is_not_retried(new_tenant):
     session = await start_chat(tenant, primary="picky", fallback="vendorB")
     response = await say(tenant, session, "bad request")
     assert response.status_code == 503 and error_reason(response) == "PROVIDERS_EXHAUSTED"
-    delivery = [d for d in response.json()["details"] if d["@type"].endswith("conversation.v1.Delivery")][0]
+    delivery = next(d for d in response.json()["details"] if d["@type"].endswith("conversation.v1.Delivery"))
     assert [(a["provider"], a["outcome"]) for a in delivery["attempts"]] == [("picky", "ATTEMPT_OUTCOME_BAD_REQUEST")]
 
 
@@ -108,15 +111,20 @@ async def test_deadline_shorter_than_the_backoff_is_honoured(stack, new_tenant):
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             # The provider asks to retry after 0.8 s; the caller allows 0.5 s in all.
-            await stub.SendMessage(cs.SendMessageRequest(session=session["name"], content="hi"), timeout=0.5,
-                                   metadata=(("authorization", f"Bearer {tenant.key}"), ("idempotency-key", "dl")))
+            await stub.SendMessage(
+                cs.SendMessageRequest(session=session["name"], content="hi"),
+                timeout=0.5,
+                metadata=(("authorization", f"Bearer {tenant.key}"), ("idempotency-key", "dl")),
+            )
         elapsed = time.monotonic() - started
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value
     assert grpc_error_reason(caught.value) == "PROVIDERS_EXHAUSTED"
     delivery = delivery_pb2.Delivery()
     assert any(d.Unpack(delivery) for d in rpc_status.from_call(caught.value).details)
     assert [a.outcome for a in delivery.attempts] == [
-        delivery_pb2.ATTEMPT_OUTCOME_RATE_LIMITED, delivery_pb2.ATTEMPT_OUTCOME_DEADLINE_EXCEEDED]
+        delivery_pb2.ATTEMPT_OUTCOME_RATE_LIMITED,
+        delivery_pb2.ATTEMPT_OUTCOME_DEADLINE_EXCEEDED,
+    ]
     assert elapsed < 0.5, "no sleep past the caller's deadline"
 
 
@@ -153,8 +161,9 @@ async def test_streaming_over_sse_and_its_replay(new_tenant):
     tenant = await new_tenant()
     session = await start_chat(tenant)
     headers = tenant.headers(**{"Idempotency-Key": "stream-1"})
-    response = await tenant.http.post(f"/v1/{session['name']}/messages:stream", json={"content": "Stream it"},
-                                      headers=headers)
+    response = await tenant.http.post(
+        f"/v1/{session['name']}/messages:stream", json={"content": "Stream it"}, headers=headers
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response)
@@ -162,8 +171,9 @@ async def test_streaming_over_sse_and_its_replay(new_tenant):
     final = events[-1]
     assert len(events) > 2 and deltas == final["assistantMessage"]["content"]
     assert final["delivery"]["provider"] == "vendorA" and int(final["usage"]["costMicros"]) > 0
-    replay = await tenant.http.post(f"/v1/{session['name']}/messages:stream", json={"content": "Stream it"},
-                                    headers=headers)
+    replay = await tenant.http.post(
+        f"/v1/{session['name']}/messages:stream", json={"content": "Stream it"}, headers=headers
+    )
     replayed = sse_events(replay)
     assert replay.headers["idempotent-replayed"] == "true"
     assert replayed[-1]["assistantMessage"] == final["assistantMessage"]
@@ -177,8 +187,10 @@ async def test_client_leaving_mid_stream_keeps_a_truncated_billed_reply(stack, n
     session = await start_chat(tenant, primary="slow", fallback="")
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         stub = conversation_service_pb2_grpc.ConversationServiceStub(channel)
-        call = stub.StreamMessage(cs.StreamMessageRequest(session=session["name"], content="Tell me a long story"),
-                                  metadata=(("authorization", f"Bearer {tenant.key}"), ("idempotency-key", "leave")))
+        call = stub.StreamMessage(
+            cs.StreamMessageRequest(session=session["name"], content="Tell me a long story"),
+            metadata=(("authorization", f"Bearer {tenant.key}"), ("idempotency-key", "leave")),
+        )
         received = ""
         async for event in call:
             received += event.text_delta
@@ -210,8 +222,11 @@ async def test_other_tenants_sessions_do_not_exist(new_tenant):
         await stranger.get(f"/v1/{session['name']}"),
         await stranger.get(f"/v1/{session['name']}/messages"),
         await say(stranger, session, "let me in"),
-        await stranger.http.post(f"/v1/{session['name']}/messages:stream", json={"content": "x"},
-                                 headers=stranger.headers(**{"Idempotency-Key": "s"})),
+        await stranger.http.post(
+            f"/v1/{session['name']}/messages:stream",
+            json={"content": "x"},
+            headers=stranger.headers(**{"Idempotency-Key": "s"}),
+        ),
     ):
         assert response.status_code == 404, response.text
     assert session["name"] not in [s["name"] for s in (await stranger.get("/v1/sessions")).json().get("sessions", [])]
@@ -230,8 +245,11 @@ async def test_bad_turns_store_nothing(new_tenant, content, status):
 
 async def test_unknown_session_and_bad_page_token(new_tenant):
     tenant = await new_tenant()
-    missing = await tenant.http.post("/v1/sessions/ses_01m87srx2qrnbdce06p98dr0wk/messages", json={"content": "hi"},
-                                     headers=tenant.headers(**{"Idempotency-Key": "k"}))
+    missing = await tenant.http.post(
+        "/v1/sessions/ses_01m87srx2qrnbdce06p98dr0wk/messages",
+        json={"content": "hi"},
+        headers=tenant.headers(**{"Idempotency-Key": "k"}),
+    )
     assert missing.status_code == 404 and error_reason(missing) == "SESSION_NOT_FOUND"
     session = await start_chat(tenant)
     bad = await tenant.get(f"/v1/{session['name']}/messages", params={"pageToken": "nope"})

@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 
-from tests.e2e.client import error_reason
-from tests.e2e.client import KEY_CACHE_TTL_SECONDS
+from tests.e2e.client import KEY_CACHE_TTL_SECONDS, error_reason
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 from vocalbridge_common.identity import IdentitySigner
 
 AGENT = {"displayName": "Edge", "primaryProvider": "vendorA"}
@@ -27,8 +26,9 @@ def assert_json_status(response, http_status: int, reason: str) -> None:
 async def test_no_key_and_wrong_key_are_401(http, new_tenant):
     tenant = await new_tenant()
     assert_json_status(await http.get("/v1/agents"), 401, "API_KEY_MISSING")
-    assert_json_status(await http.get("/v1/agents", headers={"Authorization": "Bearer vb_00000000_nope"}), 401,
-                       "API_KEY_INVALID")
+    assert_json_status(
+        await http.get("/v1/agents", headers={"Authorization": "Bearer vb_00000000_nope"}), 401, "API_KEY_INVALID"
+    )
     # x-api-key is accepted as well as Authorization: Bearer.
     assert (await http.get("/v1/agents", headers={"x-api-key": tenant.key})).status_code == 200
 
@@ -81,8 +81,12 @@ async def test_service_port_refuses_unsigned_and_forged_identity(stack, new_tena
                 await stub.ListAgents(agents_service_pb2.ListAgentsRequest(), metadata=metadata)
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.CreateAgent(agents_service_pb2.CreateAgentRequest(
-                    agent=agent_pb2.Agent(display_name="x", primary_provider="vendorA")), metadata=metadata)
+                await stub.CreateAgent(
+                    agents_service_pb2.CreateAgentRequest(
+                        agent=agent_pb2.Agent(display_name="x", primary_provider="vendorA")
+                    ),
+                    metadata=metadata,
+                )
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (await victim.get("/v1/agents")).json().get("agents", []) == []
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 
 from tests.support import error_reason
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 
 
 @pytest.fixture
@@ -23,16 +23,24 @@ def bearer(key: str):
 async def test_agent_crud_over_grpc(agents_stub, new_tenant):
     tenant, other = await new_tenant(), await new_tenant()
     meta = bearer(tenant.key)
-    agent = await agents_stub.CreateAgent(agents_service_pb2.CreateAgentRequest(
-        agent=agent_pb2.Agent(display_name="Over gRPC", primary_provider="vendorB", fallback_provider="vendorA")),
-        metadata=meta, timeout=10)
+    agent = await agents_stub.CreateAgent(
+        agents_service_pb2.CreateAgentRequest(
+            agent=agent_pb2.Agent(display_name="Over gRPC", primary_provider="vendorB", fallback_provider="vendorA")
+        ),
+        metadata=meta,
+        timeout=10,
+    )
     assert agent.version == 1
     assert (await agents_stub.GetAgent(agents_service_pb2.GetAgentRequest(name=agent.name), metadata=meta)) == agent
     listed = await agents_stub.ListAgents(agents_service_pb2.ListAgentsRequest(), metadata=meta)
     assert [a.name for a in listed.agents] == [agent.name]
-    updated = await agents_stub.UpdateAgent(agents_service_pb2.UpdateAgentRequest(
-        agent=agent_pb2.Agent(name=agent.name, display_name="Renamed", etag=agent.etag),
-        update_mask=field_mask_pb2.FieldMask(paths=["display_name"])), metadata=meta)
+    updated = await agents_stub.UpdateAgent(
+        agents_service_pb2.UpdateAgentRequest(
+            agent=agent_pb2.Agent(name=agent.name, display_name="Renamed", etag=agent.etag),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        metadata=meta,
+    )
     assert (updated.display_name, updated.version) == ("Renamed", 2)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await agents_stub.GetAgent(agents_service_pb2.GetAgentRequest(name=agent.name), metadata=bearer(other.key))
@@ -52,7 +60,9 @@ async def test_grpc_without_or_with_read_only_key(agents_stub, new_tenant):
     reader = await tenant.create_key(["SCOPE_READ"])
     await agents_stub.ListAgents(agents_service_pb2.ListAgentsRequest(), metadata=bearer(reader))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await agents_stub.CreateAgent(agents_service_pb2.CreateAgentRequest(
-            agent=agent_pb2.Agent(display_name="x", primary_provider="vendorA")), metadata=bearer(reader))
+        await agents_stub.CreateAgent(
+            agents_service_pb2.CreateAgentRequest(agent=agent_pb2.Agent(display_name="x", primary_provider="vendorA")),
+            metadata=bearer(reader),
+        )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_reason(caught.value) == "SCOPE_INSUFFICIENT"

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from vocalbridge.agents.v1 import agent_pb2
 
 from tests.conftest import TEST_IDENTITY_SECRET
 from tests.support import error_reason, violated_fields
+from vocalbridge.agents.v1 import agent_pb2
 from vocalbridge_agents.config import AgentsSettings
 from vocalbridge_common.config import Env
 

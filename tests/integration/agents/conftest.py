@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from vocalbridge.agents.v1 import agents_service_pb2_grpc
 
 from tests.integration.agents.agents_testkit import settings_for
+from vocalbridge.agents.v1 import agents_service_pb2_grpc
 from vocalbridge_agents.server import MIGRATIONS_DIR, SCHEMA, create_server
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.migrations import migrate

@@ -12,10 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from google.protobuf import field_mask_pb2
 from sqlalchemy import create_engine, text
-from vocalbridge.agents.v1 import agent_pb2
-from vocalbridge.agents.v1 import agents_service_pb2 as pb
 
 from tests.integration.agents.agents_testkit import agent_message, expect_failure
+from vocalbridge.agents.v1 import agent_pb2
+from vocalbridge.agents.v1 import agents_service_pb2 as pb
 from vocalbridge_agents.models import AgentsBase
 from vocalbridge_common.db import sync_url
 
@@ -222,9 +222,7 @@ async def test_subfield_paths_change_one_subfield(stub, md):
 async def test_an_explicit_mask_can_clear_a_field(stub, md):
     created = await create(stub, md, parameters=agent_pb2.ModelParameters(temperature=0.3))
 
-    updated = await update(
-        stub, md, agent_pb2.Agent(name=created.name), "fallback_provider", "parameters.temperature"
-    )
+    updated = await update(stub, md, agent_pb2.Agent(name=created.name), "fallback_provider", "parameters.temperature")
 
     assert updated.fallback_provider == ""
     assert not updated.parameters.HasField("temperature")

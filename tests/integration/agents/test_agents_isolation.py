@@ -12,10 +12,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
-from vocalbridge.agents.v1 import agent_pb2
-from vocalbridge.agents.v1 import agents_service_pb2 as pb
 
 from tests.integration.agents.agents_testkit import agent_message, expect_failure
+from vocalbridge.agents.v1 import agent_pb2
+from vocalbridge.agents.v1 import agents_service_pb2 as pb
 from vocalbridge_common.db import APP_ROLE, async_url
 from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
 from vocalbridge_common.ids import new_id

@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2_grpc
-from vocalbridge.agents.v1 import agents_service_pb2 as pb
 
 from tests.integration.agents.agents_testkit import agent_message, expect_failure, settings_for
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2_grpc
+from vocalbridge.agents.v1 import agents_service_pb2 as pb
 from vocalbridge_agents.server import MIGRATIONS_DIR, SCHEMA, create_server
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.migrations import migrate

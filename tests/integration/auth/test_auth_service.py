@@ -15,10 +15,10 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from vocalbridge.auth.v1 import api_key_pb2, auth_service_pb2, auth_service_pb2_grpc
 
 from tests.conftest import TEST_IDENTITY_SECRET
 from tests.support import error_reason, violated_fields
+from vocalbridge.auth.v1 import api_key_pb2, auth_service_pb2, auth_service_pb2_grpc
 from vocalbridge_auth.config import AuthSettings
 from vocalbridge_auth.server import MIGRATIONS_DIR, create_server
 from vocalbridge_common.config import CommonSettings
@@ -36,8 +36,13 @@ async def server(pg_url):
     migrate(pg_url, "auth", MIGRATIONS_DIR)
     settings = AuthSettings(
         common=CommonSettings(
-            service_name="auth", listen_host="127.0.0.1", port=0, database_url=pg_url,
-            identity_secret=TEST_IDENTITY_SECRET, log_level="INFO", known_providers=("vendorA", "vendorB"),
+            service_name="auth",
+            listen_host="127.0.0.1",
+            port=0,
+            database_url=pg_url,
+            identity_secret=TEST_IDENTITY_SECRET,
+            log_level="INFO",
+            known_providers=("vendorA", "vendorB"),
             shutdown_grace_seconds=1,
         ),
         operator_key_digest=hashlib.sha256(OPERATOR_KEY.encode()).hexdigest(),
@@ -111,8 +116,9 @@ async def test_create_tenant_returns_admin_key_once(auth, operator):
     assert list(key.scopes) == [api_key_pb2.SCOPE_ADMIN]
     tenants = await auth.ListTenants(auth_service_pb2.ListTenantsRequest(), metadata=operator)
     assert f"tenants/{tenant_id}" in [t.name for t in tenants.tenants]
-    fetched = await auth.GetApiKey(auth_service_pb2.GetApiKeyRequest(name=key.name), metadata=(
-        ("x-vb-identity", _mint(tenant_id, ("admin",))),))
+    fetched = await auth.GetApiKey(
+        auth_service_pb2.GetApiKeyRequest(name=key.name), metadata=(("x-vb-identity", _mint(tenant_id, ("admin",))),)
+    )
     assert fetched.secret == "" and fetched.prefix == key.prefix
 
 
@@ -176,28 +182,34 @@ async def test_json_requests_are_resolved_through_the_http_rules(auth, authz, op
     )
     assert (await check_json(authz, "GET", "/v1/agents?pageSize=2", reader.secret)).HasField("ok_response")
     assert denial(await check_json(authz, "POST", "/v1/agents", reader.secret, b'{"displayName": "x"}')) == (
-        403, "SCOPE_INSUFFICIENT")
-    assert (await check_json(authz, "PATCH", "/v1/agents/agt_1?updateMask=displayName", key.secret,
-                             b'{"displayName": "y"}')).HasField("ok_response")
+        403,
+        "SCOPE_INSUFFICIENT",
+    )
+    assert (
+        await check_json(authz, "PATCH", "/v1/agents/agt_1?updateMask=displayName", key.secret, b'{"displayName": "y"}')
+    ).HasField("ok_response")
     assert denial(await check_json(authz, "GET", "/v1/nowhere", key.secret)) == (404, "METHOD_NOT_FOUND")
     # Without a key the caller learns nothing about the API's shape.
     assert denial(await check_json(authz, "GET", "/v1/nowhere", "")) == (401, "API_KEY_MISSING")
 
 
-@pytest.mark.parametrize("body, field", [
-    (b'{"displayName": "A", "colour": "red"}', "agent.colour"),
-    (b'{"displayName": "A", "parameters": {"temprature": 1}}', "agent.parameters.temprature"),
-    (b'{"displayName": ["A"]}', "agent.display_name"),
-    (b'{"parameters": {"maxOutputTokens": "lots"}}', "agent.parameters.max_output_tokens"),
-    (b'{"displayName": "A", ', "body"),
-    (b'[1, 2]', "body"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"displayName": "A", "colour": "red"}', "agent.colour"),
+        (b'{"displayName": "A", "parameters": {"temprature": 1}}', "agent.parameters.temprature"),
+        (b'{"displayName": ["A"]}', "agent.display_name"),
+        (b'{"parameters": {"maxOutputTokens": "lots"}}', "agent.parameters.max_output_tokens"),
+        (b'{"displayName": "A", ', "body"),
+        (b"[1, 2]", "body"),
+    ],
+)
 async def test_invalid_json_bodies_are_refused_with_field_violations(auth, authz, operator, body, field):
     _, key = await new_tenant(auth, operator)
     response = await check_json(authz, "POST", "/v1/agents", key.secret, body)
     assert denial(response) == (400, "INVALID_REQUEST_BODY")
     details = json.loads(response.denied_response.body)["details"]
-    violations = [d for d in details if d["@type"].endswith("BadRequest")][0]["fieldViolations"]
+    violations = next(d for d in details if d["@type"].endswith("BadRequest"))["fieldViolations"]
     assert [v["field"] for v in violations] == [field]
 
 
@@ -205,7 +217,9 @@ async def test_check_denies_missing_and_wrong_keys(auth, authz, operator):
     _, key = await new_tenant(auth, operator)
     assert denial(await check(authz, LIST_AGENTS, None)) == (401, "API_KEY_MISSING")
     assert denial(await check(authz, LIST_AGENTS, key.secret[:-1] + ("A" if key.secret[-1] != "A" else "B"))) == (
-        401, "API_KEY_INVALID")
+        401,
+        "API_KEY_INVALID",
+    )
     assert denial(await check(authz, LIST_AGENTS, "not-a-key")) == (401, "API_KEY_INVALID")
 
 
@@ -219,18 +233,19 @@ async def test_check_applies_scopes(auth, authz, operator, as_tenant):
     assert denial(await check(authz, CREATE_AGENT, read_only.secret)) == (403, "SCOPE_INSUFFICIENT")
     # The operator manages tenants but is no tenant: it cannot list agents.
     assert denial(await check(authz, LIST_AGENTS, OPERATOR_KEY)) == (403, "SCOPE_INSUFFICIENT")
-    assert (await check(authz, "/vocalbridge.auth.v1.AuthService/CreateTenant", OPERATOR_KEY)).HasField(
-        "ok_response")
+    assert (await check(authz, "/vocalbridge.auth.v1.AuthService/CreateTenant", OPERATOR_KEY)).HasField("ok_response")
 
 
 async def test_revoked_key_is_refused_after_cache_ttl(auth, authz, operator, as_tenant):
     tenant_id, admin = await new_tenant(auth, operator)
-    key = await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()),
-                                  metadata=as_tenant(tenant_id))
+    key = await auth.CreateApiKey(
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()), metadata=as_tenant(tenant_id)
+    )
     assert list(key.scopes) == [api_key_pb2.SCOPE_WRITE]
     assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")
-    revoked = await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name),
-                                      metadata=as_tenant(tenant_id))
+    revoked = await auth.RevokeApiKey(
+        auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=as_tenant(tenant_id)
+    )
     assert revoked.HasField("revoke_time")
     await asyncio.sleep(CACHE_TTL + 0.1)
     assert denial(await check(authz, LIST_AGENTS, key.secret)) == (401, "API_KEY_REVOKED")
@@ -309,7 +324,9 @@ async def test_pagination_and_bad_page_token(auth, operator, as_tenant):
 
 async def test_get_caller_identity(auth, operator, as_tenant):
     tenant_id, _ = await new_tenant(auth, operator)
-    me = await auth.GetCallerIdentity(auth_service_pb2.GetCallerIdentityRequest(), metadata=as_tenant(tenant_id, ("read",)))
+    me = await auth.GetCallerIdentity(
+        auth_service_pb2.GetCallerIdentityRequest(), metadata=as_tenant(tenant_id, ("read",))
+    )
     assert me.tenant == f"tenants/{tenant_id}"
     assert list(me.scopes) == [api_key_pb2.SCOPE_READ]
     op = await auth.GetCallerIdentity(auth_service_pb2.GetCallerIdentityRequest(), metadata=operator)
@@ -318,7 +335,7 @@ async def test_get_caller_identity(auth, operator, as_tenant):
 
 async def test_unsigned_or_forged_identity_is_refused(auth, signer):
     forged = signer.mint("ten_x", "key_x", ("operator",))
-    body, _, mac = forged.rpartition(".")
+    body, _, _mac = forged.rpartition(".")
     for metadata in ((), (("x-vb-identity", body + ".AAAA"),), (("x-vb-identity", "garbage"),)):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await auth.ListTenants(auth_service_pb2.ListTenantsRequest(), metadata=metadata)

@@ -12,11 +12,11 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from vocalbridge.billing.v1 import usage_event_pb2
-from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
 
 from tests.conftest import TEST_IDENTITY_SECRET
 from tests.support import error_reason, violated_fields
+from vocalbridge.billing.v1 import usage_event_pb2
+from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
 from vocalbridge_billing.config import BillingSettings
 from vocalbridge_common.config import Env
 from vocalbridge_common.pricing import SEED_PRICES, Quantities, charge, select_prices
@@ -51,7 +51,9 @@ def duration_ms(ms: float) -> duration_pb2.Duration:
 
 def attempt(provider: str, outcome=SUCCESS, latency_ms: float = 10.0) -> delivery_pb2.Attempt:
     return delivery_pb2.Attempt(
-        provider=provider, outcome=outcome, latency=duration_ms(0 if outcome == CIRCUIT_OPEN else latency_ms),
+        provider=provider,
+        outcome=outcome,
+        latency=duration_ms(0 if outcome == CIRCUIT_OPEN else latency_ms),
         backoff=duration_ms(0),
         error_message="" if outcome == SUCCESS else "simulated failure",
     )
@@ -100,7 +102,10 @@ def usage_event(
         tts_characters=tts_characters,
         cost_micros=priced.cost_micros if cost_micros is None else cost_micros,
         delivery=delivery_pb2.Delivery(
-            provider=provider, model=model, fallback_used=fallback_used, attempts=attempts,
+            provider=provider,
+            model=model,
+            fallback_used=fallback_used,
+            attempts=attempts,
             latency=duration_ms(sum(a.latency.ToNanoseconds() for a in attempts) / 1e6),
         ),
     )

@@ -6,8 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from vocalbridge.billing.v1 import billing_service_pb2 as pb
-from vocalbridge.billing.v1 import billing_service_pb2_grpc
 
 from tests.integration.billing.billing_testkit import (
     SUCCESS,
@@ -18,6 +16,8 @@ from tests.integration.billing.billing_testkit import (
     settings_for,
     usage_event,
 )
+from vocalbridge.billing.v1 import billing_service_pb2 as pb
+from vocalbridge.billing.v1 import billing_service_pb2_grpc
 from vocalbridge_billing.server import MIGRATIONS_DIR, SCHEMA, create_server
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.migrations import migrate
@@ -42,10 +42,21 @@ async def test_record_and_summarize_on_sqlite(sqlite_stub, as_tenant):
     day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
     events = [
         usage_event(tenant, event_time=day, attempts=[attempt("vendorA", SUCCESS, 100)]),
-        usage_event(tenant, event_time=day + timedelta(hours=13), provider="vendorB", fallback_used=True,
-                    attempts=[attempt("vendorA", TIMEOUT, 300), attempt("vendorB", SUCCESS, 200)]),
-        usage_event(tenant, event_time=day - timedelta(hours=13), channel=VOICE, audio_seconds=1.25,
-                    tts_characters=40, attempts=[attempt("vendorA", SUCCESS, 300)]),
+        usage_event(
+            tenant,
+            event_time=day + timedelta(hours=13),
+            provider="vendorB",
+            fallback_used=True,
+            attempts=[attempt("vendorA", TIMEOUT, 300), attempt("vendorB", SUCCESS, 200)],
+        ),
+        usage_event(
+            tenant,
+            event_time=day - timedelta(hours=13),
+            channel=VOICE,
+            audio_seconds=1.25,
+            tts_characters=40,
+            attempts=[attempt("vendorA", SUCCESS, 300)],
+        ),
         usage_event(other, event_time=day),
     ]
 
@@ -57,7 +68,8 @@ async def test_record_and_summarize_on_sqlite(sqlite_stub, as_tenant):
     tampered.completion_tokens += 1
     await expect_failure(
         sqlite_stub.RecordUsage(pb.RecordUsageRequest(events=[tampered]), metadata=relay),
-        grpc.StatusCode.ALREADY_EXISTS, "USAGE_EVENT_CONFLICT",
+        grpc.StatusCode.ALREADY_EXISTS,
+        "USAGE_EVENT_CONFLICT",
     )
 
     summary = await sqlite_stub.GetUsageSummary(pb.GetUsageSummaryRequest(group_by=pb.DAY), metadata=md)
@@ -77,7 +89,9 @@ async def test_record_and_summarize_on_sqlite(sqlite_stub, as_tenant):
         pb.ListUsageEventsRequest(page_size=2, page_token=listed.next_page_token), metadata=md
     )
     assert [e.name for e in [*listed.usage_events, *rest.usage_events]] == [
-        events[2].name, events[0].name, events[1].name,
+        events[2].name,
+        events[0].name,
+        events[1].name,
     ]
     assert rest.next_page_token == ""
 
@@ -88,7 +102,5 @@ async def test_record_and_summarize_on_sqlite(sqlite_stub, as_tenant):
     assert a.latency_p50.ToMilliseconds() == 200 and a.latency_p95.ToMilliseconds() == 290
 
     # No row-level security in SQLite: the tenant filter alone isolates tenants.
-    other_summary = await sqlite_stub.GetUsageSummary(
-        pb.GetUsageSummaryRequest(), metadata=as_tenant(other, ("read",))
-    )
+    other_summary = await sqlite_stub.GetUsageSummary(pb.GetUsageSummaryRequest(), metadata=as_tenant(other, ("read",)))
     assert other_summary.totals.turns == 1

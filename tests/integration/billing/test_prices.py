@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from vocalbridge.billing.v1 import billing_service_pb2 as pb
-from vocalbridge.billing.v1 import price_pb2
 
 from tests.conftest import TEST_IDENTITY_SECRET
 from tests.integration.billing.billing_testkit import expect_failure, usage_event
+from vocalbridge.billing.v1 import billing_service_pb2 as pb
+from vocalbridge.billing.v1 import price_pb2
 from vocalbridge_billing.server import SCHEMA
 from vocalbridge_billing.service import BillingService
 from vocalbridge_common.db import Database
@@ -33,8 +33,11 @@ async def operator_service(billing_database):
 
 def as_row(price: price_pb2.Price) -> PriceRow:
     return PriceRow(
-        price.name.removeprefix("prices/"), price.provider, price.model,
-        PriceUnit(price_pb2.PriceUnit.Name(price.unit).removeprefix("PRICE_UNIT_")), price.micros_per_unit,
+        price.name.removeprefix("prices/"),
+        price.provider,
+        price.model,
+        PriceUnit(price_pb2.PriceUnit.Name(price.unit).removeprefix("PRICE_UNIT_")),
+        price.micros_per_unit,
         price.effective_time.ToDatetime(tzinfo=UTC),
     )
 
@@ -64,13 +67,12 @@ async def test_seed_prices_are_listed_to_any_reader(stub, md, as_tenant):
     assert len((await stub.ListPrices(pb.ListPricesRequest(page_size=1000), metadata=service)).prices) == len(listed)
     await expect_failure(
         stub.ListPrices(pb.ListPricesRequest(), metadata=as_tenant("", ("internal",))),
-        grpc.StatusCode.PERMISSION_DENIED, "SCOPE_INSUFFICIENT",
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SCOPE_INSUFFICIENT",
     )
 
 
-async def test_a_price_change_mid_run_leaves_earlier_events_at_the_old_price(
-    stub, relay, tenant, md, operator_service
-):
+async def test_a_price_change_mid_run_leaves_earlier_events_at_the_old_price(stub, relay, tenant, md, operator_service):
     now = datetime.now(UTC)
     change = now + timedelta(seconds=60)
     new_prompt = await operator_service.add_price("vendorA", "", PriceUnit.PER_1K_PROMPT_TOKENS, 5000, change)
@@ -91,9 +93,7 @@ async def test_a_price_change_mid_run_leaves_earlier_events_at_the_old_price(
     assert costs[before.name] == (84, old)
     assert costs[just_before.name] == (84, old)
     assert costs[after.name] == (210, sorted([f"prices/{new_prompt.price_id}", f"prices/{new_completion.price_id}"]))
-    summary = await stub.GetUsageSummary(
-        pb.GetUsageSummaryRequest(end_time=after.event_time), metadata=md
-    )
+    summary = await stub.GetUsageSummary(pb.GetUsageSummaryRequest(end_time=after.event_time), metadata=md)
     assert summary.totals.cost_micros == 168
 
 

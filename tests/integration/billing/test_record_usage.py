@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from vocalbridge.billing.v1 import billing_service_pb2 as pb
-from vocalbridge.conversation.v1 import delivery_pb2
 
 from tests.integration.billing.billing_testkit import (
     CIRCUIT_OPEN,
@@ -17,6 +15,8 @@ from tests.integration.billing.billing_testkit import (
     expect_failure,
     usage_event,
 )
+from vocalbridge.billing.v1 import billing_service_pb2 as pb
+from vocalbridge.conversation.v1 import delivery_pb2
 from vocalbridge_common.ids import new_id
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -117,7 +117,9 @@ async def test_one_invalid_event_fails_the_whole_batch_with_field_violations(stu
     failure = await expect_failure(record(stub, relay, events), INVALID)
 
     assert failure.fields == {
-        "events[2].prompt_tokens", "events[3].channel", "events[3].delivery.attempts[0].outcome",
+        "events[2].prompt_tokens",
+        "events[3].channel",
+        "events[3].delivery.attempts[0].outcome",
     }
     assert await ledger(stub, md) == []
 
@@ -203,9 +205,7 @@ async def test_one_batch_may_carry_many_tenants_each_sees_its_own(stub, relay, a
     batch = [usage_event(first), usage_event(second), usage_event(second)]
     assert (await record(stub, relay, batch)).accepted_count == 3
     assert [e.name for e in await ledger(stub, as_tenant(first, ("read",)))] == [batch[0].name]
-    assert sorted(e.name for e in await ledger(stub, as_tenant(second, ("read",)))) == sorted(
-        e.name for e in batch[1:]
-    )
+    assert sorted(e.name for e in await ledger(stub, as_tenant(second, ("read",)))) == sorted(e.name for e in batch[1:])
 
 
 async def test_vendor_prices_to_the_micro(stub, relay, tenant, md):
@@ -231,8 +231,9 @@ async def test_vendor_prices_to_the_micro(stub, relay, tenant, md):
 
 
 async def test_voice_turns_pay_for_audio_seconds_and_characters(stub, relay, tenant, md):
-    event = usage_event(tenant, channel=VOICE, prompt_tokens=10, completion_tokens=5, audio_seconds=2.5,
-                        tts_characters=11)
+    event = usage_event(
+        tenant, channel=VOICE, prompt_tokens=10, completion_tokens=5, audio_seconds=2.5, tts_characters=11
+    )
     await record(stub, relay, [event])
     (recorded,) = await ledger(stub, md)
     # 15 tokens × 2 + 2.5 s × 100 + 11 chars × 15 = 30 + 250 + 165
@@ -251,7 +252,8 @@ async def test_billing_recomputes_the_cost_and_records_its_own(stub, relay, tena
     assert recorded[wrong.name].cost_micros == 84
     assert recorded[unpriced.name].cost_micros == 126
     assert [p.name for p in recorded[unpriced.name].prices] == [
-        "prices/prc_00000000000000000000000003", "prices/prc_00000000000000000000000004",
+        "prices/prc_00000000000000000000000003",
+        "prices/prc_00000000000000000000000004",
     ]
 
 

@@ -14,7 +14,6 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf import timestamp_pb2
-from vocalbridge.billing.v1 import billing_service_pb2 as pb
 
 from tests.integration.billing.billing_testkit import (
     CIRCUIT_OPEN,
@@ -27,6 +26,7 @@ from tests.integration.billing.billing_testkit import (
     expect_failure,
     usage_event,
 )
+from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge_common.db import APP_ROLE, SYSTEM_ROLE
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.pricing import Quantities
@@ -44,7 +44,7 @@ def stamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 async def record(stub, relay, events) -> None:
     for start in range(0, len(events), 100):
-        await stub.RecordUsage(pb.RecordUsageRequest(events=events[start:start + 100]), metadata=relay)
+        await stub.RecordUsage(pb.RecordUsageRequest(events=events[start : start + 100]), metadata=relay)
 
 
 # -- a varied ledger, shared by the summary tests --------------------------------
@@ -107,8 +107,14 @@ def python_totals(events) -> tuple:
 def proto_totals(totals: pb.UsageTotals) -> tuple:
     millis = Decimal(repr(totals.audio_seconds)) * 1000
     assert millis == millis.to_integral_value()
-    return (totals.turns, totals.prompt_tokens, totals.completion_tokens, int(millis), totals.tts_characters,
-            totals.cost_micros)
+    return (
+        totals.turns,
+        totals.prompt_tokens,
+        totals.completion_tokens,
+        int(millis),
+        totals.tts_characters,
+        totals.cost_micros,
+    )
 
 
 async def test_totals_equal_the_sum_of_the_events(stub, as_tenant, varied_tenant, varied_events):
@@ -141,15 +147,22 @@ async def test_a_sub_range_with_filters_equals_the_python_filter(stub, as_tenant
     start, end = NOW - timedelta(days=6, hours=5), NOW - timedelta(days=2, hours=7)
     summary = await stub.GetUsageSummary(
         pb.GetUsageSummaryRequest(
-            start_time=stamp(start), end_time=stamp(end), group_by=pb.DAY, agent="agents/agt_sales",
-            provider="vendorB", channel=VOICE,
+            start_time=stamp(start),
+            end_time=stamp(end),
+            group_by=pb.DAY,
+            agent="agents/agt_sales",
+            provider="vendorB",
+            channel=VOICE,
         ),
         metadata=md,
     )
     chosen = [
-        e for e in varied_events
-        if start <= e.event_time.ToDatetime(tzinfo=UTC) < end and e.agent == "agents/agt_sales"
-        and e.provider == "vendorB" and e.channel == VOICE
+        e
+        for e in varied_events
+        if start <= e.event_time.ToDatetime(tzinfo=UTC) < end
+        and e.agent == "agents/agt_sales"
+        and e.provider == "vendorB"
+        and e.channel == VOICE
     ]
     assert chosen, "the seeded data should have events in this slice"
     assert proto_totals(summary.totals) == python_totals(chosen)
@@ -158,11 +171,15 @@ async def test_a_sub_range_with_filters_equals_the_python_filter(stub, as_tenant
 
 async def test_day_keys_are_utc_calendar_days(stub, relay, tenant, md):
     midnight = (NOW - timedelta(days=2)).replace(hour=0, minute=0, second=0)
-    await record(stub, relay, [
-        usage_event(tenant, event_time=midnight - timedelta(microseconds=1)),
-        usage_event(tenant, event_time=midnight),
-        usage_event(tenant, event_time=midnight + timedelta(hours=23, minutes=59)),
-    ])
+    await record(
+        stub,
+        relay,
+        [
+            usage_event(tenant, event_time=midnight - timedelta(microseconds=1)),
+            usage_event(tenant, event_time=midnight),
+            usage_event(tenant, event_time=midnight + timedelta(hours=23, minutes=59)),
+        ],
+    )
     summary = await stub.GetUsageSummary(pb.GetUsageSummaryRequest(group_by=pb.DAY), metadata=md)
     day = midnight.strftime("%Y-%m-%d")
     before = (midnight - timedelta(days=1)).strftime("%Y-%m-%d")
@@ -178,17 +195,40 @@ async def test_provider_performance_against_a_hand_computation(stub, relay, tena
         # Served by vendorA at once.
         usage_event(tenant, provider="vendorA", attempts=[attempt("vendorA", SUCCESS, 100)], event_time=t),
         # vendorA fails once, then serves.
-        usage_event(tenant, provider="vendorA", event_time=t,
-                    attempts=[attempt("vendorA", UNAVAILABLE, 50), attempt("vendorA", SUCCESS, 200)]),
+        usage_event(
+            tenant,
+            provider="vendorA",
+            event_time=t,
+            attempts=[attempt("vendorA", UNAVAILABLE, 50), attempt("vendorA", SUCCESS, 200)],
+        ),
         # vendorA times out twice, vendorB serves as the fallback.
-        usage_event(tenant, provider="vendorB", fallback_used=True, event_time=t, attempts=[
-            attempt("vendorA", TIMEOUT, 300), attempt("vendorA", TIMEOUT, 300), attempt("vendorB", SUCCESS, 400)]),
+        usage_event(
+            tenant,
+            provider="vendorB",
+            fallback_used=True,
+            event_time=t,
+            attempts=[
+                attempt("vendorA", TIMEOUT, 300),
+                attempt("vendorA", TIMEOUT, 300),
+                attempt("vendorB", SUCCESS, 400),
+            ],
+        ),
         # vendorA's circuit is open: skipped, vendorB serves.
-        usage_event(tenant, provider="vendorB", fallback_used=True, event_time=t,
-                    attempts=[attempt("vendorA", CIRCUIT_OPEN), attempt("vendorB", SUCCESS, 150)]),
+        usage_event(
+            tenant,
+            provider="vendorB",
+            fallback_used=True,
+            event_time=t,
+            attempts=[attempt("vendorA", CIRCUIT_OPEN), attempt("vendorB", SUCCESS, 150)],
+        ),
         # Another agent, whose primary is vendorB.
-        usage_event(tenant, provider="vendorB", agent="agents/agt_other", event_time=t,
-                    attempts=[attempt("vendorB", SUCCESS, 250)]),
+        usage_event(
+            tenant,
+            provider="vendorB",
+            agent="agents/agt_other",
+            event_time=t,
+            attempts=[attempt("vendorB", SUCCESS, 250)],
+        ),
     ]
     await record(stub, relay, events)
 
@@ -222,9 +262,15 @@ async def test_provider_performance_against_a_hand_computation(stub, relay, tena
 async def test_list_pages_oldest_first_with_filters(stub, relay, tenant, md):
     base = NOW - timedelta(hours=3)
     events = [
-        usage_event(tenant, event_time=base + timedelta(minutes=i), session=f"sessions/ses_{i % 2}",
-                    channel=VOICE if i % 3 == 0 else TEXT, provider="vendorA" if i < 5 else "vendorB",
-                    agent="agents/agt_a" if i % 2 else "agents/agt_b", audio_seconds=1.0 if i % 3 == 0 else 0.0)
+        usage_event(
+            tenant,
+            event_time=base + timedelta(minutes=i),
+            session=f"sessions/ses_{i % 2}",
+            channel=VOICE if i % 3 == 0 else TEXT,
+            provider="vendorA" if i < 5 else "vendorB",
+            agent="agents/agt_a" if i % 2 else "agents/agt_b",
+            audio_seconds=1.0 if i % 3 == 0 else 0.0,
+        )
         for i in range(8)
     ]
     # Two events at the very same time: the id breaks the tie.
@@ -266,7 +312,8 @@ async def test_list_pages_oldest_first_with_filters(stub, relay, tenant, md):
         stub.ListUsageEvents(
             pb.ListUsageEventsRequest(page_size=1, provider="vendorB", page_token=first.next_page_token), metadata=md
         ),
-        INVALID, "INVALID_PAGE_TOKEN",
+        INVALID,
+        "INVALID_PAGE_TOKEN",
     )
     assert failure.fields == {"page_token"}
 
@@ -289,7 +336,8 @@ async def test_another_tenant_sees_none_of_the_usage(stub, relay, as_tenant, var
         stub.ListUsageEvents(
             pb.ListUsageEventsRequest(page_size=1, page_token=page.next_page_token), metadata=intruder
         ),
-        INVALID, "INVALID_PAGE_TOKEN",
+        INVALID,
+        "INVALID_PAGE_TOKEN",
     )
 
 
@@ -297,12 +345,14 @@ async def test_reads_need_a_tenant_key(stub, as_tenant):
     operator = as_tenant("", ("operator",), key_id="operator")
     await expect_failure(
         stub.GetUsageSummary(pb.GetUsageSummaryRequest(), metadata=operator),
-        grpc.StatusCode.PERMISSION_DENIED, "SCOPE_INSUFFICIENT",
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SCOPE_INSUFFICIENT",
     )
     service = as_tenant("", ("internal", "read"), key_id="svc")
     await expect_failure(
         stub.GetUsageSummary(pb.GetUsageSummaryRequest(), metadata=service),
-        grpc.StatusCode.PERMISSION_DENIED, "TENANT_REQUIRED",
+        grpc.StatusCode.PERMISSION_DENIED,
+        "TENANT_REQUIRED",
     )
 
 
@@ -313,21 +363,29 @@ async def test_reads_need_a_tenant_key(stub, as_tenant):
     ("call", "request_message", "fields"),
     [
         ("GetUsageSummary", pb.GetUsageSummaryRequest(start_time=stamp(NOW), end_time=stamp(NOW)), {"end_time"}),
-        ("GetUsageSummary",
-         pb.GetUsageSummaryRequest(start_time=stamp(NOW), end_time=stamp(NOW - timedelta(days=1))), {"end_time"}),
+        (
+            "GetUsageSummary",
+            pb.GetUsageSummaryRequest(start_time=stamp(NOW), end_time=stamp(NOW - timedelta(days=1))),
+            {"end_time"},
+        ),
         ("GetUsageSummary", pb.GetUsageSummaryRequest(start_time=stamp(NOW + timedelta(days=1))), {"start_time"}),
         ("GetUsageSummary", pb.GetUsageSummaryRequest(group_by=99), {"group_by"}),
         ("GetUsageSummary", pb.GetUsageSummaryRequest(agent="agt_x", channel=9), {"agent", "channel"}),
-        ("GetProviderPerformance",
-         pb.GetProviderPerformanceRequest(start_time=stamp(NOW), end_time=stamp(NOW - timedelta(seconds=1))),
-         {"end_time"}),
+        (
+            "GetProviderPerformance",
+            pb.GetProviderPerformanceRequest(start_time=stamp(NOW), end_time=stamp(NOW - timedelta(seconds=1))),
+            {"end_time"},
+        ),
         ("GetProviderPerformance", pb.GetProviderPerformanceRequest(agent="sessions/x"), {"agent"}),
         ("ListUsageEvents", pb.ListUsageEventsRequest(page_size=-1), {"page_size"}),
         ("ListUsageEvents", pb.ListUsageEventsRequest(page_size=1001), {"page_size"}),
         ("ListUsageEvents", pb.ListUsageEventsRequest(page_token="not-a-token"), {"page_token"}),
         ("ListUsageEvents", pb.ListUsageEventsRequest(session="ses_x"), {"session"}),
-        ("ListUsageEvents",
-         pb.ListUsageEventsRequest(start_time=stamp(NOW), end_time=stamp(NOW - timedelta(hours=1))), {"end_time"}),
+        (
+            "ListUsageEvents",
+            pb.ListUsageEventsRequest(start_time=stamp(NOW), end_time=stamp(NOW - timedelta(hours=1))),
+            {"end_time"},
+        ),
         ("ListPrices", pb.ListPricesRequest(page_size=-5), {"page_size"}),
         ("ListPrices", pb.ListPricesRequest(page_size=1001), {"page_size"}),
         ("ListPrices", pb.ListPricesRequest(page_token="x.y"), {"page_token"}),

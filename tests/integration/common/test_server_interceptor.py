@@ -38,8 +38,9 @@ def _register(server):
 
 @pytest.fixture(scope="module")
 async def channel(signer):
-    running = await start_grpc_server(service_names=("test.Probe",), register=_register, signer=signer,
-                                      host="127.0.0.1", port=0)
+    running = await start_grpc_server(
+        service_names=("test.Probe",), register=_register, signer=signer, host="127.0.0.1", port=0
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield channel
     await running.stop(None)
@@ -47,16 +48,16 @@ async def channel(signer):
 
 async def test_unexpected_exception_is_internal_without_details(channel, as_tenant, caplog):
     call = channel.unary_unary("/test.Probe/Boom")
-    with caplog.at_level(logging.ERROR):
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call(b"", metadata=(*as_tenant("ten_a"), ("x-request-id", "req-42")))
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(b"", metadata=(*as_tenant("ten_a"), ("x-request-id", "req-42")))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert "hunter2" not in caught.value.details() and "Traceback" not in caught.value.details()
     status = rpc_status.from_call(caught.value)
     request_info = error_details_pb2.RequestInfo()
     assert any(d.Unpack(request_info) for d in status.details) and request_info.request_id == "req-42"
-    assert any("hunter2" in (r.exc_text or "") or (r.exc_info and "hunter2" in str(r.exc_info[1]))
-               for r in caplog.records), "the stack trace is logged on the server"
+    assert any(
+        "hunter2" in (r.exc_text or "") or (r.exc_info and "hunter2" in str(r.exc_info[1])) for r in caplog.records
+    ), "the stack trace is logged on the server"
 
 
 async def test_domain_error_and_identity_reach_the_handler(channel, as_tenant):
@@ -96,13 +97,18 @@ async def test_one_json_log_line_per_request_with_its_context(channel, as_tenant
     request_log.setLevel(logging.INFO)
     try:
         await channel.unary_unary("/test.Probe/ListWho")(
-            b"", metadata=(*as_tenant("ten_log", ("read",)), ("x-request-id", "req-log")))
+            b"", metadata=(*as_tenant("ten_log", ("read",)), ("x-request-id", "req-log"))
+        )
     finally:
         request_log.removeHandler(handler)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert len(lines) == 1
     entry = lines[0]
     assert (entry["service"], entry["msg"], entry["method"], entry["status"]) == (
-        "probe", "request", "/test.Probe/ListWho", "OK")
+        "probe",
+        "request",
+        "/test.Probe/ListWho",
+        "OK",
+    )
     assert entry["request_id"] == "req-log" and entry["tenant"] == "ten_log"
     assert isinstance(entry["latency_ms"], float)

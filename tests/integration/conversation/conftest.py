@@ -9,11 +9,11 @@ import contextlib
 
 import grpc
 import pytest
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
-from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc, session_pb2
 
 from tests.conftest import TEST_IDENTITY_SECRET
 from tests.integration.agents.agents_testkit import settings_for as agents_settings_for
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
+from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc, session_pb2
 from vocalbridge_agents.server import MIGRATIONS_DIR as AGENTS_MIGRATIONS
 from vocalbridge_agents.server import create_server as create_agents_server
 from vocalbridge_common.ids import new_id
@@ -100,12 +100,19 @@ def new_session(agents, md):
     """new_session(stub, **agent fields) → (agent, session) of the test's tenant."""
 
     async def create(stub, **agent_fields):
-        fields = {"display_name": "Support", "system_prompt": "You are the Acme helper.",
-                  "primary_provider": "vendorA", "fallback_provider": "vendorB", **agent_fields}
-        agent = await agents.CreateAgent(agents_service_pb2.CreateAgentRequest(agent=agent_pb2.Agent(**fields)),
-                                         metadata=md)
+        fields = {
+            "display_name": "Support",
+            "system_prompt": "You are the Acme helper.",
+            "primary_provider": "vendorA",
+            "fallback_provider": "vendorB",
+            **agent_fields,
+        }
+        agent = await agents.CreateAgent(
+            agents_service_pb2.CreateAgentRequest(agent=agent_pb2.Agent(**fields)), metadata=md
+        )
         session = await stub.CreateSession(
-            conversation_service_pb2.CreateSessionRequest(session=session_pb2.Session(agent=agent.name)), metadata=md)
+            conversation_service_pb2.CreateSessionRequest(session=session_pb2.Session(agent=agent.name)), metadata=md
+        )
         return agent, session
 
     return create

@@ -39,9 +39,19 @@ REQUEST = CompletionRequest(
     top_p=0.9,
     max_output_tokens=64,
 )
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           408: "Request Timeout", 422: "Unprocessable Entity", 429: "Too Many Requests",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass
@@ -162,12 +172,21 @@ def chunk(content=None, finish_reason=None, role=None):
         delta["role"] = role
     if content is not None:
         delta["content"] = content
-    return {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-test-2024",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-test-2024",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
 
 
-USAGE_CHUNK = {"id": "c1", "object": "chat.completion.chunk", "model": "gpt-test-2024", "choices": [],
-               "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+USAGE_CHUNK = {
+    "id": "c1",
+    "object": "chat.completion.chunk",
+    "model": "gpt-test-2024",
+    "choices": [],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+}
 
 
 async def hang(request: Received, writer: asyncio.StreamWriter) -> None:
@@ -254,8 +273,15 @@ async def test_missing_usage_is_estimated_with_the_gateway_tokenizer(server, pro
 async def test_streaming_yields_deltas_then_usage(server, provider):
     server.handlers = [
         sse(
-            [chunk(role="assistant", content=""), chunk("Hel"), chunk("lo"), chunk(" there"),
-             chunk(finish_reason="stop"), USAGE_CHUNK, "[DONE]"],
+            [
+                chunk(role="assistant", content=""),
+                chunk("Hel"),
+                chunk("lo"),
+                chunk(" there"),
+                chunk(finish_reason="stop"),
+                USAGE_CHUNK,
+                "[DONE]",
+            ],
             pause=0.005,
         )
     ]
@@ -276,7 +302,10 @@ async def test_streaming_without_usage_estimates_it_and_reports_truncation(serve
     deltas, final, failure = await drain(provider.stream(REQUEST, timeout=2.0))
     assert failure is None and deltas == ["one two"]
     assert (final.completion_tokens, final.prompt_tokens, final.truncated) == (
-        2, count_prompt_tokens(REQUEST.messages), True)
+        2,
+        count_prompt_tokens(REQUEST.messages),
+        True,
+    )
 
 
 async def test_rate_limited_with_retry_after_seconds(server, provider):
@@ -397,7 +426,7 @@ async def test_a_slowly_trickling_stream_is_bounded_by_the_overall_timeout(serve
     # Every read succeeds within the per-read timeout, but the whole reply takes too long.
     server.handlers = [sse([chunk(str(i)) for i in range(50)], pause=0.02)]
     began = time.monotonic()
-    deltas, final, failure = await drain(provider.stream(REQUEST, timeout=0.25))
+    deltas, _final, failure = await drain(provider.stream(REQUEST, timeout=0.25))
     assert time.monotonic() - began < 1.0
     assert failure.kind is FailureKind.TIMEOUT and 0 < len(deltas) < 50
 
@@ -409,7 +438,7 @@ async def test_connection_refused_is_unavailable(client):
     provider = OpenAICompatibleProvider("gone", f"http://127.0.0.1:{port}/v1", API_KEY, "m", client)
     failure = await failure_of(provider.complete(REQUEST, timeout=2.0))
     assert failure.kind is FailureKind.UNAVAILABLE and "gone unreachable" in failure.message
-    deltas, final, stream_failure = await drain(provider.stream(REQUEST, timeout=2.0))
+    _deltas, _final, stream_failure = await drain(provider.stream(REQUEST, timeout=2.0))
     assert stream_failure.kind is FailureKind.UNAVAILABLE
 
 

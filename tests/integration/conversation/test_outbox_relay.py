@@ -9,9 +9,9 @@ from datetime import timedelta
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2
-from vocalbridge.billing.v1 import usage_event_pb2
 
 from tests.conftest import TEST_IDENTITY_SECRET
+from vocalbridge.billing.v1 import usage_event_pb2
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_conversation.config import RelaySettings
@@ -31,17 +31,29 @@ async def add_events(db, tenant_id: str, count: int, age: timedelta) -> None:
     async with db.tenant_transaction(tenant_id) as tx:
         for i in range(count):
             event = usage_event_pb2.UsageEvent(name=f"usageEvents/use_{tenant_id}_{i}", tenant=f"tenants/{tenant_id}")
-            await OutboxRepository(tx).add(OutboxRow(
-                event_id=f"use_{tenant_id}_{i}"[:40], tenant_id=tenant_id, payload=event.SerializeToString(),
-                create_time=utcnow() - age, delivered_time=None, attempts=0))
+            await OutboxRepository(tx).add(
+                OutboxRow(
+                    event_id=f"use_{tenant_id}_{i}"[:40],
+                    tenant_id=tenant_id,
+                    payload=event.SerializeToString(),
+                    create_time=utcnow() - age,
+                    delivered_time=None,
+                    attempts=0,
+                )
+            )
 
 
 async def test_lag_is_reported_while_billing_is_down(database, tenant, caplog):
     await add_events(database, tenant, 3, age=timedelta(minutes=10))
     health_servicer = health.aio.HealthServicer()
     async with grpc.aio.insecure_channel("127.0.0.1:9") as nowhere:
-        relay = OutboxRelay(database, nowhere, IdentitySigner(TEST_IDENTITY_SECRET), RelaySettings(lag_alert_seconds=300),
-                            health=health_servicer)
+        relay = OutboxRelay(
+            database,
+            nowhere,
+            IdentitySigner(TEST_IDENTITY_SECRET),
+            RelaySettings(lag_alert_seconds=300),
+            health=health_servicer,
+        )
         assert await relay.deliver_once() == -1  # billing unreachable: nothing marked delivered
         lag = await relay.lag()
         assert lag.pending >= 3 and lag.oldest_age_seconds >= 600

@@ -9,12 +9,12 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2
-from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
-from vocalbridge.conversation.v1 import delivery_pb2, message_pb2, session_pb2
 
 from tests.integration.conversation.conftest import with_key
 from tests.support import error_reason, violated_fields
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2
+from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
+from vocalbridge.conversation.v1 import delivery_pb2, message_pb2, session_pb2
 from vocalbridge_common.db import async_url
 
 
@@ -27,13 +27,14 @@ async def outbox_count(pg_url, tenant) -> int:
     try:
         async with engine.begin() as connection:
             return await connection.scalar(
-                text("SELECT count(*) FROM conversation.usage_outbox WHERE tenant_id = :t"), {"t": tenant})
+                text("SELECT count(*) FROM conversation.usage_outbox WHERE tenant_id = :t"), {"t": tenant}
+            )
     finally:
         await engine.dispose()
 
 
 async def test_turn_stores_history_usage_and_outbox(conversation, new_session, md, tenant, pg_url):
-    agent, session = await new_session(conversation)
+    _agent, session = await new_session(conversation)
     assert session.agent_version == 1 and session.channel == session_pb2.CHANNEL_TEXT
     first = await conversation.SendMessage(send(session, "What are your opening hours?"), metadata=with_key(md, "k1"))
     assert first.user_message.role == message_pb2.USER and first.assistant_message.role == message_pb2.ASSISTANT
@@ -47,19 +48,28 @@ async def test_turn_stores_history_usage_and_outbox(conversation, new_session, m
     assert second.usage.prompt_tokens > first.usage.prompt_tokens + first.usage.completion_tokens
     history = await conversation.ListMessages(cs.ListMessagesRequest(parent=session.name), metadata=md)
     assert [m.name for m in history.messages] == [
-        first.user_message.name, first.assistant_message.name, second.user_message.name, second.assistant_message.name]
+        first.user_message.name,
+        first.assistant_message.name,
+        second.user_message.name,
+        second.assistant_message.name,
+    ]
     assert await outbox_count(pg_url, tenant) == 2
 
 
 async def test_session_keeps_its_pinned_agent_version(conversation, new_session, agents, md):
     agent, session = await new_session(conversation, system_prompt="You are Version One.")
-    await agents.UpdateAgent(agents_service_pb2.UpdateAgentRequest(
-        agent=agent_pb2.Agent(name=agent.name, system_prompt="You are Version Two."),
-        update_mask=field_mask_pb2.FieldMask(paths=["system_prompt"])), metadata=md)
+    await agents.UpdateAgent(
+        agents_service_pb2.UpdateAgentRequest(
+            agent=agent_pb2.Agent(name=agent.name, system_prompt="You are Version Two."),
+            update_mask=field_mask_pb2.FieldMask(paths=["system_prompt"]),
+        ),
+        metadata=md,
+    )
     reply = await conversation.SendMessage(send(session), metadata=with_key(md, "pinned"))
     assert "Version One" in reply.assistant_message.content
-    fresh = await conversation.CreateSession(cs.CreateSessionRequest(session=session_pb2.Session(agent=agent.name)),
-                                             metadata=md)
+    fresh = await conversation.CreateSession(
+        cs.CreateSessionRequest(session=session_pb2.Session(agent=agent.name)), metadata=md
+    )
     assert fresh.agent_version == 2
 
 
@@ -105,8 +115,9 @@ async def test_concurrent_identical_requests_run_once(start_conversation, new_se
     assert all(e.code() == grpc.StatusCode.ABORTED and error_reason(e) == "IDEMPOTENCY_KEY_IN_USE" for e in errors)
     assert len({r.assistant_message.name for r in replies}) == 1
     # Everyone who was told IN_USE gets the same stored reply on retry.
-    again = await asyncio.gather(*(slow.SendMessage(send(session, "Once only"), metadata=with_key(md, "burst"))
-                                   for _ in errors))
+    again = await asyncio.gather(
+        *(slow.SendMessage(send(session, "Once only"), metadata=with_key(md, "burst")) for _ in errors)
+    )
     assert {r.assistant_message.name for r in again} <= {replies[0].assistant_message.name}
     history = await slow.ListMessages(cs.ListMessagesRequest(parent=session.name), metadata=md)
     assert len(history.messages) == 2
@@ -119,15 +130,18 @@ async def test_fallback_when_the_primary_always_fails(start_conversation, new_se
     reply = await failing.SendMessage(send(session), metadata=with_key(md, "fb"))
     assert reply.delivery.provider == "vendorB" and reply.delivery.fallback_used
     assert [(a.provider, a.outcome) for a in reply.delivery.attempts] == [
-        ("vendorA", delivery_pb2.ATTEMPT_OUTCOME_UNAVAILABLE)] * 3 + [("vendorB", delivery_pb2.ATTEMPT_OUTCOME_SUCCESS)]
+        ("vendorA", delivery_pb2.ATTEMPT_OUTCOME_UNAVAILABLE)
+    ] * 3 + [("vendorB", delivery_pb2.ATTEMPT_OUTCOME_SUCCESS)]
     # Billed at the serving provider's price: vendorB, 3 micros per token.
     assert reply.usage.cost_micros == 3 * (reply.usage.prompt_tokens + reply.usage.completion_tokens)
 
 
-async def test_exhausted_providers_fail_the_turn_visibly_and_unbilled(start_conversation, new_session, md, tenant,
-                                                                       pg_url):
-    down = await start_conversation(VB_PROVIDER_VENDORA_FAILURE_RATE="1", VB_PROVIDER_VENDORB_FAILURE_RATE="1",
-                                    VB_BREAKER_FAILURE_THRESHOLD="100")
+async def test_exhausted_providers_fail_the_turn_visibly_and_unbilled(
+    start_conversation, new_session, md, tenant, pg_url
+):
+    down = await start_conversation(
+        VB_PROVIDER_VENDORA_FAILURE_RATE="1", VB_PROVIDER_VENDORB_FAILURE_RATE="1", VB_BREAKER_FAILURE_THRESHOLD="100"
+    )
     _, session = await new_session(down)
     before = await outbox_count(pg_url, tenant)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -135,6 +149,7 @@ async def test_exhausted_providers_fail_the_turn_visibly_and_unbilled(start_conv
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_reason(caught.value) == "PROVIDERS_EXHAUSTED"
     from grpc_status import rpc_status
+
     delivery = delivery_pb2.Delivery()
     assert any(d.Unpack(delivery) for d in rpc_status.from_call(caught.value).details)
     assert len(delivery.attempts) == 6
@@ -149,8 +164,11 @@ async def test_bad_input_changes_nothing(conversation, new_session, md):
         (send(session, ""), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
         (send(session, "   "), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
         (send(session, "x" * 32_001), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
-        (cs.SendMessageRequest(session="sessions/ses_01m87srx2qrnbdce06p98dr0wk", content="hi"),
-         grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND"),
+        (
+            cs.SendMessageRequest(session="sessions/ses_01m87srx2qrnbdce06p98dr0wk", content="hi"),
+            grpc.StatusCode.NOT_FOUND,
+            "SESSION_NOT_FOUND",
+        ),
         (cs.SendMessageRequest(session="nonsense", content="hi"), grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND"),
     ]
     for i, (request, code, reason) in enumerate(cases):
@@ -181,8 +199,9 @@ async def test_other_tenants_sessions_do_not_exist(conversation, new_session, md
     agent_of_other = await conversation.ListSessions(cs.ListSessionsRequest(agent=session.agent), metadata=stranger)
     assert agent_of_other.sessions == []
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await conversation.CreateSession(cs.CreateSessionRequest(session=session_pb2.Session(agent=session.agent)),
-                                         metadata=stranger)
+        await conversation.CreateSession(
+            cs.CreateSessionRequest(session=session_pb2.Session(agent=session.agent)), metadata=stranger
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND and error_reason(caught.value) == "AGENT_NOT_FOUND"
 
 
@@ -194,7 +213,8 @@ async def test_sessions_and_messages_paginate_and_filter_by_agent(conversation, 
     names, token = [], ""
     while True:
         page = await conversation.ListMessages(
-            cs.ListMessagesRequest(parent=session.name, page_size=4, page_token=token), metadata=md)
+            cs.ListMessagesRequest(parent=session.name, page_size=4, page_token=token), metadata=md
+        )
         names += [m.name for m in page.messages]
         contents = [m.content for m in page.messages]
         token = page.next_page_token
@@ -210,5 +230,6 @@ async def test_sessions_and_messages_paginate_and_filter_by_agent(conversation, 
     everything = await conversation.ListSessions(cs.ListSessionsRequest(page_size=1), metadata=md)
     assert [s.name for s in everything.sessions] == [other_session.name]  # newest first
     second = await conversation.ListSessions(
-        cs.ListSessionsRequest(page_size=1, page_token=everything.next_page_token), metadata=md)
+        cs.ListSessionsRequest(page_size=1, page_token=everything.next_page_token), metadata=md
+    )
     assert [s.name for s in second.sessions] == [session.name]

@@ -109,8 +109,10 @@ def test_etags_are_stable_and_distinct_per_agent_and_version():
 
 
 def validate(config: AgentConfig, max_prompt: int = 16_000) -> list[str]:
-    return [v.field for v in validate_config(config, known_providers=("vendorA", "vendorB"),
-                                             max_system_prompt_chars=max_prompt)]
+    return [
+        v.field
+        for v in validate_config(config, known_providers=("vendorA", "vendorB"), max_system_prompt_chars=max_prompt)
+    ]
 
 
 def test_a_valid_config_has_no_violations():

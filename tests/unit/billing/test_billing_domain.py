@@ -60,7 +60,11 @@ def test_a_valid_draft_becomes_a_ledger_entry_with_parsed_ids():
     event, fields = validate(draft())
     assert fields == set()
     assert (event.event_id, event.tenant_id, event.agent_id, event.session_id, event.message_id) == (
-        "evt-1", "ten_1", "agt_1", "ses_1", "msg_1",
+        "evt-1",
+        "ten_1",
+        "agt_1",
+        "ses_1",
+        "msg_1",
     )
     assert event.quantities.audio_millis == 1235
     assert event.price_ids == ("prc_1",)
@@ -96,14 +100,22 @@ def test_message_and_delivery_are_optional():
         ({"event_time": NOW + SKEW + timedelta(seconds=1)}, "event_time"),
         ({"delivery": DeliveryDraft("vendorB", "", False, (), 0)}, "delivery.provider"),
         ({"delivery": DeliveryDraft("vendorA", "", False, (), -1)}, "delivery.latency"),
-        ({"delivery": DeliveryDraft("", "", False, (AttemptDraft("", "SUCCESS", 0, 0, ""),), 0)},
-         "delivery.attempts[0].provider"),
-        ({"delivery": DeliveryDraft("", "", False, (AttemptDraft("vendorA", "", 0, 0, ""),), 0)},
-         "delivery.attempts[0].outcome"),
-        ({"delivery": DeliveryDraft("", "", False, (AttemptDraft("vendorA", "TIMEOUT", 0, -1, ""),), 0)},
-         "delivery.attempts[0].backoff"),
-        ({"delivery": DeliveryDraft("", "", False, (AttemptDraft("vendorA", "TIMEOUT", 0, 0, ""),) * 51, 0)},
-         "delivery.attempts"),
+        (
+            {"delivery": DeliveryDraft("", "", False, (AttemptDraft("", "SUCCESS", 0, 0, ""),), 0)},
+            "delivery.attempts[0].provider",
+        ),
+        (
+            {"delivery": DeliveryDraft("", "", False, (AttemptDraft("vendorA", "", 0, 0, ""),), 0)},
+            "delivery.attempts[0].outcome",
+        ),
+        (
+            {"delivery": DeliveryDraft("", "", False, (AttemptDraft("vendorA", "TIMEOUT", 0, -1, ""),), 0)},
+            "delivery.attempts[0].backoff",
+        ),
+        (
+            {"delivery": DeliveryDraft("", "", False, (AttemptDraft("vendorA", "TIMEOUT", 0, 0, ""),) * 51, 0)},
+            "delivery.attempts",
+        ),
     ],
 )
 def test_each_problem_is_named_by_its_field(changes, field):
@@ -124,8 +136,13 @@ def test_the_digest_is_stable_and_sees_every_field():
     shifted = draft(event_time=base.event_time.astimezone(timezone(timedelta(hours=2))))
     assert shifted.content_digest() == base.content_digest()
     changed = {
-        "prompt_tokens": 13, "cost_micros": 85, "price_names": (), "channel": "CHANNEL_TEXT", "model": "x",
-        "event_time": base.event_time + timedelta(microseconds=1), "tenant": "tenants/ten_2",
+        "prompt_tokens": 13,
+        "cost_micros": 85,
+        "price_names": (),
+        "channel": "CHANNEL_TEXT",
+        "model": "x",
+        "event_time": base.event_time + timedelta(microseconds=1),
+        "tenant": "tenants/ten_2",
         "delivery": dataclasses.replace(base.delivery, fallback_used=True),
     }
     digests = {base.content_digest()}

@@ -86,8 +86,10 @@ def test_seed_prices_have_stable_valid_ids_and_one_row_per_provider_unit():
     assert len({(r.provider, r.model, r.unit) for r in SEED_PRICES}) == len(SEED_PRICES)
     assert all(r.effective_time == SEED_EFFECTIVE_TIME for r in SEED_PRICES)
     assert {(r.provider, r.unit): r.micros_per_unit for r in SEED_PRICES if r.unit in (PROMPT, COMPLETION)} == {
-        ("vendorA", PROMPT): 2000, ("vendorA", COMPLETION): 2000,
-        ("vendorB", PROMPT): 3000, ("vendorB", COMPLETION): 3000,
+        ("vendorA", PROMPT): 2000,
+        ("vendorA", COMPLETION): 2000,
+        ("vendorB", PROMPT): 3000,
+        ("vendorB", COMPLETION): 3000,
     }
 
 

@@ -17,13 +17,19 @@ def test_domain_error_maps_to_rich_status():
     status = to_rpc_status(error, "req-1")
     assert status.code == code_pb2.NOT_FOUND == grpc.StatusCode.NOT_FOUND.value[0]
     info = _unpack(status, error_details_pb2.ErrorInfo)
-    assert (info.reason, info.domain, dict(info.metadata)) == ("AGENT_NOT_FOUND", "vocalbridge.dev", {"agent": "agents/agt_x"})
+    assert (info.reason, info.domain, dict(info.metadata)) == (
+        "AGENT_NOT_FOUND",
+        "vocalbridge.dev",
+        {"agent": "agents/agt_x"},
+    )
     assert _unpack(status, error_details_pb2.RequestInfo).request_id == "req-1"
     assert _unpack(status, error_details_pb2.BadRequest) is None
 
 
 def test_invalid_fields_carries_every_violation():
-    error = invalid_fields([FieldViolation("agent.display_name", "is required"), FieldViolation("agent.model", "too long")])
+    error = invalid_fields(
+        [FieldViolation("agent.display_name", "is required"), FieldViolation("agent.model", "too long")]
+    )
     status = to_rpc_status(error, None)
     assert status.code == code_pb2.INVALID_ARGUMENT
     bad_request = _unpack(status, error_details_pb2.BadRequest)

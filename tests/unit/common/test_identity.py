@@ -10,7 +10,11 @@ def test_round_trip_keeps_every_claim():
     token = signer.mint("ten_a", "key_1", {"read", "write"}, now=1000)
     identity = signer.verify(token, now=1030)
     assert (identity.tenant_id, identity.key_id, identity.scopes, identity.expires_at) == (
-        "ten_a", "key_1", frozenset({"read", "write"}), 1060)
+        "ten_a",
+        "key_1",
+        frozenset({"read", "write"}),
+        1060,
+    )
 
 
 def test_expired_token_is_refused():
@@ -24,7 +28,7 @@ def test_other_secret_or_tampered_claims_are_refused():
     token = IdentitySigner(SECRET).mint("ten_a", "key_1", {"read"})
     with pytest.raises(InvalidIdentity, match="signature"):
         IdentitySigner(b"t" * 32).verify(token)
-    version, claims, mac = token.split(".")
+    version, _claims, mac = token.split(".")
     # Swap in the claims of another tenant, keeping the original signature.
     other = IdentitySigner(b"u" * 32).mint("ten_b", "key_1", {"admin"}).split(".")[1]
     with pytest.raises(InvalidIdentity):

@@ -12,12 +12,15 @@ def test_round_trip():
     assert codec.decode("", "agents") is None
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t + "x",
-    lambda t: "A" + t[1:],
-    lambda t: t.split(".")[0],
-    lambda t: "not a token",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t + "x",
+        lambda t: "A" + t[1:],
+        lambda t: t.split(".")[0],
+        lambda t: "not a token",
+    ],
+)
 def test_tampered_tokens_are_refused(mangle):
     token = codec.encode("agents", "agt_123")
     with pytest.raises(InvalidArgument) as caught:

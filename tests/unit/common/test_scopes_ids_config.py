@@ -5,21 +5,24 @@ from vocalbridge_common.config import CommonSettings, ConfigError, Env
 from vocalbridge_common.ids import new_id, parse_resource_name
 
 
-@pytest.mark.parametrize("method, granted, allowed", [
-    ("/vocalbridge.agents.v1.AgentService/ListAgents", {"read"}, True),
-    ("/vocalbridge.agents.v1.AgentService/CreateAgent", {"read"}, False),
-    ("/vocalbridge.agents.v1.AgentService/CreateAgent", {"write"}, True),
-    ("/vocalbridge.agents.v1.AgentService/DeleteAgent", {"admin"}, True),
-    ("/vocalbridge.auth.v1.AuthService/CreateApiKey", {"write"}, False),
-    ("/vocalbridge.auth.v1.AuthService/CreateApiKey", {"admin"}, True),
-    ("/vocalbridge.auth.v1.AuthService/CreateTenant", {"admin"}, False),
-    ("/vocalbridge.auth.v1.AuthService/CreateTenant", {"operator"}, True),
-    ("/vocalbridge.agents.v1.AgentService/GetAgent", {"operator"}, False),
-    ("/vocalbridge.auth.v1.AuthService/GetCallerIdentity", {"read"}, True),
-    ("/vocalbridge.auth.v1.AuthService/GetCallerIdentity", {"operator"}, True),
-    ("/vocalbridge.billing.v1.BillingService/RecordUsage", {"admin"}, False),
-    ("/vocalbridge.billing.v1.BillingService/RecordUsage", {"internal"}, True),
-])
+@pytest.mark.parametrize(
+    "method, granted, allowed",
+    [
+        ("/vocalbridge.agents.v1.AgentService/ListAgents", {"read"}, True),
+        ("/vocalbridge.agents.v1.AgentService/CreateAgent", {"read"}, False),
+        ("/vocalbridge.agents.v1.AgentService/CreateAgent", {"write"}, True),
+        ("/vocalbridge.agents.v1.AgentService/DeleteAgent", {"admin"}, True),
+        ("/vocalbridge.auth.v1.AuthService/CreateApiKey", {"write"}, False),
+        ("/vocalbridge.auth.v1.AuthService/CreateApiKey", {"admin"}, True),
+        ("/vocalbridge.auth.v1.AuthService/CreateTenant", {"admin"}, False),
+        ("/vocalbridge.auth.v1.AuthService/CreateTenant", {"operator"}, True),
+        ("/vocalbridge.agents.v1.AgentService/GetAgent", {"operator"}, False),
+        ("/vocalbridge.auth.v1.AuthService/GetCallerIdentity", {"read"}, True),
+        ("/vocalbridge.auth.v1.AuthService/GetCallerIdentity", {"operator"}, True),
+        ("/vocalbridge.billing.v1.BillingService/RecordUsage", {"admin"}, False),
+        ("/vocalbridge.billing.v1.BillingService/RecordUsage", {"internal"}, True),
+    ],
+)
 def test_scope_policy(method, granted, allowed):
     assert scopes.allows(granted, method) is allowed
 
@@ -27,6 +30,7 @@ def test_scope_policy(method, granted, allowed):
 def test_ids_sort_by_creation_and_parse():
     first, second = new_id("agt"), None
     import time
+
     time.sleep(0.002)
     second = new_id("agt")
     assert first < second

@@ -6,20 +6,35 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from vocalbridge.conversation.v1 import message_pb2
-
 from vocalbridge_conversation.agents_client import AgentConfig
 from vocalbridge_conversation.models import MessageRow
 from vocalbridge_conversation.providers.base import count_tokens
 from vocalbridge_conversation.service import ConversationService, TurnSettings
 
-AGENT = AgentConfig(agent_id="agt_x", version=1, system_prompt="Be brief.", primary_provider="vendorA",
-                    fallback_provider=None, model="", temperature=0.5, top_p=None, max_output_tokens=64)
+AGENT = AgentConfig(
+    agent_id="agt_x",
+    version=1,
+    system_prompt="Be brief.",
+    primary_provider="vendorA",
+    fallback_provider=None,
+    model="",
+    temperature=0.5,
+    top_p=None,
+    max_output_tokens=64,
+)
 
 
 def row(i: int, role: int, words: int) -> MessageRow:
-    return MessageRow(id=f"msg_{i:02d}", tenant_id="t", session_id="s", role=role,
-                      content=" ".join(f"w{i}" for _ in range(words)), status=message_pb2.MESSAGE_STATUS_COMPLETE,
-                      channel=1, create_time=datetime(2026, 1, 1, tzinfo=UTC))
+    return MessageRow(
+        id=f"msg_{i:02d}",
+        tenant_id="t",
+        session_id="s",
+        role=role,
+        content=" ".join(f"w{i}" for _ in range(words)),
+        status=message_pb2.MESSAGE_STATUS_COMPLETE,
+        channel=1,
+        create_time=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 def service(budget: int) -> ConversationService:

@@ -26,7 +26,7 @@ def outcomes(result):
 async def test_success_on_the_first_attempt():
     time = FakeTime()
     primary = ScriptedProvider("vendorA", ["Hi there"], time, latency=0.02)
-    engine, breakers = make_engine(time, primary, ScriptedProvider("vendorB", ["unused"], time))
+    engine, _breakers = make_engine(time, primary, ScriptedProvider("vendorB", ["unused"], time))
 
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
 
@@ -385,6 +385,6 @@ async def test_cancelled_delivery_hands_back_the_probe_slot():
 def test_outcome_names_match_the_proto_enum():
     from vocalbridge.conversation.v1 import delivery_pb2
 
-    proto_names = {name.removeprefix("ATTEMPT_OUTCOME_") for name in delivery_pb2.AttemptOutcome.keys()}
+    proto_names = {name.removeprefix("ATTEMPT_OUTCOME_") for name in delivery_pb2.AttemptOutcome.keys()}  # noqa: SIM118 - an enum wrapper, not a dict
     assert {outcome.name for outcome in Outcome} == proto_names - {"UNSPECIFIED"}
     assert all(outcome.value == outcome.name for outcome in Outcome)

@@ -15,8 +15,8 @@ from tests.unit.conversation.fakes import (
 from vocalbridge_conversation.delivery import (
     BreakerRegistry,
     BreakerState,
-    Delta,
     DeliveryEngine,
+    Delta,
     Done,
     Outcome,
     Restart,

@@ -17,7 +17,7 @@ from pathlib import Path
 SIMULATED_PROVIDERS = ("vendorA", "vendorB")
 
 
-def provider_names(env: "Env") -> tuple[tuple[str, ...], tuple[str, ...]]:
+def provider_names(env: Env) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(simulated, OpenAI-compatible) provider names, as every service must agree on them."""
     return env.list("VB_SIMULATED_PROVIDERS", SIMULATED_PROVIDERS), env.list("VB_OPENAI_PROVIDERS", ())
 
@@ -86,7 +86,7 @@ class CommonSettings:
     database_pool_size: int = 5
 
     @classmethod
-    def from_env(cls, service_name: str, default_port: int, env: Env | None = None) -> "CommonSettings":
+    def from_env(cls, service_name: str, default_port: int, env: Env | None = None) -> CommonSettings:
         env = env or Env()
         upper = service_name.upper()
         data_dir = Path(env.str("VB_DATA_DIR", "var"))

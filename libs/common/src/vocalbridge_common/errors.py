@@ -134,4 +134,4 @@ def internal_status(request_id: str | None) -> status_pb2.Status:
     return to_rpc_status(DomainError("internal error; the request id identifies it in the logs"), request_id)
 
 
-assert code_pb2.INVALID_ARGUMENT == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT

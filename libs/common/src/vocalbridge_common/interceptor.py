@@ -87,7 +87,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _log(method: str, code: grpc.StatusCode, started: float) -> None:
         log.info(
             "request",
-            extra={"method": method, "status": code.name, "latency_ms": round((time.perf_counter() - started) * 1000, 2)},
+            extra={
+                "method": method,
+                "status": code.name,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
         )
 
     async def _fail(self, context, error: Exception, request_id: str | None, method: str) -> None:

@@ -61,7 +61,7 @@ def run_alembic_env(target_metadata) -> None:
             connection.commit()
             connection.execute(text(_CREATE_ROLES))
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-            connection.execute(text(f"GRANT USAGE ON SCHEMA \"{schema}\" TO {APP_ROLE}, {SYSTEM_ROLE}"))
+            connection.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO {APP_ROLE}, {SYSTEM_ROLE}'))
             connection.execute(text(f'SET search_path TO "{schema}"'))
             connection.commit()
         context.configure(

@@ -23,7 +23,7 @@ def clamp_page_size(page_size: int, default: int = DEFAULT_PAGE_SIZE, maximum: i
         raise InvalidArgument(
             "page_size must not be negative",
             reason="INVALID_PAGE_SIZE",
-            field_violations=[FieldViolation("page_size", "must be between 0 and %d" % maximum)],
+            field_violations=[FieldViolation("page_size", f"must be between 0 and {maximum}")],
         )
     if page_size == 0:
         return default

@@ -4,7 +4,6 @@ events), the conversation service reads them back and names them in its events."
 from __future__ import annotations
 
 from vocalbridge.billing.v1 import price_pb2
-
 from vocalbridge_common.pricing import PriceRow, PriceUnit
 from vocalbridge_common.protoconv import from_timestamp, to_timestamp
 

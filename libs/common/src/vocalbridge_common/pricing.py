@@ -135,7 +135,7 @@ class Quantities:
             return Fraction(self.audio_millis, 1000)
         return Fraction(self.tts_characters)
 
-    def __add__(self, other: "Quantities") -> "Quantities":
+    def __add__(self, other: Quantities) -> Quantities:
         return Quantities(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,

@@ -1,7 +1,7 @@
 """The entry point every service's `__main__` delegates to:
 
-    python -m vocalbridge_<svc> migrate   upgrade the service's database, then exit
-    python -m vocalbridge_<svc> serve     (default) serve until SIGTERM / SIGINT
+python -m vocalbridge_<svc> migrate   upgrade the service's database, then exit
+python -m vocalbridge_<svc> serve     (default) serve until SIGTERM / SIGINT
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def service_main(
     try:
         settings = settings_from_env()
     except ConfigError as exc:
-        print(f"vocalbridge-{schema}: configuration error: {exc}", file=sys.stderr)
+        print(f"vocalbridge-{schema}: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
         return 2
     common: CommonSettings = settings.common
     configure_logging(schema, common.log_level)

@@ -8,6 +8,7 @@ Like Kubernetes would, it restarts a child that dies, and says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -96,7 +97,7 @@ class StackConfig:
     restart_children: bool = True
 
     @classmethod
-    def with_free_ports(cls, **overrides) -> "StackConfig":
+    def with_free_ports(cls, **overrides) -> StackConfig:
         ports = {name: free_port() for name in DEFAULT_PORTS}
         return cls(http_port=free_port(), admin_port=free_port(), service_ports=ports, **overrides)
 
@@ -119,7 +120,9 @@ class Stack:
         self._supervisor: asyncio.Task | None = None
         self._renderer = load_envoy_renderer()
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.identity_secret = read_or_create_secret(config.data_dir / "identity-secret", lambda: secrets.token_urlsafe(48))
+        self.identity_secret = read_or_create_secret(
+            config.data_dir / "identity-secret", lambda: secrets.token_urlsafe(48)
+        )
         self.operator_key = read_or_create_secret(
             config.data_dir / "operator-api-key", lambda: "vbop_" + secrets.token_urlsafe(32)
         )
@@ -162,8 +165,13 @@ class Stack:
         env = self.service_env()
         for name in self.config.services:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"vocalbridge_{name}", "migrate", env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                sys.executable,
+                "-m",
+                f"vocalbridge_{name}",
+                "migrate",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
             output, _ = await process.communicate()
             if process.returncode != 0:
@@ -202,14 +210,22 @@ class Stack:
             self.config.log_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(self.config.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by the child
             child.process = await asyncio.create_subprocess_exec(
-                *child.argv, env=child.env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                *child.argv,
+                env=child.env,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             log_file.close()
         else:
             child.process = await asyncio.create_subprocess_exec(
-                *child.argv, env=child.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                *child.argv,
+                env=child.env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
             child.pump = asyncio.create_task(self._pump(child.name, child.process.stdout))
 
@@ -317,10 +333,8 @@ class Stack:
     async def stop(self) -> None:
         if self._supervisor is not None:
             self._supervisor.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
-            except asyncio.CancelledError:
-                pass
         for child in self.children.values():
             child.stopping = True
         # Envoy first, so no new request reaches a stopping service.

@@ -19,7 +19,7 @@ class AgentsSettings:
     max_system_prompt_chars: int
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> "AgentsSettings":
+    def from_env(cls, env: Env | None = None) -> AgentsSettings:
         env = env or Env()
         max_prompt = env.int("VB_AGENTS_MAX_SYSTEM_PROMPT_CHARS", DEFAULT_MAX_SYSTEM_PROMPT_CHARS)
         if max_prompt < 1:

@@ -122,9 +122,7 @@ class AgentRepository:
         )
         if expected_version is not None:
             query = query.where(AgentRow.version == expected_version)
-        result = await self._session.execute(
-            query.values(delete_time=now).execution_options(synchronize_session=False)
-        )
+        result = await self._session.execute(query.values(delete_time=now).execution_options(synchronize_session=False))
         return result.rowcount == 1
 
     # -- versions -------------------------------------------------------------

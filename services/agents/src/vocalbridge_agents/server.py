@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
-
 from vocalbridge_agents.config import AgentsSettings
 from vocalbridge_agents.service import AgentService
 from vocalbridge_agents.servicer import AgentServicer

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from google.protobuf import empty_pb2
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 from vocalbridge_agents.domain import (
     PARAMETER_FIELDS,
     SCALAR_FIELDS,

@@ -162,13 +162,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             if not scope_policy.allows(principal.scopes, method):
                 needed = scope_policy.required_scope(method)
                 raise PermissionDenied(
-                    f"this API key lacks the '{needed}' scope", reason="SCOPE_INSUFFICIENT",
+                    f"this API key lacks the '{needed}' scope",
+                    reason="SCOPE_INSUFFICIENT",
                     metadata={"requiredScope": needed},
                 )
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
             return self._deny(to_rpc_status(error, request_id), grpc_client=_is_grpc(headers))
-        except Exception:  # noqa: BLE001 - never let a database hiccup look like a valid key
+        except Exception:
             log.exception("key check failed")
             unavailable = Unavailable("authentication is temporarily unavailable")
             return self._deny(to_rpc_status(unavailable, request_id), grpc_client=_is_grpc(headers))

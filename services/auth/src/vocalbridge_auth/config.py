@@ -19,7 +19,7 @@ class AuthSettings:
     identity_ttl_seconds: int
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> "AuthSettings":
+    def from_env(cls, env: Env | None = None) -> AuthSettings:
         env = env or Env()
         operator_key = env.str("VB_OPERATOR_API_KEY")
         if len(operator_key) < 24:

@@ -25,11 +25,18 @@ from vocalbridge_common.errors import FieldViolation
 
 # Messages with their own JSON form (strings or special objects); not walked field by field.
 _WELL_KNOWN = {
-    "google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask",
-    "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue", "google.protobuf.Any",
+    "google.protobuf.Timestamp",
+    "google.protobuf.Duration",
+    "google.protobuf.FieldMask",
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.Any",
     "google.protobuf.Empty",
-} | {f"google.protobuf.{t}Value" for t in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool",
-                                             "String", "Bytes")}
+} | {
+    f"google.protobuf.{t}Value"
+    for t in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ def _template_regex(template: str) -> re.Pattern:
     while i < len(template):
         if template[i] == "{":
             end = template.index("}", i)
-            _, _, pattern = template[i + 1:end].partition("=")
+            _, _, pattern = template[i + 1 : end].partition("=")
             out.append(_segments_regex(pattern or "*"))
             i = end + 1
         else:
@@ -96,8 +103,13 @@ def build_routes(service_files: list[descriptor.FileDescriptor]) -> list[Route]:
                     field = method.input_type.fields_by_name[rule.body]
                     body_type, prefix = field.message_type, rule.body
                 routes.append(
-                    Route(verb.upper(), _template_regex(template), f"/{service.full_name}/{method.name}", body_type,
-                          prefix)
+                    Route(
+                        verb.upper(),
+                        _template_regex(template),
+                        f"/{service.full_name}/{method.name}",
+                        body_type,
+                        prefix,
+                    )
                 )
     return routes
 

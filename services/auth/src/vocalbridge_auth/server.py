@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from vocalbridge.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 
+from vocalbridge.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
 from vocalbridge_auth.check import AuthorizationServicer, KeyAuthenticator
 from vocalbridge_auth.config import AuthSettings
 from vocalbridge_auth.routes import contract_routes
@@ -33,7 +33,9 @@ async def create_server(settings: AuthSettings) -> RunningServer:
 
     def register(server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service), server)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(authenticator, signer, routes), server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(authenticator, signer, routes), server
+        )
 
     return await start_grpc_server(
         service_names=(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from vocalbridge.auth.v1 import api_key_pb2, auth_service_pb2, auth_service_pb2_grpc, tenant_pb2
-
 from vocalbridge_auth.check import OPERATOR_KEY_ID
 from vocalbridge_auth.models import ApiKeyRow, TenantRow
 from vocalbridge_auth.service import AuthService

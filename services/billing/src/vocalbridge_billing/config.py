@@ -17,7 +17,7 @@ class BillingSettings:
     max_clock_skew_seconds: float
 
     @classmethod
-    def from_env(cls, env: Env | None = None) -> "BillingSettings":
+    def from_env(cls, env: Env | None = None) -> BillingSettings:
         env = env or Env()
         skew = env.float("VB_BILLING_MAX_CLOCK_SKEW_SECONDS", 300.0)
         if skew < 0:

@@ -31,8 +31,15 @@ CHANNELS = ("CHANNEL_TEXT", "CHANNEL_VOICE")
 SUCCESS = "SUCCESS"
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 OUTCOMES = (
-    SUCCESS, "UNAVAILABLE", "TIMEOUT", "RATE_LIMITED", "BAD_REQUEST", "AUTHENTICATION_FAILED",
-    CIRCUIT_OPEN, "DEADLINE_EXCEEDED", "PROVIDER_ERROR",
+    SUCCESS,
+    "UNAVAILABLE",
+    "TIMEOUT",
+    "RATE_LIMITED",
+    "BAD_REQUEST",
+    "AUTHENTICATION_FAILED",
+    CIRCUIT_OPEN,
+    "DEADLINE_EXCEEDED",
+    "PROVIDER_ERROR",
 )
 GROUPINGS = ("DAY", "AGENT", "PROVIDER", "CHANNEL")
 
@@ -110,8 +117,9 @@ class NewUsageEvent:
     digest: str
 
 
-def _name_id(violations: Violations, field: str, value: str, collection: str, pattern: re.Pattern, *,
-             required: bool = True) -> str:
+def _name_id(
+    violations: Violations, field: str, value: str, collection: str, pattern: re.Pattern, *, required: bool = True
+) -> str:
     if not value:
         if required:
             violations.add(field, f"is required, as `{collection}/{{id}}`")
@@ -128,8 +136,11 @@ def _message_id(violations: Violations, field: str, value: str, session_id: str)
         return ""
     parts = value.split("/")
     if (
-        len(parts) != 4 or parts[0] != "sessions" or parts[2] != "messages"
-        or not RESOURCE_ID.match(parts[1]) or not RESOURCE_ID.match(parts[3])
+        len(parts) != 4
+        or parts[0] != "sessions"
+        or parts[2] != "messages"
+        or not RESOURCE_ID.match(parts[1])
+        or not RESOURCE_ID.match(parts[3])
     ):
         violations.add(field, "must be `sessions/{session_id}/messages/{message_id}`")
         return ""
@@ -274,7 +285,7 @@ class Totals:
     tts_characters: int = 0
     cost_micros: int = 0
 
-    def __add__(self, other: "Totals") -> "Totals":
+    def __add__(self, other: Totals) -> Totals:
         return Totals(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
 
 

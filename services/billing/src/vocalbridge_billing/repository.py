@@ -7,6 +7,7 @@ which has no percentile_cont, are computed in Python.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
 from sqlalchemy import and_, case, func, insert, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,8 +37,13 @@ class PriceRepository:
         await self._session.flush()
 
     async def page(self, provider: str, after: list | None, limit: int) -> list[PriceListRow]:
-        order = (PriceListRow.provider, PriceListRow.model, PriceListRow.unit, PriceListRow.effective_time,
-                 PriceListRow.id)
+        order = (
+            PriceListRow.provider,
+            PriceListRow.model,
+            PriceListRow.unit,
+            PriceListRow.effective_time,
+            PriceListRow.id,
+        )
         query = select(PriceListRow).order_by(*order).limit(limit)
         if provider:
             query = query.where(PriceListRow.provider == provider)
@@ -115,7 +121,8 @@ class UsageRepository:
         result: dict[str, list[UsageAttemptRow]] = {event_id: [] for event_id in event_ids}
         if event_ids:
             query = (
-                select(A).where(A.tenant_id == tenant_id, A.event_id.in_(list(event_ids)))
+                select(A)
+                .where(A.tenant_id == tenant_id, A.event_id.in_(list(event_ids)))
                 .order_by(A.event_id, A.ordinal)
             )
             for row in (await self._session.scalars(query)).all():
@@ -168,13 +175,12 @@ class UsageRepository:
             values = entry(provider)
             values.update(attempts=_int(attempts), failed_attempts=_int(failures), circuit_open_skips=_int(skips))
             if percentiles:
-                values.update(
-                    latency_p50_ns=round(percentiles[0] or 0), latency_p95_ns=round(percentiles[1] or 0)
-                )
+                values.update(latency_p50_ns=round(percentiles[0] or 0), latency_p95_ns=round(percentiles[1] or 0))
         if not self._postgres:
             latencies: dict[str, list[int]] = {}
             query = (
-                select(A.provider, A.latency_ns).where(*attempt_conditions, A.outcome == SUCCESS)
+                select(A.provider, A.latency_ns)
+                .where(*attempt_conditions, A.outcome == SUCCESS)
                 .order_by(A.provider, A.latency_ns)
             )
             for provider, latency in await self._session.execute(query):

@@ -6,7 +6,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
-
 from vocalbridge_billing.config import BillingSettings
 from vocalbridge_billing.service import BillingService
 from vocalbridge_billing.servicer import BillingServicer

@@ -191,8 +191,12 @@ class BillingService:
                     self._log_conflicts(conflicts)
                     raise UsageEventConflict(sorted(conflicts))  # rolls the whole batch back
             await repository.add_attempts(
-                [attempt for row, event_attempts in zip(rows, attempts, strict=True)
-                 if row["event_id"] in inserted for attempt in event_attempts]
+                [
+                    attempt
+                    for row, event_attempts in zip(rows, attempts, strict=True)
+                    if row["event_id"] in inserted
+                    for attempt in event_attempts
+                ]
             )
         for mismatch in mismatches:
             if mismatch["eventId"] in inserted:
@@ -230,8 +234,12 @@ class BillingService:
         if result.unpriced_units:
             log.warning(
                 "usage without a price in effect is charged nothing",
-                extra={"eventId": event.event_id, "provider": event.provider, "model": event.model,
-                       "units": [unit.value for unit in result.unpriced_units]},
+                extra={
+                    "eventId": event.event_id,
+                    "provider": event.provider,
+                    "model": event.model,
+                    "units": [unit.value for unit in result.unpriced_units],
+                },
             )
         delivery = event.delivery
         attempts = delivery.attempts
@@ -330,7 +338,7 @@ class BillingService:
         async with self._db.tenant_transaction(tenant_id) as session:
             repository = UsageRepository(session)
             if not group_by:
-                (_, totals), = await repository.totals(tenant_id, usage_filter)
+                ((_, totals),) = await repository.totals(tenant_id, usage_filter)
                 return Summary(totals, ())
             grouped = await repository.totals(tenant_id, usage_filter, _GROUP_COLUMN[group_by])
         prefix = "agents/" if group_by == "AGENT" else ""
@@ -370,8 +378,13 @@ class BillingService:
             last = prices[-1]
             token = self._page_tokens.encode(
                 fingerprint,
-                [last.provider, last.model, last.unit.value, last.effective_time.astimezone(UTC).isoformat(),
-                 last.price_id],
+                [
+                    last.provider,
+                    last.model,
+                    last.unit.value,
+                    last.effective_time.astimezone(UTC).isoformat(),
+                    last.price_id,
+                ],
             )
         return Page(prices, token)
 
@@ -395,8 +408,13 @@ class BillingService:
         if violations:
             raise invalid_fields(violations)
         row = PriceListRow(
-            id=new_id("prc"), provider=provider, model=model, unit=PriceUnit(unit).value,
-            micros_per_unit=micros_per_unit, effective_time=effective_time.astimezone(UTC), create_time=now,
+            id=new_id("prc"),
+            provider=provider,
+            model=model,
+            unit=PriceUnit(unit).value,
+            micros_per_unit=micros_per_unit,
+            effective_time=effective_time.astimezone(UTC),
+            create_time=now,
         )
         async with self._db.system_transaction() as session:
             await PriceRepository(session).add(row)

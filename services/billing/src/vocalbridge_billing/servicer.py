@@ -5,7 +5,6 @@ from __future__ import annotations
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import billing_service_pb2_grpc, usage_event_pb2
 from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
-
 from vocalbridge_billing.domain import AttemptDraft, DeliveryDraft, RecordedEvent, Totals, UsageEventDraft
 from vocalbridge_billing.service import BillingService, UsageQuery
 from vocalbridge_common.context import current_tenant_id
@@ -24,7 +23,7 @@ def _enum_name(enum, number: int, *, strip: str = "") -> str:
 
 
 def _unknown_or_name(enum, number: int) -> str:
-    """"" for 0 (unset), the value's name if known, a name no rule accepts otherwise."""
+    """ "" for 0 (unset), the value's name if known, a name no rule accepts otherwise."""
     if number == 0:
         return ""
     return _enum_name(enum, number) or f"#{number}"

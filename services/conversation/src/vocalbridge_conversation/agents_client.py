@@ -11,8 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import grpc
-from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
 
+from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
 from vocalbridge_common.clients import forwarded_metadata
 from vocalbridge_common.errors import NotFound, Unavailable
 

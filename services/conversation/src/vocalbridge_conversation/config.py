@@ -37,7 +37,7 @@ class ConversationSettings:
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ConversationSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConversationSettings:
         environ = os.environ if environ is None else environ
         env = Env(environ)
         budget = env.int("VB_CONVERSATION_CONTEXT_TOKENS", 4000)
@@ -60,5 +60,9 @@ class ConversationSettings:
                 backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
                 lag_alert_seconds=env.float("VB_RELAY_LAG_ALERT_SECONDS", 300),
             ),
-            provider_env={k: v for k, v in environ.items() if k.startswith(("VB_PROVIDER", "VB_SIMULATED", "VB_OPENAI", "VB_BREAKER"))},
+            provider_env={
+                k: v
+                for k, v in environ.items()
+                if k.startswith(("VB_PROVIDER", "VB_SIMULATED", "VB_OPENAI", "VB_BREAKER"))
+            },
         )

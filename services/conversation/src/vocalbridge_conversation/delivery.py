@@ -55,7 +55,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from vocalbridge_common.config import ConfigError, Env
-
 from vocalbridge_conversation.providers.base import (
     Completion,
     CompletionRequest,
@@ -87,7 +86,7 @@ class Outcome(enum.Enum):
     PROVIDER_ERROR = "PROVIDER_ERROR"
 
     @classmethod
-    def from_failure(cls, kind: FailureKind) -> "Outcome":
+    def from_failure(cls, kind: FailureKind) -> Outcome:
         return _FAILURE_OUTCOMES[kind]
 
 
@@ -122,7 +121,7 @@ class RetryPolicy:
             raise ConfigError(f"attempt_timeout must be positive, got {self.attempt_timeout}")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "RetryPolicy":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetryPolicy:
         """From VB_DELIVERY_MAX_ATTEMPTS, VB_DELIVERY_BACKOFF_BASE_MS,
         VB_DELIVERY_BACKOFF_CAP_MS and VB_DELIVERY_ATTEMPT_TIMEOUT_MS."""
         read = Env(env)
@@ -262,7 +261,7 @@ class BreakerRegistry:
         self._breakers: dict[str, CircuitBreaker] = {}
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, clock: Clock = time.monotonic) -> "BreakerRegistry":
+    def from_env(cls, env: Mapping[str, str] | None = None, clock: Clock = time.monotonic) -> BreakerRegistry:
         """From VB_BREAKER_FAILURE_THRESHOLD (default 5) and VB_BREAKER_RESET_TIMEOUT_MS (default 10000)."""
         read = Env(env)
         threshold = read.int("VB_BREAKER_FAILURE_THRESHOLD", 5)

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vocalbridge_common.db import UtcDateTime, declarative_base
 
-
 ConversationBase = declarative_base()
 
 

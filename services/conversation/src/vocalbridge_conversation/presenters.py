@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from google.protobuf import duration_pb2
-from vocalbridge.conversation.v1 import delivery_pb2, message_pb2, session_pb2
 
+from vocalbridge.conversation.v1 import delivery_pb2, message_pb2, session_pb2
 from vocalbridge_common.protoconv import to_duration, to_timestamp
 from vocalbridge_conversation.delivery import DeliveryResult
 from vocalbridge_conversation.models import MessageRow, SessionRow

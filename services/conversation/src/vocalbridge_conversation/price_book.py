@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable
 
 import grpc
-from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 
+from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from vocalbridge_common.clients import forwarded_metadata
 from vocalbridge_common.price_protos import price_from_proto
 from vocalbridge_common.pricing import SEED_PRICES, PriceRow
 
 log = logging.getLogger(__name__)
+
 
 class PriceBook:
     def __init__(

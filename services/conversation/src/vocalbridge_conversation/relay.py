@@ -21,8 +21,8 @@ from datetime import datetime
 
 import grpc
 from grpc_health.v1 import health_pb2
-from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc, usage_event_pb2
 
+from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc, usage_event_pb2
 from vocalbridge_common import scopes
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
@@ -80,13 +80,15 @@ class OutboxRelay:
                 delivered = await self.deliver_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the relay must outlive a database hiccup
+            except Exception:
                 log.exception("outbox relay iteration failed")
                 delivered = -1
             await self._report()
             if delivered < 0:
                 self._failures += 1
-                ceiling = min(self._settings.backoff_cap_seconds, self._settings.backoff_base_seconds * 2 ** self._failures)
+                ceiling = min(
+                    self._settings.backoff_cap_seconds, self._settings.backoff_base_seconds * 2**self._failures
+                )
                 await self._sleep(self._rng.uniform(0, ceiling))
             elif delivered == 0:
                 self._failures = 0
@@ -107,8 +109,10 @@ class OutboxRelay:
         except grpc.aio.AioRpcError as error:
             if error.code() in _PERMANENT:
                 return await self._isolate(rows, events, error)
-            log.warning("billing unavailable; usage events stay queued", extra={"code": error.code().name,
-                                                                               "pending_batch": len(ids)})
+            log.warning(
+                "billing unavailable; usage events stay queued",
+                extra={"code": error.code().name, "pending_batch": len(ids)},
+            )
             return -1
         await self._mark(ids)
         return len(ids)
@@ -147,7 +151,9 @@ class OutboxRelay:
         now = time.monotonic()
         if lag.pending and now - self._last_lag_log >= 10:
             self._last_lag_log = now
-            log.info("outbox lag", extra={"pending": lag.pending, "oldest_age_seconds": round(lag.oldest_age_seconds, 1)})
+            log.info(
+                "outbox lag", extra={"pending": lag.pending, "oldest_age_seconds": round(lag.oldest_age_seconds, 1)}
+            )
         if self._health is not None:
             status = (
                 health_pb2.HealthCheckResponse.NOT_SERVING

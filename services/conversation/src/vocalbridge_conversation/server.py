@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 from grpc_health.v1 import health_pb2
-from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
 
+from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
 from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner

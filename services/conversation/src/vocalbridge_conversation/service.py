@@ -25,7 +25,6 @@ from vocalbridge.conversation.v1 import (
     message_pb2,
     session_pb2,
 )
-
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.errors import FieldViolation, InvalidArgument, NotFound, Unavailable, invalid_fields
 from vocalbridge_common.ids import new_id, parse_resource_name
@@ -147,9 +146,7 @@ class ConversationService:
 
     # -- sessions -------------------------------------------------------------
 
-    async def create_session(
-        self, tenant_id: str, session: session_pb2.Session, timeout: float
-    ) -> SessionRow:
+    async def create_session(self, tenant_id: str, session: session_pb2.Session, timeout: float) -> SessionRow:
         violations = Violations()
         agent_id = None
         if not session.agent:
@@ -254,21 +251,28 @@ class ConversationService:
             if turn.voice
             else None
         )
-        request_fingerprint = idempotency.fingerprint(
-            operation, session=session_id, content=turn.content, voice=voice
-        )
+        request_fingerprint = idempotency.fingerprint(operation, session=session_id, content=turn.content, voice=voice)
         now = self._clock()
         async with self._db.tenant_transaction(turn.tenant_id) as tx:
             session = await SessionRepository(tx).get(turn.tenant_id, session_id)
             if session is None:
                 raise SessionNotFound(turn.session_name)
             claim = await idempotency.claim(
-                IdempotencyRepository(tx), turn.tenant_id, key, request_fingerprint, now,
-                self._settings.idempotency_lease, self._settings.idempotency_ttl,
+                IdempotencyRepository(tx),
+                turn.tenant_id,
+                key,
+                request_fingerprint,
+                now,
+                self._settings.idempotency_lease,
+                self._settings.idempotency_ttl,
             )
             # Read in the same transaction: one round trip less per turn.
-            history = [] if isinstance(claim, idempotency.Replay) else await MessageRepository(tx).latest(
-                turn.tenant_id, session.id, (COMPLETE, TRUNCATED), MAX_HISTORY_MESSAGES
+            history = (
+                []
+                if isinstance(claim, idempotency.Replay)
+                else await MessageRepository(tx).latest(
+                    turn.tenant_id, session.id, (COMPLETE, TRUNCATED), MAX_HISTORY_MESSAGES
+                )
             )
         if isinstance(claim, idempotency.Replay):
             return None, claim.response
@@ -421,8 +425,12 @@ class ConversationService:
             truncated=True,
         )
         result = DeliveryResult(
-            completion=completion, provider=provider, model=running.agent.model,
-            fallback_used=provider != running.agent.primary_provider, attempts=(), latency=0.0,
+            completion=completion,
+            provider=provider,
+            model=running.agent.model,
+            fallback_used=provider != running.agent.primary_provider,
+            attempts=(),
+            latency=0.0,
         )
         await self._store(running, result, completion, TRUNCATED)
         log.info("stored a reply truncated by the caller leaving", extra={"session": running.session.id})
@@ -461,8 +469,14 @@ class ConversationService:
             status = TRUNCATED
         user_row = self._user_row(running, COMPLETE)
         assistant_row = MessageRow(
-            id=new_id("msg"), tenant_id=running.tenant_id, session_id=running.session.id, role=ASSISTANT,
-            content=completion.text, status=status, channel=channel, create_time=now,
+            id=new_id("msg"),
+            tenant_id=running.tenant_id,
+            session_id=running.session.id,
+            role=ASSISTANT,
+            content=completion.text,
+            status=status,
+            channel=channel,
+            create_time=now,
         )
         speech_provider = (running.voice.speech_provider or DEFAULT_SPEECH_PROVIDER) if running.voice else ""
         quantities = Quantities(
@@ -516,8 +530,12 @@ class ConversationService:
             await MessageRepository(tx).add(user_row, assistant_row)
             await OutboxRepository(tx).add(
                 OutboxRow(
-                    event_id=event_id, tenant_id=running.tenant_id, payload=event.SerializeToString(),
-                    create_time=now, delivered_time=None, attempts=0,
+                    event_id=event_id,
+                    tenant_id=running.tenant_id,
+                    payload=event.SerializeToString(),
+                    create_time=now,
+                    delivered_time=None,
+                    attempts=0,
                 )
             )
             await SessionRepository(tx).touch(running.tenant_id, running.session.id, now)

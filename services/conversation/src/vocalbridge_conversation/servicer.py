@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
-
 from vocalbridge_common.clients import remaining_timeout
 from vocalbridge_common.context import current_tenant_id
 from vocalbridge_conversation import idempotency

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from vocalbridge_common.config import ConfigError
-
+from vocalbridge_common.config import ConfigError, Env, provider_names
 from vocalbridge_conversation.providers.base import (
     ChatMessage,
     Completion,
@@ -24,7 +23,6 @@ from vocalbridge_conversation.providers.openai_compat import (
     OpenAICompatibleProvider,
     OpenAICompatibleSettings,
 )
-from vocalbridge_common.config import Env, provider_names
 from vocalbridge_conversation.providers.simulated import SimulatedProvider, SimulatedSettings
 
 __all__ = [

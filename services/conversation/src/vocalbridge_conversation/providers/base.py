@@ -154,7 +154,7 @@ def truncate_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
     for index, match in enumerate(_TOKEN.finditer(text), start=1):
         if index == max_tokens:
             head = text[: match.end()]
-            return head, bool(text[match.end():].strip())
+            return head, bool(text[match.end() :].strip())
     return text, False
 
 

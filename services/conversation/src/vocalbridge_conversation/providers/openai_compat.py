@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 
 from vocalbridge_common.config import ConfigError, Env
-
 from vocalbridge_conversation.providers.base import (
     Completion,
     CompletionRequest,
@@ -54,7 +53,7 @@ class OpenAICompatibleSettings:
     default_model: str
 
     @classmethod
-    def from_env(cls, name: str, env: Mapping[str, str]) -> "OpenAICompatibleSettings":
+    def from_env(cls, name: str, env: Mapping[str, str]) -> OpenAICompatibleSettings:
         read = Env(env)
         prefix = f"VB_PROVIDER_{provider_env_key(name)}_"
         base_url = read.str(prefix + "BASE_URL")  # ConfigError naming the variable when missing
@@ -81,7 +80,7 @@ class OpenAICompatibleProvider(Provider):
         self._client = client
 
     @classmethod
-    def from_settings(cls, settings: OpenAICompatibleSettings, client: httpx.AsyncClient) -> "OpenAICompatibleProvider":
+    def from_settings(cls, settings: OpenAICompatibleSettings, client: httpx.AsyncClient) -> OpenAICompatibleProvider:
         return cls(settings.name, settings.base_url, settings.api_key, settings.default_model, client)
 
     async def complete(self, request: CompletionRequest, timeout: float) -> Completion:

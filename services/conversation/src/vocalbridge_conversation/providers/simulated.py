@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from vocalbridge_common.config import ConfigError, Env
-
 from vocalbridge_conversation.providers.base import (
     Completion,
     CompletionRequest,
@@ -80,7 +79,7 @@ class SimulatedSettings:
     fail_first: int = 0
 
     @classmethod
-    def from_env(cls, name: str, env: Mapping[str, str]) -> "SimulatedSettings":
+    def from_env(cls, name: str, env: Mapping[str, str]) -> SimulatedSettings:
         read = Env(env)
         prefix = f"VB_PROVIDER_{provider_env_key(name)}_"
         latency_ms, model = _DEFAULTS.get(name, (_OTHER_DEFAULT_LATENCY_MS, f"{name}-sim-1"))

@@ -34,8 +34,9 @@ def upgrade() -> None:
         sa.Column("micros_per_unit", sa.BigInteger, nullable=False),
         sa.Column("effective_time", UtcDateTime, nullable=False),
         sa.Column("create_time", UtcDateTime, nullable=False),
-        sa.UniqueConstraint("provider", "model", "unit", "effective_time",
-                            name="uq_prices_provider_model_unit_effective_time"),
+        sa.UniqueConstraint(
+            "provider", "model", "unit", "effective_time", name="uq_prices_provider_model_unit_effective_time"
+        ),
         sa.CheckConstraint("micros_per_unit >= 0", name="ck_prices_non_negative"),
     )
     grant_table(op, "prices")
