@@ -10,7 +10,8 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.identity import IdentitySigner
 
 # The admin connection used to create and drop throw-away databases.
 PG_ADMIN_URL = os.environ.get("VB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

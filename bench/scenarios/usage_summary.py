@@ -33,7 +33,8 @@ from vocalbridge.billing.v1 import billing_service_pb2_grpc
 from vocalbridge_billing.config import BillingSettings
 from vocalbridge_billing.server import MIGRATIONS_DIR, SCHEMA, create_server
 from vocalbridge_common.config import CommonSettings
-from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.migrations import migrate
 
 SCENARIO = "usage_summary"

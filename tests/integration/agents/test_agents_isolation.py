@@ -17,7 +17,8 @@ from tests.integration.agents.agents_testkit import agent_message, expect_failur
 from vocalbridge.agents.v1 import agent_pb2
 from vocalbridge.agents.v1 import agents_service_pb2 as pb
 from vocalbridge_common.db import APP_ROLE, async_url
-from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.ids import new_id
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

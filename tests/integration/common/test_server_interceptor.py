@@ -28,11 +28,29 @@ async def _missing(request, context):
     raise NotFound("no such thing", reason="THING_NOT_FOUND")
 
 
+async def _count(requests, context):
+    """Client streaming: how many messages came in, and whose."""
+    count = 0
+    async for _ in requests:
+        count += 1
+    return f"{current_identity().tenant_id}:{count}".encode()
+
+
+async def _echo(requests, context):
+    """Bidirectional: echoes each message; a message `missing` raises a domain error mid-stream."""
+    async for message in requests:
+        if message == b"missing":
+            raise NotFound("no such thing", reason="THING_NOT_FOUND")
+        yield current_identity().tenant_id.encode() + b":" + message
+
+
 def _register(server):
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
         for name, fn in (("Boom", _boom), ("ListWho", _who), ("Missing", _missing))
     }
+    handlers["Count"] = grpc.stream_unary_rpc_method_handler(_count)
+    handlers["Echo"] = grpc.stream_stream_rpc_method_handler(_echo)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Probe", handlers),))
 
 
@@ -51,7 +69,9 @@ async def test_unexpected_exception_is_internal_without_details(channel, as_tena
     with caplog.at_level(logging.ERROR), pytest.raises(grpc.aio.AioRpcError) as caught:
         await call(b"", metadata=(*as_tenant("ten_a"), ("x-request-id", "req-42")))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
-    assert "hunter2" not in caught.value.details() and "Traceback" not in caught.value.details()
+    # Nothing of the exception in any part of the answer: message, status details, trailers.
+    answer = caught.value.details() + repr(caught.value.trailing_metadata())
+    assert "hunter2" not in answer and "Traceback" not in answer and "RuntimeError" not in answer
     status = rpc_status.from_call(caught.value)
     request_info = error_details_pb2.RequestInfo()
     assert any(d.Unpack(request_info) for d in status.details) and request_info.request_id == "req-42"
@@ -112,3 +132,91 @@ async def test_one_json_log_line_per_request_with_its_context(channel, as_tenant
     )
     assert entry["request_id"] == "req-log" and entry["tenant"] == "ten_log"
     assert isinstance(entry["latency_ms"], float)
+
+
+async def _stream_of(*messages):
+    for message in messages:
+        yield message
+
+
+def _forged(signer):
+    """A well-formed identity for tenant ten_a with its signature swapped."""
+    body, _, _ = signer.mint("ten_a", "key_a", ("admin",)).rpartition(".")
+    return body + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+
+
+@pytest.mark.parametrize("kind", ["client_streaming", "bidirectional"])
+async def test_streaming_rpcs_refuse_missing_or_forged_identity(channel, signer, kind):
+    for metadata in ((), (("x-vb-identity", _forged(signer)),), (("x-vb-identity", "garbage"),)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if kind == "client_streaming":
+                await channel.stream_unary("/test.Probe/Count")(_stream_of(b"a", b"b"), metadata=metadata)
+            else:
+                call = channel.stream_stream("/test.Probe/Echo")(_stream_of(b"a"), metadata=metadata)
+                [reply async for reply in call]
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, metadata
+        assert error_reason(caught.value) == "INVALID_IDENTITY"
+
+
+async def test_streaming_rpcs_check_the_scope(channel, as_tenant):
+    # "Count" and "Echo" are neither Get* nor List*: they need the write scope.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.stream_unary("/test.Probe/Count")(_stream_of(b"a"), metadata=as_tenant("ten_a", ("read",)))
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(caught.value) == "SCOPE_INSUFFICIENT"
+
+
+async def test_client_streaming_rpc_runs_with_the_callers_identity(channel, as_tenant):
+    reply = await channel.stream_unary("/test.Probe/Count")(
+        _stream_of(b"a", b"b", b"c"), metadata=as_tenant("ten_c", ("write",))
+    )
+    assert reply == b"ten_c:3"
+
+
+async def test_bidirectional_rpc_maps_a_domain_error_raised_mid_stream(channel, as_tenant):
+    call = channel.stream_stream("/test.Probe/Echo")(
+        _stream_of(b"one", b"two", b"missing", b"never"),
+        metadata=(*as_tenant("ten_d", ("write",)), ("x-request-id", "req-bidi")),
+    )
+    replies = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for reply in call:
+            replies.append(reply)
+    assert replies == [b"ten_d:one", b"ten_d:two"]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(caught.value) == "THING_NOT_FOUND"
+    status = rpc_status.from_call(caught.value)
+    request_info = error_details_pb2.RequestInfo()
+    assert any(d.Unpack(request_info) for d in status.details) and request_info.request_id == "req-bidi"
+
+
+@pytest.mark.parametrize(
+    ("method", "kind", "expected_status"),
+    [("/test.Probe/Count", "client_streaming", "OK"), ("/test.Probe/Echo", "bidirectional", "NOT_FOUND")],
+)
+async def test_streaming_rpcs_log_one_request_line(channel, as_tenant, method, kind, expected_status):
+    import io
+    import json
+
+    from vocalbridge_common.logging import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("probe"))
+    request_log = logging.getLogger("vocalbridge.request")
+    request_log.addHandler(handler)
+    request_log.setLevel(logging.INFO)
+    metadata = (*as_tenant("ten_log", ("write",)), ("x-request-id", f"req-{kind}"))
+    try:
+        if kind == "client_streaming":
+            await channel.stream_unary(method)(_stream_of(b"a", b"b"), metadata=metadata)
+        else:
+            with pytest.raises(grpc.aio.AioRpcError):
+                call = channel.stream_stream(method)(_stream_of(b"a", b"missing"), metadata=metadata)
+                [reply async for reply in call]
+    finally:
+        request_log.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["method"], e["status"], e["request_id"], e["tenant"]) for e in lines] == [
+        (method, expected_status, f"req-{kind}", "ten_log")
+    ]

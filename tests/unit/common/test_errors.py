@@ -1,7 +1,7 @@
 import grpc
 from google.rpc import code_pb2, error_details_pb2
 
-from vocalbridge_common.errors import FieldViolation, NotFound, internal_status, invalid_fields, to_rpc_status
+from vocalbridge_common.errors import FieldViolation, NotFound, invalid_fields, status_for, to_rpc_status
 
 
 def _unpack(status, message_type):
@@ -37,8 +37,19 @@ def test_invalid_fields_carries_every_violation():
     assert _unpack(status, error_details_pb2.RequestInfo) is None
 
 
-def test_internal_status_reveals_nothing():
-    status = internal_status("req-2")
+def test_unexpected_exception_reveals_nothing_of_its_cause():
+    try:
+        raise RuntimeError("connection to postgresql://app:hunter2@db failed")
+    except RuntimeError as error:
+        status = status_for(error, "req-2")
     assert status.code == code_pb2.INTERNAL
-    assert "Traceback" not in status.message
+    wire = status.SerializeToString()
+    for leak in (b"hunter2", b"postgresql", b"RuntimeError", b"Traceback"):
+        assert leak not in wire, leak
     assert _unpack(status, error_details_pb2.ErrorInfo).reason == "INTERNAL"
+    assert _unpack(status, error_details_pb2.RequestInfo).request_id == "req-2"
+
+
+def test_domain_error_keeps_its_own_status():
+    status = status_for(NotFound("no such agent", reason="AGENT_NOT_FOUND"), None)
+    assert status.code == code_pb2.NOT_FOUND and status.message == "no such agent"

@@ -1,7 +1,9 @@
+import base64
+
 import pytest
 
 from vocalbridge_common.errors import InvalidArgument
-from vocalbridge_common.pagination import PageTokenCodec, clamp_page_size
+from vocalbridge_common.pagination import PageTokenCodec, Paginator, clamp_page_size
 
 codec = PageTokenCodec(b"k" * 32)
 
@@ -43,3 +45,43 @@ def test_page_size_clamping():
     with pytest.raises(InvalidArgument) as caught:
         clamp_page_size(-1)
     assert caught.value.field_violations[0].field == "page_size"
+
+
+paginator = Paginator(codec, default_size=3, max_size=5)
+
+
+def test_paginator_applies_one_policy():
+    assert paginator.request("q", 0, "").limit == 3
+    assert paginator.request("q", 4, "").limit == 4
+    assert paginator.request("q", 10_000, "").limit == 5  # clamped, not refused (AIP-158)
+    with pytest.raises(InvalidArgument) as caught:
+        paginator.request("q", -1, "")
+    assert caught.value.reason == "INVALID_PAGE_SIZE"
+
+
+def test_paginator_walks_pages_and_stops():
+    items = [f"id{i}" for i in range(7)]
+    seen, token = [], ""
+    while True:
+        request = paginator.request("q", 3, token)
+        start = 0 if request.after is None else items.index(request.after) + 1
+        page = paginator.page(request, items[start : start + request.fetch], key=lambda item: item)
+        seen += page.items
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == items
+
+
+@pytest.mark.parametrize("token", ["é.x", "\x00", "a" * 5000, "bm90IGpzb24.AAAA", "..", "\udcff"])
+def test_undecodable_tokens_are_invalid_argument(token):
+    with pytest.raises(InvalidArgument) as caught:
+        codec.decode(token, "agents")
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_token_whose_body_is_not_ours_is_refused_even_with_a_valid_mac():
+    body = b"[1, 2]"  # valid JSON, MAC'd with our key, but not a token payload
+    token = base64.urlsafe_b64encode(body).rstrip(b"=").decode() + "." + codec._mac(body)
+    with pytest.raises(InvalidArgument):
+        codec.decode(token, "agents")

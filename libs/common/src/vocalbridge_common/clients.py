@@ -3,10 +3,15 @@ id, and never outlive the caller's deadline."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import grpc
 
+from vocalbridge_common import scopes
 from vocalbridge_common.context import identity_token_var, request_id_var
-from vocalbridge_common.identity import IDENTITY_HEADER
+from vocalbridge_common.headers import IDENTITY_HEADER, REQUEST_ID_HEADER
+from vocalbridge_common.identity import IdentitySigner
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
@@ -19,11 +24,22 @@ def forwarded_metadata() -> tuple[tuple[str, str], ...]:
         metadata.append((IDENTITY_HEADER, token))
     request_id = request_id_var.get()
     if request_id:
-        metadata.append(("x-request-id", request_id))
+        metadata.append((REQUEST_ID_HEADER, request_id))
     return tuple(metadata)
 
 
-def remaining_timeout(context: grpc.aio.ServicerContext | None, default: float = DEFAULT_TIMEOUT_SECONDS) -> float:
+def service_metadata(
+    signer: IdentitySigner, service: str, extra_scopes: Iterable[str] = ()
+) -> tuple[tuple[str, str], ...]:
+    """Metadata for work a service does on its own behalf, not a caller's (the outbox relay,
+    the price book refresh): a fresh identity with no tenant, the internal scope and only
+    the `extra_scopes` that work needs."""
+    return ((IDENTITY_HEADER, signer.mint("", f"svc_{service}", {scopes.INTERNAL, *extra_scopes})),)
+
+
+def remaining_timeout(
+    context: grpc.aio.ServicerContext[Any, Any] | None, default: float = DEFAULT_TIMEOUT_SECONDS
+) -> float:
     """The time left of the caller's deadline (or `default` when it set none)."""
     if context is None:
         return default

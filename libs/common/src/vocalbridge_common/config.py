@@ -6,6 +6,7 @@ its name (ConfigError), never later in the middle of a request.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class Env:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str:
         value = self._environ.get(name, "").strip()
         if value:
             return value
@@ -40,11 +41,11 @@ class Env:
             raise ConfigError(f"required environment variable {name} is not set")
         return default
 
-    def optional(self, name: str) -> str | None:
+    def optional(self, name: builtins.str) -> builtins.str | None:
         value = self._environ.get(name, "").strip()
         return value or None
 
-    def int(self, name: str, default: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int) -> builtins.int:
         raw = self._environ.get(name, "").strip()
         if not raw:
             return default
@@ -53,7 +54,7 @@ class Env:
         except ValueError:
             raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float) -> builtins.float:
         raw = self._environ.get(name, "").strip()
         if not raw:
             return default
@@ -62,7 +63,7 @@ class Env:
         except ValueError:
             raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
-    def list(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def list(self, name: builtins.str, default: tuple[builtins.str, ...]) -> tuple[builtins.str, ...]:
         raw = self._environ.get(name, "").strip()
         if not raw:
             return default

@@ -19,9 +19,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import DateTime, MetaData, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
@@ -48,18 +51,18 @@ def declarative_base() -> type[DeclarativeBase]:
     return ServiceBase
 
 
-class UtcDateTime(TypeDecorator):
+class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both backends (SQLite keeps no zone)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime")
         return value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
@@ -90,7 +93,9 @@ def is_postgres(url: str) -> bool:
     return make_url(async_url(url)).drivername.startswith("postgresql")
 
 
-async def insert_or_ignore(session: AsyncSession, model, rows: list[dict], conflict_columns: list[str]) -> int:
+async def insert_or_ignore(
+    session: AsyncSession, model: type[DeclarativeBase], rows: list[dict[str, Any]], conflict_columns: list[str]
+) -> int:
     """Inserts the rows whose unique key is new; returns how many were inserted.
 
     The database's unique constraint decides, not a lock in memory, so this
@@ -98,13 +103,14 @@ async def insert_or_ignore(session: AsyncSession, model, rows: list[dict], confl
     """
     if not rows:
         return 0
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+    table = cast(Table, model.__table__)
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = postgresql_insert(table)
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    columns = [model.__table__.c[name] for name in conflict_columns]
+        statement = sqlite_insert(table)
+    columns = [table.c[name] for name in conflict_columns]
     # RETURNING counts what was inserted: rowcount is not reliable for multi-row inserts on every driver.
-    statement = insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns).returning(*columns)
+    statement = statement.values(rows).on_conflict_do_nothing(index_elements=conflict_columns).returning(*columns)
     result = await session.execute(statement)
     return len(result.all())
 
@@ -129,7 +135,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
-    def _on_postgres_connect(self, dbapi_connection, _record) -> None:
+    def _on_postgres_connect(self, dbapi_connection: Any, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute(f'SET search_path TO "{self.schema}"')
         cursor.execute(f"SET ROLE {APP_ROLE}")
@@ -138,7 +144,7 @@ class Database:
         dbapi_connection.commit()
 
     @staticmethod
-    def _on_sqlite_connect(dbapi_connection, _record) -> None:
+    def _on_sqlite_connect(dbapi_connection: Any, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")

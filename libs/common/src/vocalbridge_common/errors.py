@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "vocalbridge.dev"
 
@@ -102,15 +102,21 @@ def invalid_fields(violations: Sequence[FieldViolation], reason: str = "INVALID_
     return InvalidArgument(f"invalid request: {summary}", reason=reason, field_violations=violations)
 
 
-def _pack(message) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
 
 
+def status_code(code: grpc.StatusCode) -> int:
+    """The number of a gRPC status code (`google.rpc.Code`)."""
+    number: int = code.value[0]
+    return number
+
+
 def to_rpc_status(error: DomainError, request_id: str | None) -> status_pb2.Status:
     """The google.rpc.Status a client receives for `error`."""
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
+    status = status_pb2.Status(code=status_code(error.code), message=error.message)
     status.details.append(
         _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
     )
@@ -129,9 +135,35 @@ def to_rpc_status(error: DomainError, request_id: str | None) -> status_pb2.Stat
     return status
 
 
-def internal_status(request_id: str | None) -> status_pb2.Status:
-    """What a client sees for an unexpected exception: nothing about its cause."""
+def status_for(error: Exception, request_id: str | None) -> status_pb2.Status:
+    """The status a client receives for any exception a handler raised: a domain error's
+    own status, and for anything else INTERNAL with nothing about its cause (its text may
+    hold data, SQL or secrets; the server logs it with the request id instead)."""
+    if isinstance(error, DomainError):
+        return to_rpc_status(error, request_id)
     return to_rpc_status(DomainError("internal error; the request id identifies it in the logs"), request_id)
 
 
-assert grpc.StatusCode.INVALID_ARGUMENT.value[0] == code_pb2.INVALID_ARGUMENT
+# -- errors about resources that more than one service names ------------------------
+# Metadata echoes at most MAX_ECHO characters of what the client sent.
+
+MAX_ECHO = 200
+
+
+def echo(value: str) -> str:
+    """Client input as it may appear in an error: shortened, so a huge input cannot grow the error past a limit."""
+    return value if len(value) <= MAX_ECHO else value[: MAX_ECHO - 1] + "…"
+
+
+class AgentNotFound(NotFound):
+    default_reason = "AGENT_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"agent {echo(name)!r} not found", metadata={"name": echo(name)})
+
+
+class SessionNotFound(NotFound):
+    default_reason = "SESSION_NOT_FOUND"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"session {echo(name)!r} not found", metadata={"session": echo(name)})

@@ -13,11 +13,11 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vocalbridge_common import scopes as scope_policy
 
-IDENTITY_HEADER = "x-vb-identity"
 DEFAULT_TTL_SECONDS = 300
 _VERSION = "v1"
 
@@ -59,7 +59,7 @@ class IdentitySigner:
     def _mac(self, signed_part: str) -> bytes:
         return hmac.new(self._secret, signed_part.encode(), hashlib.sha256).digest()
 
-    def mint(self, tenant_id: str, key_id: str, scopes, now: float | None = None) -> str:
+    def mint(self, tenant_id: str, key_id: str, scopes: Iterable[str], now: float | None = None) -> str:
         issued = int(now if now is not None else time.time())
         claims = {"ten": tenant_id, "key": key_id, "scp": sorted(scopes), "iat": issued, "exp": issued + self._ttl}
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())

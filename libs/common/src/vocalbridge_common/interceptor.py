@@ -1,9 +1,10 @@
 """The one server interceptor every service runs.
 
-Per call it: assigns the request id (Envoy's x-request-id, or a new one),
-verifies the signed identity header and the scope the method needs, maps
-domain errors to rich google.rpc.Status, hides unexpected exceptions behind
-INTERNAL with a logged stack trace, and writes one JSON log line.
+Per call, whatever its kind (unary or streaming in either direction), it:
+assigns the request id (Envoy's x-request-id, or a new one), verifies the
+signed identity header and the scope the method needs, maps domain errors to
+rich google.rpc.Status, hides unexpected exceptions behind INTERNAL with a
+logged stack trace, and writes one JSON log line.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar, Token
+from typing import Any, cast
 
 import grpc
 from grpc_status import rpc_status
 
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.context import identity_token_var, identity_var, request_id_var
-from vocalbridge_common.errors import DomainError, PermissionDenied, Unauthenticated, internal_status, to_rpc_status
-from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner, InvalidIdentity
+from vocalbridge_common.errors import DomainError, PermissionDenied, Unauthenticated, status_for
+from vocalbridge_common.headers import IDENTITY_HEADER, REQUEST_ID_HEADER
+from vocalbridge_common.identity import IdentitySigner, InvalidIdentity
 
 log = logging.getLogger("vocalbridge.request")
 
@@ -31,56 +36,75 @@ PUBLIC_METHOD_PREFIXES = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 
+# The four handler shapes grpc.aio accepts; the request argument is a message or,
+# for client-streaming kinds, an async iterator of messages.
+Context = grpc.aio.ServicerContext[Any, Any]
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+_Reset = list[tuple[ContextVar[Any], Token[Any]]]
+
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, signer: IdentitySigner, public_methods: tuple[str, ...] = ()) -> None:
         self._signer = signer
         self._public_methods = frozenset(public_methods)
 
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return None
+            return handler
         method = handler_call_details.method
         if method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        # grpc.aio handlers are coroutine functions and async generators, whatever the stubs say.
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            unary = cast(UnaryBehavior, handler.unary_unary)
+            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, unary), **codecs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler  # client-streaming methods are not part of the API
+            stream = cast(StreamBehavior, handler.unary_stream)
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, stream), **codecs)
+        if handler.stream_unary:
+            unary = cast(UnaryBehavior, handler.stream_unary)
+            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, unary), **codecs)
+        if handler.stream_stream:
+            stream = cast(StreamBehavior, handler.stream_stream)
+            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, stream), **codecs)
+        # A handler of no known kind would run unguarded: refuse to serve it at all.
+        raise RuntimeError(f"{method}: handler of an unknown kind cannot be guarded")
 
-    def _enter(self, method: str, context, tokens: list) -> None:
-        """Sets the call's context variables (recorded in `tokens` for reset) and checks identity."""
-        metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-        request_id = metadata.get("x-request-id") or uuid.uuid4().hex
-        tokens.append((request_id_var, request_id_var.set(request_id)))
-        if method not in self._public_methods:
-            token = metadata.get(IDENTITY_HEADER)
-            try:
-                identity = self._signer.verify(token)
-            except InvalidIdentity as exc:
-                raise Unauthenticated(f"request refused: {exc}", reason="INVALID_IDENTITY") from None
-            tokens.append((identity_var, identity_var.set(identity)))
-            tokens.append((identity_token_var, identity_token_var.set(token)))
-            if not identity.allows(method):
-                raise PermissionDenied(
-                    f"this API key lacks the '{scope_policy.required_scope(method)}' scope",
-                    reason="SCOPE_INSUFFICIENT",
-                    metadata={"requiredScope": scope_policy.required_scope(method)},
-                )
+    def _enter(self, method: str, context: Context, reset: _Reset) -> None:
+        """Sets the call's context variables (recorded in `reset`) and checks identity and scope."""
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        reset.append((request_id_var, request_id_var.set(request_id)))
+        if method in self._public_methods:
+            return
+        token = metadata.get(IDENTITY_HEADER)
+        try:
+            identity = self._signer.verify(token)
+        except InvalidIdentity as exc:
+            raise Unauthenticated(f"request refused: {exc}", reason="INVALID_IDENTITY") from None
+        reset.append((identity_var, identity_var.set(identity)))
+        reset.append((identity_token_var, identity_token_var.set(token)))
+        if not identity.allows(method):
+            needed = scope_policy.required_scope(method)
+            raise PermissionDenied(
+                f"this API key lacks the '{needed}' scope",
+                reason="SCOPE_INSUFFICIENT",
+                metadata={"requiredScope": needed},
+            )
 
     @staticmethod
-    def _leave(tokens: list) -> None:
-        for var, token in reversed(tokens):
+    def _leave(reset: _Reset) -> None:
+        for var, token in reversed(reset):
             var.reset(token)
 
     @staticmethod
@@ -94,24 +118,21 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             },
         )
 
-    async def _fail(self, context, error: Exception, request_id: str | None, method: str) -> None:
-        if isinstance(error, DomainError):
-            status = to_rpc_status(error, request_id)
-        else:
+    @staticmethod
+    async def _fail(context: Context, error: Exception, request_id: str | None, method: str) -> None:
+        if not isinstance(error, DomainError):
             log.error("unexpected error in %s", method, exc_info=error)
-            status = internal_status(request_id)
-        grpc_status = rpc_status.to_status(status)
+        grpc_status = rpc_status.to_status(status_for(error, request_id))
         await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context):
-        """One call's scope, for unary and streaming handlers alike: context in, errors
-        mapped, one log line out."""
+    async def _call(self, method: str, context: Context) -> AsyncIterator[None]:
+        """One call's scope, the same for every RPC kind: context in, errors mapped, one log line out."""
         started = time.perf_counter()
-        tokens: list = []
+        reset: _Reset = []
         code = grpc.StatusCode.OK
         try:
-            self._enter(method, context, tokens)
+            self._enter(method, context, reset)
             yield
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -124,17 +145,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             await self._fail(context, error, request_id_var.get(), method)
         finally:
             self._log(method, code, started)
-            self._leave(tokens)
+            self._leave(reset)
 
-    def _wrap_unary(self, method: str, inner):
-        async def behavior(request, context):
+    def _wrap_unary(self, method: str, inner: UnaryBehavior) -> UnaryBehavior:
+        """For handlers that return one response: unary-unary and stream-unary."""
+
+        async def behavior(request: Any, context: Context) -> Any:
             async with self._call(method, context):
                 return await inner(request, context)
+            return None  # unreachable: the scope re-raises or aborts
 
         return behavior
 
-    def _wrap_stream(self, method: str, inner):
-        async def behavior(request, context):
+    def _wrap_stream(self, method: str, inner: StreamBehavior) -> StreamBehavior:
+        """For handlers that yield responses: unary-stream and stream-stream."""
+
+        async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
             async with self._call(method, context):
                 async for item in inner(request, context):
                     yield item

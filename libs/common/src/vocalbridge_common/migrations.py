@@ -12,7 +12,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, text
+from alembic.operations import Operations
+from sqlalchemy import MetaData, create_engine, text
 
 from vocalbridge_common.db import APP_ROLE, SYSTEM_ROLE, is_postgres, sync_url
 
@@ -41,7 +42,7 @@ def migrate(database_url: str, schema: str, script_location: Path) -> None:
     command.upgrade(config, "head")
 
 
-def run_alembic_env(target_metadata) -> None:
+def run_alembic_env(target_metadata: MetaData) -> None:
     """The body of every service's migrations/env.py (online mode only)."""
     from alembic import context
 
@@ -75,13 +76,13 @@ def run_alembic_env(target_metadata) -> None:
     engine.dispose()
 
 
-def grant_table(op, table: str) -> None:
+def grant_table(op: Operations, table: str) -> None:
     """Lets the service roles use a new table (PostgreSQL only)."""
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO {APP_ROLE}, {SYSTEM_ROLE}")
 
 
-def enable_tenant_rls(op, table: str) -> None:
+def enable_tenant_rls(op: Operations, table: str) -> None:
     """Row-level security on a tenant-owned table: rows of the transaction's tenant only."""
     grant_table(op, table)
     if op.get_bind().dialect.name != "postgresql":

@@ -1,21 +1,60 @@
-"""Opaque, tamper-evident page tokens and page-size clamping (AIP-158).
+"""One pagination policy for every List RPC (AIP-158), and opaque page tokens.
 
-A token carries the last key of the previous page and a fingerprint of the
-query it belongs to, MAC'd so a client can neither forge a position nor reuse
-a token with a different query.
+- `page_size` 0 means the default; above the maximum it is clamped to the maximum;
+  negative is refused with INVALID_ARGUMENT.
+- A token carries the last key of the previous page and the query it belongs to,
+  MAC'd so a client can neither forge a position nor reuse a token with another
+  query (another filter, another tenant). A token that fails to decode, for any
+  reason, is INVALID_ARGUMENT.
+
+A service asks the `Paginator` for a `PageRequest`, fetches `request.fetch` rows
+(one more than the page, to know whether another page follows) and turns them into
+a `Page[T]` with `paginator.page(request, rows, key)`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from vocalbridge_common.errors import FieldViolation, InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# A token is a few dozen bytes; anything far longer did not come from us.
+MAX_TOKEN_CHARS = 2048
+
+T = TypeVar("T")
+# What a token remembers of the last item: an id, a number, or a tuple of them.
+PageKey = str | int | list[str | int]
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list, and the token of the next one ("" on the last page)."""
+
+    items: list[T]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """A validated list request: how many items, and after which key (None: from the start)."""
+
+    query: str
+    limit: int
+    after: PageKey | None
+
+    @property
+    def fetch(self) -> int:
+        """Rows to read: one more than the page, to tell whether a next page exists."""
+        return self.limit + 1
 
 
 def clamp_page_size(page_size: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -30,34 +69,71 @@ def clamp_page_size(page_size: int, default: int = DEFAULT_PAGE_SIZE, maximum: i
     return min(page_size, maximum)
 
 
+def _invalid_token() -> InvalidArgument:
+    return InvalidArgument(
+        "page_token is not valid for this request",
+        reason="INVALID_PAGE_TOKEN",
+        field_violations=[FieldViolation("page_token", "not a token returned for this query")],
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 class PageTokenCodec:
     def __init__(self, secret: bytes) -> None:
         self._key = hmac.new(secret, b"vocalbridge page tokens", hashlib.sha256).digest()
 
     def _mac(self, body: bytes) -> str:
-        return base64.urlsafe_b64encode(hmac.new(self._key, body, hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
+        return _b64(hmac.new(self._key, body, hashlib.sha256).digest()[:16])
 
-    def encode(self, query: str, last_key: list | str) -> str:
+    def encode(self, query: str, last_key: PageKey) -> str:
         body = json.dumps({"q": query, "k": last_key}, separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(body).rstrip(b"=").decode() + "." + self._mac(body)
+        return _b64(body) + "." + self._mac(body)
 
-    def decode(self, token: str, query: str):
+    def decode(self, token: str, query: str) -> PageKey | None:
         """The last key stored in `token`; None for an empty token (the first page)."""
         if not token:
             return None
-        invalid = InvalidArgument(
-            "page_token is not valid for this request",
-            reason="INVALID_PAGE_TOKEN",
-            field_violations=[FieldViolation("page_token", "not a token returned for this query")],
-        )
+        if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+            raise _invalid_token()
         try:
             encoded, mac = token.split(".", 1)
             body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except ValueError:
-            raise invalid from None
+        except (ValueError, binascii.Error):
+            raise _invalid_token() from None
         if not hmac.compare_digest(mac, self._mac(body)):
-            raise invalid
-        payload = json.loads(body)
-        if payload.get("q") != query:
-            raise invalid
-        return payload["k"]
+            raise _invalid_token()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise _invalid_token() from None
+        if not isinstance(payload, dict) or payload.get("q") != query or "k" not in payload:
+            raise _invalid_token()
+        key: PageKey = payload["k"]
+        return key
+
+
+class Paginator:
+    """The pagination policy, shared by every List RPC of a service."""
+
+    def __init__(
+        self, codec: PageTokenCodec, *, default_size: int = DEFAULT_PAGE_SIZE, max_size: int = MAX_PAGE_SIZE
+    ) -> None:
+        self._codec = codec
+        self._default = default_size
+        self._max = max_size
+
+    def request(self, query: str, page_size: int, page_token: str) -> PageRequest:
+        """Validates the size and the token of a list call. `query` names the list and every
+        filter that shapes it (and the tenant), so a token fits only the query that made it."""
+        limit = clamp_page_size(page_size, self._default, self._max)
+        return PageRequest(query=query, limit=limit, after=self._codec.decode(page_token, query))
+
+    def page(self, request: PageRequest, rows: Sequence[T], key: Callable[[T], PageKey]) -> Page[T]:
+        """The page for `rows` (read with `request.fetch`); `key` gives an item's position."""
+        if len(rows) > request.limit:
+            items = list(rows[: request.limit])
+            return Page(items, self._codec.encode(request.query, key(items[-1])))
+        return Page(list(rows))

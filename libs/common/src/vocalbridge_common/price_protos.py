@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from vocalbridge.billing.v1 import price_pb2
 from vocalbridge_common.pricing import PriceRow, PriceUnit
-from vocalbridge_common.protoconv import from_timestamp, to_timestamp
+from vocalbridge_common.protoconv import EPOCH, from_timestamp, to_timestamp
 
 _PREFIX = "PRICE_UNIT_"
 
@@ -15,7 +15,7 @@ def price_to_proto(price: PriceRow) -> price_pb2.Price:
         name=f"prices/{price.price_id}",
         provider=price.provider,
         model=price.model,
-        unit=price_pb2.PriceUnit.Value(_PREFIX + price.unit.value),
+        unit=_PREFIX + price.unit.value,
         micros_per_unit=price.micros_per_unit,
         effective_time=to_timestamp(price.effective_time),
     )
@@ -28,5 +28,5 @@ def price_from_proto(message: price_pb2.Price) -> PriceRow:
         model=message.model,
         unit=PriceUnit(price_pb2.PriceUnit.Name(message.unit).removeprefix(_PREFIX)),
         micros_per_unit=message.micros_per_unit,
-        effective_time=from_timestamp(message, "effective_time"),
+        effective_time=from_timestamp(message, "effective_time") or EPOCH,
     )

@@ -118,7 +118,9 @@ class Quantities:
         object.__setattr__(self, "audio_seconds", quantize_audio_seconds(self.audio_seconds))
 
     @classmethod
-    def from_audio_millis(cls, prompt_tokens: int, completion_tokens: int, audio_millis: int, tts_characters: int):
+    def from_audio_millis(
+        cls, prompt_tokens: int, completion_tokens: int, audio_millis: int, tts_characters: int
+    ) -> Quantities:
         return cls(prompt_tokens, completion_tokens, Decimal(audio_millis) * _MILLISECOND, tts_characters)
 
     @property
@@ -185,7 +187,7 @@ def select_prices(
         raise ValueError("`at` must be timezone-aware")
     wanted = {unit: (provider, model) for unit in LLM_UNITS}
     wanted.update({unit: (speech_provider, speech_model) for unit in SPEECH_UNITS})
-    best: dict[PriceUnit, tuple[tuple, PriceRow]] = {}
+    best: dict[PriceUnit, tuple[tuple[int, datetime, str], PriceRow]] = {}
     for row in rows:
         target = wanted.get(row.unit)
         if target is None or row.provider != target[0] or row.effective_time > at:

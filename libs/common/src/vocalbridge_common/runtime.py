@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from vocalbridge_common.config import CommonSettings, ConfigError
 from vocalbridge_common.logging import configure_logging
@@ -20,10 +21,20 @@ from vocalbridge_common.server import RunningServer, serve_until_signalled
 from vocalbridge_common.telemetry import setup_tracing
 
 
+class ServiceSettings(Protocol):
+    """A service's frozen settings: its own values and the common ones."""
+
+    @property
+    def common(self) -> CommonSettings: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
 def service_main(
     *,
-    settings_from_env: Callable[[], object],  # a frozen settings object with `.common: CommonSettings`
-    create_server: Callable[..., Awaitable[RunningServer]],
+    settings_from_env: Callable[[], SettingsT],
+    create_server: Callable[[SettingsT], Awaitable[RunningServer]],
     schema: str,
     migrations_dir: Path,
     argv: list[str] | None = None,
@@ -36,7 +47,7 @@ def service_main(
     except ConfigError as exc:
         print(f"vocalbridge-{schema}: configuration error: {exc}", file=sys.stderr)  # noqa: T201 - before logging exists
         return 2
-    common: CommonSettings = settings.common
+    common = settings.common
     configure_logging(schema, common.log_level)
     log = logging.getLogger(f"vocalbridge.{schema}")
     if args.command == "migrate":

@@ -3,10 +3,13 @@ auth service's Envoy Check and again by every service's interceptor.
 
 Scopes nest: admin ⊃ write ⊃ read. `operator` is the platform operator's and
 implies nothing about tenants; `internal` is the services' own identity for
-background work (the billing outbox relay).
+background work (the billing outbox relay; with `read` added, the price book
+refresh). It carries no tenant, so every tenant-scoped RPC still refuses it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 READ = "read"
 WRITE = "write"
@@ -16,7 +19,13 @@ INTERNAL = "internal"
 
 TENANT_SCOPES = (READ, WRITE, ADMIN)
 
-_IMPLIED = {ADMIN: {ADMIN, WRITE, READ}, WRITE: {WRITE, READ}, READ: {READ}, OPERATOR: {OPERATOR}, INTERNAL: {INTERNAL}}
+_IMPLIED = {
+    ADMIN: {ADMIN, WRITE, READ},
+    WRITE: {WRITE, READ},
+    READ: {READ},
+    OPERATOR: {OPERATOR},
+    INTERNAL: {INTERNAL},
+}
 
 # Any authenticated caller may ask who it is.
 ANY = "any"
@@ -43,13 +52,13 @@ def required_scope(full_method: str) -> str:
     return READ if method.startswith(("Get", "List")) else WRITE
 
 
-def effective_scopes(granted: frozenset[str] | set[str] | tuple[str, ...]) -> set[str]:
+def effective_scopes(granted: Iterable[str]) -> set[str]:
     effective: set[str] = set()
     for scope in granted:
         effective |= _IMPLIED.get(scope, set())
     return effective
 
 
-def allows(granted, full_method: str) -> bool:
+def allows(granted: Iterable[str], full_method: str) -> bool:
     needed = required_scope(full_method)
     return needed == ANY or needed in effective_scopes(granted)

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,12 @@ def setup_tracing(service_name: str) -> TracerProvider | None:
     trace.set_tracer_provider(provider)
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
 
-    GrpcAioInstrumentorServer().instrument()
-    GrpcAioInstrumentorClient().instrument()
+    GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+    GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
     return provider
 
 
-def instrument_engine(engine) -> None:
+def instrument_engine(engine: AsyncEngine) -> None:
     """Database spans for one SQLAlchemy engine, when tracing is on."""
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor

@@ -5,7 +5,7 @@ from __future__ import annotations
 from vocalbridge_common.errors import FieldViolation
 
 
-class Violations(list):
+class Violations(list[FieldViolation]):
     """A list of FieldViolation with helpers for the common checks."""
 
     def add(self, field: str, description: str) -> None:

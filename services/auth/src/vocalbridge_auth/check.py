@@ -40,7 +40,8 @@ from vocalbridge_common.errors import (
     invalid_fields,
     to_rpc_status,
 )
-from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.identity import IdentitySigner
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from grpc_health.v1 import health_pb2
 from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc, usage_event_pb2
 from vocalbridge_common import scopes
 from vocalbridge_common.db import Database, utcnow
-from vocalbridge_common.identity import IDENTITY_HEADER, IdentitySigner
+from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_conversation.config import RelaySettings
 from vocalbridge_conversation.repository import OutboxRepository
 

@@ -1,0 +1,16 @@
+"""Header (gRPC metadata) names that more than one component must agree on:
+the services, the Envoy edge configuration and the clients' documentation."""
+
+from __future__ import annotations
+
+# The signed identity claims auth.Check adds; Envoy strips any client-sent copy.
+IDENTITY_HEADER = "x-vb-identity"
+# Envoy's request id, carried to every service and into every log line.
+REQUEST_ID_HEADER = "x-request-id"
+# The client's idempotency key (HTTP `Idempotency-Key`; header names are case-insensitive).
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+# On a response that replays a stored one.
+IDEMPOTENT_REPLAYED_HEADER = "idempotent-replayed"
+# Where an API key may arrive.
+AUTHORIZATION_HEADER = "authorization"
+API_KEY_HEADER = "x-api-key"
