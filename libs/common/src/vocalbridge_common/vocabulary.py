@@ -12,26 +12,28 @@ from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
 
 
 class Channel(enum.StrEnum):
-    """How a turn reached the gateway. The value is what databases store and what
-    usage is grouped by; the name of the protobuf value is `CHANNEL_<name>`."""
+    """How a turn reached the gateway. The value is the protobuf value's name: what
+    databases store, what usage is grouped by (`groupBy=CHANNEL` keys) and what JSON shows."""
 
-    TEXT = "TEXT"
-    VOICE = "VOICE"
+    TEXT = "CHANNEL_TEXT"
+    VOICE = "CHANNEL_VOICE"
 
     def to_proto(self) -> session_pb2.Channel:
-        return cast(session_pb2.Channel, session_pb2.Channel.Value(f"CHANNEL_{self.value}"))
+        return cast(session_pb2.Channel, session_pb2.Channel.Value(self.value))
 
     @classmethod
     def from_proto(cls, value: int, *, default: Channel | None = None) -> Channel | None:
         """The channel of a protobuf value; `default` for CHANNEL_UNSPECIFIED, None for an unknown number."""
         if value == session_pb2.CHANNEL_UNSPECIFIED:
             return default
-        name = session_pb2.Channel.Name(value) if value in session_pb2.Channel.values() else ""
-        return cls(name.removeprefix("CHANNEL_")) if name else None
+        if value not in session_pb2.Channel.values():
+            return None
+        return cls(session_pb2.Channel.Name(value))
 
 
 class AttemptOutcome(enum.StrEnum):
-    """What one delivery attempt came to; the protobuf value is `ATTEMPT_OUTCOME_<name>`."""
+    """What one delivery attempt came to. The value (stored in the ledger, shown in the
+    provider performance report) is the protobuf name without its `ATTEMPT_OUTCOME_` prefix."""
 
     SUCCESS = "SUCCESS"
     UNAVAILABLE = "UNAVAILABLE"
