@@ -1,7 +1,6 @@
 """The shared vocabulary matches the protobuf enums it stands for, value for value."""
 
 from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
-
 from vocalbridge_common.vocabulary import AttemptOutcome, Channel
 
 
