@@ -56,6 +56,21 @@ class PageRequest:
         """Rows to read: one more than the page, to tell whether a next page exists."""
         return self.limit + 1
 
+    # A token's MAC means its key has the type its list encoded; these give a repository
+    # that type, and refuse anything else as a bad token rather than pass it to SQL.
+
+    def after_str(self) -> str | None:
+        """`after` of a list ordered by a string key (an id)."""
+        if self.after is None or isinstance(self.after, str):
+            return self.after
+        raise _invalid_token()
+
+    def after_int(self) -> int | None:
+        """`after` of a list ordered by an integer key (a version number)."""
+        if self.after is None or (isinstance(self.after, int) and not isinstance(self.after, bool)):
+            return self.after
+        raise _invalid_token()
+
 
 def clamp_page_size(page_size: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
     if page_size < 0:
