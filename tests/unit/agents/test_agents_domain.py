@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from vocalbridge_agents.domain import (
     LEAF_PATHS,
     AgentConfig,
-    AgentNotFound,
     ModelParameters,
     VoiceSettings,
     apply_mask,
@@ -19,7 +18,7 @@ from vocalbridge_agents.domain import (
     resolve_update_mask,
     validate_config,
 )
-from vocalbridge_common.errors import InvalidArgument
+from vocalbridge_common.errors import AgentNotFound, InvalidArgument
 from vocalbridge_common.ids import new_id
 
 AGENT_ID = new_id("agt")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.topology import default_port
 
-DEFAULT_PORT = 50052
 # The documented limit of Agent.system_prompt (agent.proto).
 DEFAULT_MAX_SYSTEM_PROMPT_CHARS = 16_000
 
@@ -25,6 +25,6 @@ class AgentsSettings:
         if max_prompt < 1:
             raise ConfigError("VB_AGENTS_MAX_SYSTEM_PROMPT_CHARS must be at least 1")
         return cls(
-            common=CommonSettings.from_env("agents", DEFAULT_PORT, env),
+            common=CommonSettings.from_env("agents", default_port("agents"), env),
             max_system_prompt_chars=max_prompt,
         )

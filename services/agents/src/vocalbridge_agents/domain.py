@@ -11,7 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from vocalbridge_common.errors import Aborted, FieldViolation, NotFound, invalid_fields
+from vocalbridge_common.errors import (
+    Aborted,
+    AgentNotFound,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    echo,
+    invalid_fields,
+)
 from vocalbridge_common.ids import ID_PATTERN
 from vocalbridge_common.validation import Violations
 
@@ -86,27 +94,14 @@ class AgentVersion:
         return version_name(self.agent_id, self.version)
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list
-    next_page_token: str
-
-
 # -- errors ------------------------------------------------------------------
-
-
-class AgentNotFound(NotFound):
-    default_reason = "AGENT_NOT_FOUND"
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"agent {name!r} not found", metadata={"name": name[:200]})
 
 
 class AgentVersionNotFound(NotFound):
     default_reason = "AGENT_VERSION_NOT_FOUND"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"agent version {name!r} not found", metadata={"name": name[:200]})
+        super().__init__(f"agent version {echo(name)!r} not found", metadata={"name": echo(name)})
 
 
 class EtagMismatch(Aborted):
@@ -144,7 +139,7 @@ def etag_for(agent_id: str, version: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
-def _malformed(field_path: str, expected: str):
+def _malformed(field_path: str, expected: str) -> InvalidArgument:
     return invalid_fields([FieldViolation(field_path, f"must have the form {expected}")])
 
 

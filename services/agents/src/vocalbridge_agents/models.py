@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Double, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Double, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vocalbridge_common.db import UtcDateTime, declarative_base
+from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
 
-AgentsBase = declarative_base()
+
+class AgentsBase(DeclarativeBase):
+    """The agents tables' own MetaData: one service, one schema, one migration history.
+    Declared as a class (not built by a factory) so type checkers accept it as a base."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class AgentConfigColumns:

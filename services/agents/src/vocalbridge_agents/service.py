@@ -1,5 +1,5 @@
-"""Agents use cases. Each opens one tenant transaction (the caller's tenant, from
-the verified identity); repositories never commit."""
+"""Agents use cases. Each takes the tenant it acts for and opens one transaction
+of that tenant; repositories never commit. Domain values in and out."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ from vocalbridge_agents.domain import (
     ID_PREFIX,
     Agent,
     AgentConfig,
-    AgentNotFound,
     AgentVersion,
     AgentVersionNotFound,
     ConcurrentModification,
     EtagMismatch,
-    Page,
     agent_name,
     apply_mask,
     parse_agent_name,
@@ -26,11 +24,10 @@ from vocalbridge_agents.domain import (
     validate_config,
 )
 from vocalbridge_agents.repository import AgentRepository
-from vocalbridge_common.context import current_tenant_id
 from vocalbridge_common.db import Database, utcnow
-from vocalbridge_common.errors import invalid_fields
+from vocalbridge_common.errors import AgentNotFound, invalid_fields
 from vocalbridge_common.ids import new_id
-from vocalbridge_common.pagination import PageTokenCodec, clamp_page_size
+from vocalbridge_common.pagination import Page, Paginator
 
 # An update without an etag re-reads and re-applies its mask when a concurrent
 # update wins the race. Each lost race means another writer succeeded, so up to
@@ -42,14 +39,14 @@ class AgentService:
     def __init__(
         self,
         db: Database,
-        page_tokens: PageTokenCodec,
+        paginator: Paginator,
         *,
         known_providers: tuple[str, ...],
         max_system_prompt_chars: int,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
-        self._page_tokens = page_tokens
+        self._paginator = paginator
         self._known_providers = tuple(known_providers)
         self._max_system_prompt_chars = max_system_prompt_chars
         self._clock = clock
@@ -61,8 +58,7 @@ class AgentService:
         if violations:
             raise invalid_fields(violations)
 
-    async def create_agent(self, config: AgentConfig) -> Agent:
-        tenant_id = current_tenant_id()
+    async def create_agent(self, tenant_id: str, config: AgentConfig) -> Agent:
         self._validate(config)
         now = self._clock()
         agent = Agent(id=new_id(ID_PREFIX), version=1, config=config, create_time=now, update_time=now)
@@ -72,8 +68,7 @@ class AgentService:
             await repo.add_version(AgentVersion(agent_id=agent.id, version=1, config=config, create_time=now))
         return agent
 
-    async def get_agent(self, name: str) -> Agent:
-        tenant_id = current_tenant_id()
+    async def get_agent(self, tenant_id: str, name: str) -> Agent:
         agent_id = parse_agent_name(name, "name")
         async with self._db.tenant_transaction(tenant_id) as session:
             agent = await AgentRepository(session, tenant_id).get_agent(agent_id)
@@ -81,20 +76,16 @@ class AgentService:
             raise AgentNotFound(name)
         return agent
 
-    async def list_agents(self, page_size: int, page_token: str) -> Page:
-        tenant_id = current_tenant_id()
-        limit = clamp_page_size(page_size)
+    async def list_agents(self, tenant_id: str, page_size: int, page_token: str) -> Page[Agent]:
         # The tenant is part of the query: a token is useless to another tenant.
-        query = f"ListAgents/{tenant_id}"
-        after_id = self._page_tokens.decode(page_token, query)
+        request = self._paginator.request(f"ListAgents/{tenant_id}", page_size, page_token)
         async with self._db.tenant_transaction(tenant_id) as session:
-            agents = await AgentRepository(session, tenant_id).page_agents(after_id, limit + 1)
-        if len(agents) > limit:
-            return Page(agents[:limit], self._page_tokens.encode(query, agents[limit - 1].id))
-        return Page(agents, "")
+            agents = await AgentRepository(session, tenant_id).page_agents(request.after_str(), request.fetch)
+        return self._paginator.page(request, agents, key=lambda agent: agent.id)
 
     async def update_agent(
         self,
+        tenant_id: str,
         name: str,
         patch: AgentConfig,
         *,
@@ -117,7 +108,6 @@ class AgentService:
         so every stored version is one a session can run (e.g. a new primary must
         still differ from the unchanged fallback).
         """
-        tenant_id = current_tenant_id()
         agent_id = parse_agent_name(name, "agent.name")
         leaves = resolve_update_mask(mask_paths) if mask_paths else populated_paths
         for _ in range(UPDATE_ATTEMPTS):
@@ -154,8 +144,7 @@ class AgentService:
                 raise EtagMismatch(name)
         raise ConcurrentModification(name)
 
-    async def delete_agent(self, name: str, etag: str) -> None:
-        tenant_id = current_tenant_id()
+    async def delete_agent(self, tenant_id: str, name: str, etag: str) -> None:
         agent_id = parse_agent_name(name, "name")
         async with self._db.tenant_transaction(tenant_id) as session:
             repo = AgentRepository(session, tenant_id)
@@ -168,9 +157,8 @@ class AgentService:
                 # Changed or deleted since we read it.
                 raise EtagMismatch(name) if etag else AgentNotFound(name)
 
-    async def get_agent_version(self, name: str) -> AgentVersion:
+    async def get_agent_version(self, tenant_id: str, name: str) -> AgentVersion:
         """Also for a deleted agent: sessions pinned to a version keep working."""
-        tenant_id = current_tenant_id()
         agent_id, version = parse_version_name(name)
         async with self._db.tenant_transaction(tenant_id) as session:
             repo = AgentRepository(session, tenant_id)
@@ -181,18 +169,15 @@ class AgentService:
                 raise AgentNotFound(agent_name(agent_id))
         return found
 
-    async def list_agent_versions(self, parent: str, page_size: int, page_token: str) -> Page:
-        tenant_id = current_tenant_id()
+    async def list_agent_versions(
+        self, tenant_id: str, parent: str, page_size: int, page_token: str
+    ) -> Page[AgentVersion]:
         agent_id = parse_agent_name(parent, "parent")
-        limit = clamp_page_size(page_size)
-        query = f"ListAgentVersions/{tenant_id}/{agent_id}"
-        before_version = self._page_tokens.decode(page_token, query)
+        request = self._paginator.request(f"ListAgentVersions/{tenant_id}/{agent_id}", page_size, page_token)
         async with self._db.tenant_transaction(tenant_id) as session:
             repo = AgentRepository(session, tenant_id)
-            versions = await repo.page_versions(agent_id, before_version, limit + 1)
+            versions = await repo.page_versions(agent_id, request.after_int(), request.fetch)
             # Every agent has version 1, so an empty first page means no such agent here.
             if not versions and not await repo.agent_ever_existed(agent_id):
                 raise AgentNotFound(parent)
-        if len(versions) > limit:
-            return Page(versions[:limit], self._page_tokens.encode(query, versions[limit - 1].version))
-        return Page(versions, "")
+        return self._paginator.page(request, versions, key=lambda version: version.version)

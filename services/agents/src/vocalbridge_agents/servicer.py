@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from google.protobuf import empty_pb2
+from grpc.aio import ServicerContext
 
-from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2_grpc
+from vocalbridge.agents.v1 import agents_service_pb2 as pb
 from vocalbridge_agents.domain import (
     PARAMETER_FIELDS,
     SCALAR_FIELDS,
@@ -16,6 +18,7 @@ from vocalbridge_agents.domain import (
     VoiceSettings,
 )
 from vocalbridge_agents.service import AgentService
+from vocalbridge_common.context import current_tenant_id
 from vocalbridge_common.protoconv import to_timestamp
 
 
@@ -81,23 +84,36 @@ def version_to_proto(version: AgentVersion) -> agent_pb2.AgentVersion:
 
 
 class AgentServicer(agents_service_pb2_grpc.AgentServiceServicer):
+    """Each RPC: the caller's tenant from the verified identity, the request as domain
+    values, one use case, the result as protobuf."""
+
     def __init__(self, service: AgentService) -> None:
         self._service = service
 
-    async def CreateAgent(self, request: agents_service_pb2.CreateAgentRequest, context) -> agent_pb2.Agent:
-        return agent_to_proto(await self._service.create_agent(config_from_proto(request.agent)))
+    async def CreateAgent(
+        self, request: pb.CreateAgentRequest, context: ServicerContext[pb.CreateAgentRequest, agent_pb2.Agent]
+    ) -> agent_pb2.Agent:
+        tenant_id = current_tenant_id()
+        return agent_to_proto(await self._service.create_agent(tenant_id, config_from_proto(request.agent)))
 
-    async def GetAgent(self, request: agents_service_pb2.GetAgentRequest, context) -> agent_pb2.Agent:
-        return agent_to_proto(await self._service.get_agent(request.name))
+    async def GetAgent(
+        self, request: pb.GetAgentRequest, context: ServicerContext[pb.GetAgentRequest, agent_pb2.Agent]
+    ) -> agent_pb2.Agent:
+        return agent_to_proto(await self._service.get_agent(current_tenant_id(), request.name))
 
-    async def ListAgents(self, request: agents_service_pb2.ListAgentsRequest, context):
-        page = await self._service.list_agents(request.page_size, request.page_token)
-        return agents_service_pb2.ListAgentsResponse(
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: ServicerContext[pb.ListAgentsRequest, pb.ListAgentsResponse]
+    ) -> pb.ListAgentsResponse:
+        page = await self._service.list_agents(current_tenant_id(), request.page_size, request.page_token)
+        return pb.ListAgentsResponse(
             agents=[agent_to_proto(agent) for agent in page.items], next_page_token=page.next_page_token
         )
 
-    async def UpdateAgent(self, request: agents_service_pb2.UpdateAgentRequest, context) -> agent_pb2.Agent:
+    async def UpdateAgent(
+        self, request: pb.UpdateAgentRequest, context: ServicerContext[pb.UpdateAgentRequest, agent_pb2.Agent]
+    ) -> agent_pb2.Agent:
         agent = await self._service.update_agent(
+            current_tenant_id(),
             request.agent.name,
             config_from_proto(request.agent),
             mask_paths=tuple(request.update_mask.paths),
@@ -106,16 +122,28 @@ class AgentServicer(agents_service_pb2_grpc.AgentServiceServicer):
         )
         return agent_to_proto(agent)
 
-    async def DeleteAgent(self, request: agents_service_pb2.DeleteAgentRequest, context) -> empty_pb2.Empty:
-        await self._service.delete_agent(request.name, request.etag)
+    async def DeleteAgent(
+        self, request: pb.DeleteAgentRequest, context: ServicerContext[pb.DeleteAgentRequest, empty_pb2.Empty]
+    ) -> empty_pb2.Empty:
+        await self._service.delete_agent(current_tenant_id(), request.name, request.etag)
         return empty_pb2.Empty()
 
-    async def ListAgentVersions(self, request: agents_service_pb2.ListAgentVersionsRequest, context):
-        page = await self._service.list_agent_versions(request.parent, request.page_size, request.page_token)
-        return agents_service_pb2.ListAgentVersionsResponse(
+    async def ListAgentVersions(
+        self,
+        request: pb.ListAgentVersionsRequest,
+        context: ServicerContext[pb.ListAgentVersionsRequest, pb.ListAgentVersionsResponse],
+    ) -> pb.ListAgentVersionsResponse:
+        page = await self._service.list_agent_versions(
+            current_tenant_id(), request.parent, request.page_size, request.page_token
+        )
+        return pb.ListAgentVersionsResponse(
             agent_versions=[version_to_proto(version) for version in page.items],
             next_page_token=page.next_page_token,
         )
 
-    async def GetAgentVersion(self, request: agents_service_pb2.GetAgentVersionRequest, context):
-        return version_to_proto(await self._service.get_agent_version(request.name))
+    async def GetAgentVersion(
+        self,
+        request: pb.GetAgentVersionRequest,
+        context: ServicerContext[pb.GetAgentVersionRequest, agent_pb2.AgentVersion],
+    ) -> agent_pb2.AgentVersion:
+        return version_to_proto(await self._service.get_agent_version(current_tenant_id(), request.name))
