@@ -252,6 +252,16 @@ async def test_revoked_key_is_refused_after_cache_ttl(auth, authz, operator, as_
     assert (await check(authz, LIST_AGENTS, admin.secret)).HasField("ok_response")
 
 
+async def test_revoking_a_revoked_key_changes_nothing(auth, operator, as_tenant):
+    tenant_id, _ = await new_tenant(auth, operator)
+    meta = as_tenant(tenant_id)
+    key = await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()), metadata=meta)
+    first = await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=meta)
+    again = await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=meta)
+    assert first.HasField("revoke_time") and again == first
+    assert await auth.GetApiKey(auth_service_pb2.GetApiKeyRequest(name=key.name), metadata=meta) == first
+
+
 async def test_expired_key_is_refused(auth, authz, operator, as_tenant):
     tenant_id, _ = await new_tenant(auth, operator)
     expire = timestamp_pb2.Timestamp()

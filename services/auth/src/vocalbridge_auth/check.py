@@ -15,20 +15,20 @@ import base64
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from envoy.config.core.v3 import base_pb2
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
+from grpc.aio import ServicerContext
 
-from vocalbridge_auth import keys
-from vocalbridge_auth.models import ApiKeyRow
+from vocalbridge_auth.domain import OPERATOR_KEY_ID, ApiKey, authenticate, digest, prefix_of
 from vocalbridge_auth.routes import Route, body_violations, match
-from vocalbridge_auth.service import AuthService
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import (
@@ -40,12 +40,11 @@ from vocalbridge_common.errors import (
     invalid_fields,
     to_rpc_status,
 )
-from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.headers import API_KEY_HEADER, AUTHORIZATION_HEADER, IDENTITY_HEADER, REQUEST_ID_HEADER
 from vocalbridge_common.identity import IdentitySigner
 
 log = logging.getLogger(__name__)
 
-OPERATOR_KEY_ID = "operator"
 _MAX_CACHE_ENTRIES = 100_000
 
 
@@ -56,9 +55,15 @@ class Principal:
     scopes: frozenset[str]
 
 
+class KeyFinder(Protocol):
+    """Where keys are found by their public prefix (the auth service)."""
+
+    async def find_key(self, prefix: str) -> ApiKey | None: ...
+
+
 @dataclass(frozen=True)
 class _CachedKey:
-    row: ApiKeyRow | None
+    key: ApiKey | None
     fetched_at: float
 
 
@@ -67,29 +72,29 @@ class KeyAuthenticator:
 
     def __init__(
         self,
-        service: AuthService,
+        keys: KeyFinder,
         operator_key_digest: str,
         cache_ttl_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._service = service
+        self._keys = keys
         self._operator_key_digest = operator_key_digest
         self._ttl = cache_ttl_seconds
         self._monotonic = monotonic
         self._clock = clock
         self._cache: dict[str, _CachedKey] = {}
 
-    async def _lookup(self, prefix: str) -> ApiKeyRow | None:
+    async def _lookup(self, prefix: str) -> ApiKey | None:
         now = self._monotonic()
         cached = self._cache.get(prefix)
         if cached is not None and now - cached.fetched_at < self._ttl:
-            return cached.row
-        row = await self._service.find_key(prefix)
+            return cached.key
+        key = await self._keys.find_key(prefix)
         if len(self._cache) >= _MAX_CACHE_ENTRIES:
             self._cache.clear()
-        self._cache[prefix] = _CachedKey(row, now)
-        return row
+        self._cache[prefix] = _CachedKey(key, now)
+        return key
 
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
@@ -97,25 +102,19 @@ class KeyAuthenticator:
                 "an API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                 reason="API_KEY_MISSING",
             )
-        if hmac.compare_digest(keys.digest(secret), self._operator_key_digest):
+        if hmac.compare_digest(digest(secret), self._operator_key_digest):
             return Principal("", OPERATOR_KEY_ID, frozenset({scope_policy.OPERATOR}))
-        prefix = keys.prefix_of(secret)
-        row = await self._lookup(prefix) if prefix else None
-        if row is None or not keys.matches(secret, row.digest):
-            raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
-        if row.revoke_time is not None:
-            raise Unauthenticated("the API key has been revoked", reason="API_KEY_REVOKED")
-        if row.expire_time is not None and row.expire_time <= self._clock():
-            raise Unauthenticated("the API key has expired", reason="API_KEY_EXPIRED")
-        return Principal(row.tenant_id, row.id, frozenset(row.scopes.split(",")))
+        prefix = prefix_of(secret)
+        key = authenticate(secret, await self._lookup(prefix) if prefix else None, self._clock())
+        return Principal(key.tenant_id, key.id, frozenset(key.scopes))
 
 
-def presented_secret(headers) -> str | None:
-    authorization = headers.get("authorization", "")
+def presented_secret(headers: Mapping[str, str]) -> str | None:
+    authorization = headers.get(AUTHORIZATION_HEADER, "")
     scheme, _, credentials = authorization.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return headers.get("x-api-key", "").strip() or None
+    return headers.get(API_KEY_HEADER, "").strip() or None
 
 
 _HTTP_STATUS = {
@@ -127,17 +126,20 @@ _HTTP_STATUS = {
 }
 
 
-def _is_grpc(headers) -> bool:
+def _is_grpc(headers: Mapping[str, str]) -> bool:
     return headers.get("content-type", "").startswith("application/grpc")
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationServicer:
+    """Envoy's `envoy.service.auth.v3.Authorization` (registered with the generated
+    `add_AuthorizationServicer_to_server`; its one method is Check)."""
+
     def __init__(self, authenticator: KeyAuthenticator, signer: IdentitySigner, routes: list[Route]) -> None:
         self._authenticator = authenticator
         self._signer = signer
         self._routes = routes
 
-    def _resolve(self, http) -> tuple[str, Route | None]:
+    def _resolve(self, http: attribute_context_pb2.AttributeContext.HttpRequest) -> tuple[str, Route | None]:
         """The RPC a request is for, and for a JSON request its HTTP route."""
         if _is_grpc(http.headers):
             return http.path, None
@@ -146,10 +148,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             raise NotFound(f"no API method at {http.method} {http.path.split('?', 1)[0]}", reason="METHOD_NOT_FOUND")
         return route.full_method, route
 
-    async def Check(self, request, context):
+    async def Check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: ServicerContext[external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse],
+    ) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
         headers = http.headers
-        request_id = headers.get("x-request-id")
+        request_id = headers.get(REQUEST_ID_HEADER)
         method = http.path
         try:
             principal = await self._authenticator.authenticate(presented_secret(headers))
@@ -185,7 +191,7 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
                     )
                 ],
                 # The services never need the secret; keep it out of their logs and memory.
-                headers_to_remove=["authorization", "x-api-key"],
+                headers_to_remove=[AUTHORIZATION_HEADER, API_KEY_HEADER],
             ),
         )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from vocalbridge_auth.domain import digest
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.topology import default_port
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class AuthSettings:
         if len(operator_key) < 24:
             raise ConfigError("VB_OPERATOR_API_KEY must be at least 24 characters")
         return cls(
-            common=CommonSettings.from_env("auth", 50051, env),
-            operator_key_digest=hashlib.sha256(operator_key.encode()).hexdigest(),
+            common=CommonSettings.from_env("auth", default_port("auth"), env),
+            operator_key_digest=digest(operator_key),
             key_cache_ttl_seconds=env.float("VB_AUTH_KEY_CACHE_TTL_SECONDS", 5.0),
             identity_ttl_seconds=env.int("VB_IDENTITY_TTL_SECONDS", 300),
         )

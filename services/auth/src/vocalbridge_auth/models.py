@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vocalbridge_common.db import UtcDateTime, declarative_base
+from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
 
-AuthBase = declarative_base()
+
+class AuthBase(DeclarativeBase):
+    """The auth tables' own MetaData: one service, one schema, one migration history.
+    Declared as a class (not built by a factory) so type checkers accept it as a base."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class TenantRow(AuthBase):

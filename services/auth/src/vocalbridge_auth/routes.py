@@ -14,8 +14,10 @@ from __future__ import annotations
 import importlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor, json_format, symbol_database
@@ -42,13 +44,13 @@ _WELL_KNOWN = {
 @dataclass(frozen=True)
 class Route:
     http_method: str
-    pattern: re.Pattern
+    pattern: re.Pattern[str]
     full_method: str  # /package.Service/Method
     body_type: descriptor.Descriptor | None  # what the JSON body must parse as; None: no body
     body_prefix: str  # the request field the body fills ("" for body "*")
 
 
-def _template_regex(template: str) -> re.Pattern:
+def _template_regex(template: str) -> re.Pattern[str]:
     """`/v1/{name=agents/*}/versions` → ^/v1/agents/[^/:]+/versions$ (variables as segments)."""
     out, i = [], 0
     while i < len(template):
@@ -154,18 +156,17 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
-def _unknown_fields(document: dict, message: descriptor.Descriptor, path: str):
+def _unknown_fields(document: dict[str, Any], message: descriptor.Descriptor, path: str) -> Iterator[FieldViolation]:
     by_name = {**{f.json_name: f for f in message.fields}, **{f.name: f for f in message.fields}}
     for key, value in document.items():
         field = by_name.get(key)
         if field is None:
             yield FieldViolation(path + key, f"unknown field: {message.full_name} has no field named {key!r}")
             continue
-        if field.type != FieldDescriptor.TYPE_MESSAGE or field.message_type.full_name in _WELL_KNOWN:
-            continue
-        if field.message_type.GetOptions().map_entry:
+        nested = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+        if nested is None or nested.full_name in _WELL_KNOWN or nested.GetOptions().map_entry:
             continue
         items = value if field.is_repeated and isinstance(value, list) else [value]
         for item in items:
             if isinstance(item, dict):
-                yield from _unknown_fields(item, field.message_type, f"{path}{field.name}.")
+                yield from _unknown_fields(item, nested, f"{path}{field.name}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from vocalbridge.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
@@ -14,7 +15,7 @@ from vocalbridge_auth.service import AuthService
 from vocalbridge_auth.servicer import AuthServicer
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_common.pagination import PageTokenCodec
+from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 
@@ -27,26 +28,30 @@ async def create_server(settings: AuthSettings) -> RunningServer:
     db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
     instrument_engine(db.engine)
     signer = IdentitySigner(settings.common.identity_secret, settings.identity_ttl_seconds)
-    service = AuthService(db, PageTokenCodec(settings.common.identity_secret))
+    service = AuthService(db, Paginator(PageTokenCodec(settings.common.identity_secret)))
     routes = contract_routes()
     authenticator = KeyAuthenticator(service, settings.operator_key_digest, settings.key_cache_ttl_seconds)
 
-    def register(server) -> None:
+    def register(server: grpc.aio.Server) -> None:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(authenticator, signer, routes), server
         )
 
-    return await start_grpc_server(
-        service_names=(
-            auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-            external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
-        ),
-        register=register,
-        signer=signer,
-        host=settings.common.listen_host,
-        port=settings.common.port,
-        # Envoy calls Check before any identity exists; Check is what creates it.
-        public_methods=(CHECK_METHOD,),
-        on_stop=(db.dispose,),
-    )
+    try:
+        return await start_grpc_server(
+            service_names=(
+                auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
+            ),
+            register=register,
+            signer=signer,
+            host=settings.common.listen_host,
+            port=settings.common.port,
+            # Envoy calls Check before any identity exists; Check is what creates it.
+            public_methods=(CHECK_METHOD,),
+            on_stop=(db.dispose,),
+        )
+    except BaseException:
+        await db.dispose()
+        raise

@@ -1,157 +1,160 @@
-"""Auth use cases. Each opens its own transaction; tenant-owned data is touched
-only in the caller's tenant transaction."""
+"""Auth use cases. Each opens its own transaction: tenant-owned data only in the
+transaction of the tenant it is given, the registry and the key lookup in a
+system transaction. Domain values in and out; repositories never commit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import secrets
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from vocalbridge_auth import keys
-from vocalbridge_auth.models import ApiKeyRow, TenantRow
-from vocalbridge_auth.repository import ApiKeyRepository, TenantRepository
-from vocalbridge_common import scopes
+from vocalbridge_auth.domain import (
+    INITIAL_KEY_NAME,
+    INITIAL_KEY_SCOPES,
+    KEY_ID_PREFIX,
+    OPERATOR_KEY_ID,
+    PRIVATE_BYTES,
+    PUBLIC_ID_BYTES,
+    TENANT_ID_PREFIX,
+    ApiKey,
+    ApiKeyNotFound,
+    Caller,
+    IssuedKey,
+    NewTenant,
+    Tenant,
+    TenantNotFound,
+    issue_key,
+    key_violations,
+    parse_key_name,
+    parse_tenant_name,
+    tenant_violations,
+)
+from vocalbridge_auth.repository import AccountRepository, KeyLookup, TenantRegistry
 from vocalbridge_common.db import Database, utcnow
-from vocalbridge_common.errors import NotFound, invalid_fields
+from vocalbridge_common.errors import invalid_fields
+from vocalbridge_common.identity import Identity
 from vocalbridge_common.ids import new_id
-from vocalbridge_common.pagination import PageTokenCodec, clamp_page_size
-from vocalbridge_common.validation import Violations
-
-
-class TenantNotFound(NotFound):
-    default_reason = "TENANT_NOT_FOUND"
-
-    def __init__(self, tenant_id: str) -> None:
-        super().__init__(f"tenant {tenant_id!r} not found", metadata={"tenant": tenant_id})
-
-
-class ApiKeyNotFound(NotFound):
-    default_reason = "API_KEY_NOT_FOUND"
-
-    def __init__(self, key_id: str) -> None:
-        super().__init__(f"API key {key_id!r} not found", metadata={"apiKey": key_id})
-
-
-@dataclass(frozen=True)
-class CreatedKey:
-    row: ApiKeyRow
-    secret: str  # shown to the caller once, then forgotten
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list
-    next_page_token: str
+from vocalbridge_common.pagination import Page, Paginator
 
 
 class AuthService:
-    def __init__(self, db: Database, page_tokens: PageTokenCodec, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        paginator: Paginator,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
         self._db = db
-        self._page_tokens = page_tokens
+        self._paginator = paginator
         self._clock = clock
+        self._random_bytes = random_bytes
 
-    # -- tenants (operator) -------------------------------------------------
+    # -- tenants (the operator) ---------------------------------------------------
 
-    async def create_tenant(self, display_name: str) -> tuple[TenantRow, CreatedKey]:
-        violations = Violations()
-        violations.display_name("display_name", display_name)
+    async def create_tenant(self, display_name: str) -> NewTenant:
+        """A tenant and its first key, which can manage the others; both or neither."""
+        violations = tenant_violations(display_name)
         if violations:
             raise invalid_fields(violations)
         now = self._clock()
-        tenant = TenantRow(id=new_id("ten"), display_name=display_name, create_time=now)
+        tenant = Tenant(id=new_id(TENANT_ID_PREFIX), display_name=display_name, create_time=now)
+        first_key = self._issue(tenant.id, INITIAL_KEY_NAME, INITIAL_KEY_SCOPES, None, now)
         async with self._db.tenant_transaction(tenant.id) as session:
-            await TenantRepository(session).add(tenant)
-            created = await self._add_key(session, tenant.id, "Initial admin key", (scopes.ADMIN,), None, now)
-        return tenant, created
+            account = AccountRepository(session, tenant.id)
+            await account.add_tenant(tenant)
+            await account.add_key(first_key.key)
+        return NewTenant(tenant=tenant, first_key=first_key)
 
-    async def get_tenant(self, tenant_id: str | None) -> TenantRow:
+    async def get_tenant(self, name: str) -> Tenant:
+        tenant_id = parse_tenant_name(name)
         if tenant_id:
             async with self._db.system_transaction() as session:
-                row = await TenantRepository(session).get(tenant_id)
-            if row is not None:
-                return row
+                tenant = await TenantRegistry(session).get(tenant_id)
+            if tenant is not None:
+                return tenant
         raise TenantNotFound(tenant_id or "")
 
-    async def list_tenants(self, page_size: int, page_token: str) -> Page:
-        limit = clamp_page_size(page_size)
-        after = self._page_tokens.decode(page_token, "tenants")
+    async def list_tenants(self, page_size: int, page_token: str) -> Page[Tenant]:
+        request = self._paginator.request("tenants", page_size, page_token)
         async with self._db.system_transaction() as session:
-            rows = await TenantRepository(session).page(after, limit + 1)
-        return self._page(rows, limit, "tenants")
+            tenants = await TenantRegistry(session).page(request.after_str(), request.fetch)
+        return self._paginator.page(request, tenants, key=lambda tenant: tenant.id)
 
-    # -- API keys (tenant admin) --------------------------------------------
+    # -- API keys (a tenant's admin) ----------------------------------------------
 
     async def create_api_key(
-        self, tenant_id: str, display_name: str, scope_names: list[str], expire_time: datetime | None
-    ) -> CreatedKey:
+        self, tenant_id: str, display_name: str, scope_names: Sequence[str], expire_time: datetime | None
+    ) -> IssuedKey:
         now = self._clock()
-        violations = Violations()
-        violations.length("api_key.display_name", display_name, maximum=100)
-        if not scope_names:
-            scope_names = [scopes.WRITE]
-        if any(name not in scopes.TENANT_SCOPES for name in scope_names):
-            violations.add("api_key.scopes", "each scope must be SCOPE_READ, SCOPE_WRITE or SCOPE_ADMIN")
-        if expire_time is not None and expire_time <= now:
-            violations.add("api_key.expire_time", "must be in the future")
+        violations = key_violations(display_name, scope_names, expire_time, now)
         if violations:
             raise invalid_fields(violations)
+        issued = self._issue(tenant_id, display_name, scope_names, expire_time, now)
         async with self._db.tenant_transaction(tenant_id) as session:
-            return await self._add_key(session, tenant_id, display_name, tuple(scope_names), expire_time, now)
+            await AccountRepository(session, tenant_id).add_key(issued.key)
+        return issued
 
-    async def _add_key(self, session, tenant_id, display_name, scope_names, expire_time, now) -> CreatedKey:
-        secret, prefix = keys.generate_secret()
-        row = ApiKeyRow(
-            id=new_id("key"),
-            tenant_id=tenant_id,
-            display_name=display_name,
-            prefix=prefix,
-            digest=keys.digest(secret),
-            scopes=",".join(sorted(set(scope_names))),
-            create_time=now,
-            expire_time=expire_time,
-            revoke_time=None,
-        )
-        await ApiKeyRepository(session).add(row)
-        return CreatedKey(row=row, secret=secret)
-
-    async def get_api_key(self, tenant_id: str, key_id: str | None) -> ApiKeyRow:
+    async def get_api_key(self, tenant_id: str, name: str) -> ApiKey:
+        key_id = parse_key_name(name)
         if key_id:
             async with self._db.tenant_transaction(tenant_id) as session:
-                row = await ApiKeyRepository(session).get(tenant_id, key_id)
-            if row is not None:
-                return row
+                key = await AccountRepository(session, tenant_id).get_key(key_id)
+            if key is not None:
+                return key
         raise ApiKeyNotFound(key_id or "")
 
-    async def key_expire_time(self, tenant_id: str, key_id: str) -> datetime | None:
+    async def list_api_keys(self, tenant_id: str, page_size: int, page_token: str) -> Page[ApiKey]:
+        # The tenant is part of the query: a token is useless to another tenant.
+        request = self._paginator.request(f"apiKeys/{tenant_id}", page_size, page_token)
         async with self._db.tenant_transaction(tenant_id) as session:
-            row = await ApiKeyRepository(session).get(tenant_id, key_id)
-        return row.expire_time if row is not None else None
+            keys = await AccountRepository(session, tenant_id).page_keys(request.after_str(), request.fetch)
+        return self._paginator.page(request, keys, key=lambda key: key.id)
 
-    async def list_api_keys(self, tenant_id: str, page_size: int, page_token: str) -> Page:
-        limit = clamp_page_size(page_size)
-        after = self._page_tokens.decode(page_token, "apiKeys")
-        async with self._db.tenant_transaction(tenant_id) as session:
-            rows = await ApiKeyRepository(session).page(tenant_id, after, limit + 1)
-        return self._page(rows, limit, "apiKeys")
+    async def revoke_api_key(self, tenant_id: str, name: str) -> ApiKey:
+        """Revoking a revoked key changes nothing and returns it as it is."""
+        key_id = parse_key_name(name)
+        if key_id:
+            async with self._db.tenant_transaction(tenant_id) as session:
+                key = await AccountRepository(session, tenant_id).revoke_key(key_id, self._clock())
+            if key is not None:
+                return key
+        raise ApiKeyNotFound(key_id or "")
 
-    async def revoke_api_key(self, tenant_id: str, key_id: str | None) -> ApiKeyRow:
-        async with self._db.tenant_transaction(tenant_id) as session:
-            repository = ApiKeyRepository(session)
-            row = await repository.get(tenant_id, key_id) if key_id else None
-            if row is None:
-                raise ApiKeyNotFound(key_id or "")
-            if row.revoke_time is None:
-                row.revoke_time = self._clock()
-                await session.flush()
-            return row
+    # -- callers --------------------------------------------------------------------
 
-    async def find_key(self, prefix: str) -> ApiKeyRow | None:
-        """The key with this public prefix, whatever its tenant (for Check)."""
+    async def describe_caller(self, identity: Identity) -> Caller:
+        """The verified identity, with its key's expiry when it is a tenant's stored key."""
+        expire_time = None
+        if identity.tenant_id and identity.key_id != OPERATOR_KEY_ID:
+            async with self._db.tenant_transaction(identity.tenant_id) as session:
+                key = await AccountRepository(session, identity.tenant_id).get_key(identity.key_id)
+            expire_time = key.expire_time if key is not None else None
+        return Caller(
+            tenant_id=identity.tenant_id, key_id=identity.key_id, scopes=identity.scopes, expire_time=expire_time
+        )
+
+    async def find_key(self, prefix: str) -> ApiKey | None:
+        """The key with this public prefix, whatever its tenant (for Envoy's Check)."""
         async with self._db.system_transaction() as session:
-            return await ApiKeyRepository(session).find_by_prefix(prefix)
+            return await KeyLookup(session).find_by_prefix(prefix)
 
-    def _page(self, rows: list, limit: int, query: str) -> Page:
-        if len(rows) > limit:
-            rows = rows[:limit]
-            return Page(rows, self._page_tokens.encode(query, rows[-1].id))
-        return Page(rows, "")
+    def _issue(
+        self,
+        tenant_id: str,
+        display_name: str,
+        scope_names: Sequence[str],
+        expire_time: datetime | None,
+        now: datetime,
+    ) -> IssuedKey:
+        return issue_key(
+            key_id=new_id(KEY_ID_PREFIX),
+            tenant_id=tenant_id,
+            display_name=display_name,
+            scope_names=scope_names,
+            create_time=now,
+            expire_time=expire_time,
+            public_id=self._random_bytes(PUBLIC_ID_BYTES),
+            private=self._random_bytes(PRIVATE_BYTES),
+        )
