@@ -93,8 +93,7 @@ class AgentServicer(agents_service_pb2_grpc.AgentServiceServicer):
     async def CreateAgent(
         self, request: pb.CreateAgentRequest, context: ServicerContext[pb.CreateAgentRequest, agent_pb2.Agent]
     ) -> agent_pb2.Agent:
-        tenant_id = current_tenant_id()
-        return agent_to_proto(await self._service.create_agent(tenant_id, config_from_proto(request.agent)))
+        return agent_to_proto(await self._service.create_agent(current_tenant_id(), config_from_proto(request.agent)))
 
     async def GetAgent(
         self, request: pb.GetAgentRequest, context: ServicerContext[pb.GetAgentRequest, agent_pb2.Agent]
