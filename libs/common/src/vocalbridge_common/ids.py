@@ -27,3 +27,16 @@ def parse_resource_name(name: str, collection: str, prefix: str) -> str | None:
     if head != collection or not resource_id.startswith(prefix + "_") or not ID_PATTERN.match(resource_id):
         return None
     return resource_id
+
+
+def parse_name(name: str, collection: str, id_pattern: re.Pattern[str]) -> str | None:
+    """The id in `collection/<id>` when it matches `id_pattern`, or None.
+
+    For names whose ids follow a rule other than the gateway's own (`parse_resource_name`):
+    ids a producer chooses (a usage event's id), or another service's ids that a service
+    records without interpreting them.
+    """
+    head, _, resource_id = name.partition("/")
+    if head != collection or not id_pattern.match(resource_id):
+        return None
+    return resource_id

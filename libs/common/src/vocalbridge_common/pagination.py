@@ -71,6 +71,15 @@ class PageRequest:
             return self.after
         raise _invalid_token()
 
+    def after_strs(self, length: int) -> list[str] | None:
+        """`after` of a list ordered by `length` string keys (a time and an id, say)."""
+        after = self.after
+        if after is None:
+            return None
+        if isinstance(after, list) and len(after) == length and all(isinstance(part, str) for part in after):
+            return [str(part) for part in after]
+        raise _invalid_token()
+
 
 def clamp_page_size(page_size: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
     if page_size < 0:
