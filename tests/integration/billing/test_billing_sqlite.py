@@ -39,7 +39,8 @@ async def test_record_and_summarize_on_sqlite(sqlite_stub, as_tenant):
     tenant, other = new_id("ten"), new_id("ten")
     relay = as_tenant("", ("internal",))
     md = as_tenant(tenant, ("read",))
-    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    # Noon two days ago: 13 hours either side is still in the past at any time of day.
+    day = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
     events = [
         usage_event(tenant, event_time=day, attempts=[attempt("vendorA", SUCCESS, 100)]),
         usage_event(

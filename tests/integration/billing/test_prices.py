@@ -12,11 +12,11 @@ from tests.conftest import TEST_IDENTITY_SECRET
 from tests.integration.billing.billing_testkit import expect_failure, usage_event
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import price_pb2
+from vocalbridge_billing.prices import PriceService
 from vocalbridge_billing.server import SCHEMA
-from vocalbridge_billing.service import BillingService
 from vocalbridge_common.db import Database
 from vocalbridge_common.errors import InvalidArgument
-from vocalbridge_common.pagination import PageTokenCodec
+from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.pricing import SEED_PRICES, PriceRow, PriceUnit
 
 PROMPT = price_pb2.PRICE_UNIT_PER_1K_PROMPT_TOKENS
@@ -27,7 +27,7 @@ COMPLETION = price_pb2.PRICE_UNIT_PER_1K_COMPLETION_TOKENS
 async def operator_service(billing_database):
     """The service layer over the same database, for the operator action with no RPC: adding a price."""
     db = Database(billing_database, SCHEMA)
-    yield BillingService(db, PageTokenCodec(TEST_IDENTITY_SECRET))
+    yield PriceService(db, Paginator(PageTokenCodec(TEST_IDENTITY_SECRET)))
     await db.dispose()
 
 

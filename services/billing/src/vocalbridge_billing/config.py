@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.topology import default_port
 
-DEFAULT_PORT = 50054
+SERVICE = "billing"
 
 
 @dataclass(frozen=True)
@@ -22,4 +23,4 @@ class BillingSettings:
         skew = env.float("VB_BILLING_MAX_CLOCK_SKEW_SECONDS", 300.0)
         if skew < 0:
             raise ConfigError("VB_BILLING_MAX_CLOCK_SKEW_SECONDS must not be negative")
-        return cls(common=CommonSettings.from_env("billing", DEFAULT_PORT, env), max_clock_skew_seconds=skew)
+        return cls(common=CommonSettings.from_env(SERVICE, default_port(SERVICE), env), max_clock_skew_seconds=skew)

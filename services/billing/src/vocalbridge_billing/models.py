@@ -5,12 +5,27 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vocalbridge_common.db import UtcDateTime, declarative_base
+from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
 
-BillingBase = declarative_base()
+
+class BillingBase(DeclarativeBase):
+    """The billing tables' own MetaData: one service, one schema, one migration history.
+    Declared as a class (not built by a factory) so type checkers accept it as a base."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class PriceListRow(BillingBase):

@@ -1,4 +1,5 @@
-"""Billing data access. Flushes, never commits: the service layer owns transactions.
+"""Billing data access: rows in, domain values out, and the one mapping between them.
+Flushes, never commits: the use cases own the transactions.
 
 Aggregations run in SQL (GROUP BY); only the latency percentiles on SQLite,
 which has no percentile_cont, are computed in Python.
@@ -7,36 +8,181 @@ which has no percentile_cont, are computed in Python.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, case, func, insert, literal, select, tuple_
+from sqlalchemy import ColumnElement, and_, case, func, insert, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
-from vocalbridge_billing.domain import CIRCUIT_OPEN, SUCCESS, ProviderStats, Totals, UsageFilter, percentile_cont
+from vocalbridge_billing.domain import (
+    EventCursor,
+    Grouping,
+    LedgerEntry,
+    PriceCursor,
+    ProviderStats,
+    RecordedAttempt,
+    RecordedDelivery,
+    RecordedEvent,
+    Totals,
+    UsageFilter,
+    percentile_cont,
+)
 from vocalbridge_billing.models import PriceListRow, UsageAttemptRow, UsageEventRow
-from vocalbridge_common.pricing import PriceRow
+from vocalbridge_common.pricing import PriceRow, PriceUnit, Quantities
+from vocalbridge_common.repository import SystemRepository, TenantRepository
+from vocalbridge_common.vocabulary import AttemptOutcome, Channel
 
 E = UsageEventRow
 A = UsageAttemptRow
 
+# The price row charged for each unit, one column per unit.
+_PRICE_COLUMN = {
+    PriceUnit.PER_1K_PROMPT_TOKENS: "prompt_price_id",
+    PriceUnit.PER_1K_COMPLETION_TOKENS: "completion_price_id",
+    PriceUnit.PER_AUDIO_SECOND: "audio_price_id",
+    PriceUnit.PER_CHARACTER: "character_price_id",
+}
+_GROUP_COLUMN: dict[Grouping, InstrumentedAttribute[str]] = {
+    Grouping.DAY: E.event_day,
+    Grouping.AGENT: E.agent_id,
+    Grouping.PROVIDER: E.provider,
+    Grouping.CHANNEL: E.channel,
+}
 
-def to_price(row: PriceListRow) -> PriceRow:
-    return PriceRow(row.id, row.provider, row.model, row.unit, row.micros_per_unit, row.effective_time)
+
+# -- rows ⇄ domain ------------------------------------------------------------------
 
 
-class PriceRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+def _price_of(row: PriceListRow) -> PriceRow:
+    return PriceRow(row.id, row.provider, row.model, PriceUnit(row.unit), row.micros_per_unit, row.effective_time)
+
+
+def _event_values(entry: LedgerEntry) -> dict[str, Any]:
+    event = entry.event
+    delivery = event.delivery
+    return {
+        "event_id": event.event_id,
+        "tenant_id": event.tenant_id,
+        "agent_id": event.agent_id,
+        "agent_version": event.agent_version,
+        "session_id": event.session_id,
+        "message_id": event.message_id,
+        "channel": event.channel.value,
+        "provider": event.provider,
+        "model": event.model,
+        "prompt_tokens": event.quantities.prompt_tokens,
+        "completion_tokens": event.quantities.completion_tokens,
+        "audio_millis": event.quantities.audio_millis,
+        "tts_characters": event.quantities.tts_characters,
+        "cost_micros": entry.cost_micros,
+        "reported_cost_micros": event.reported_cost_micros,
+        **{column: entry.price_ids.get(unit) for unit, column in _PRICE_COLUMN.items()},
+        "event_time": event.event_time,
+        "event_day": entry.event_day,
+        "record_time": entry.record_time,
+        "delivery_provider": delivery.provider,
+        "delivery_model": delivery.model,
+        "fallback_used": delivery.fallback_used,
+        "delivery_latency_ns": delivery.latency_ns,
+        "attempt_count": entry.attempt_count,
+        "failed_attempt_count": entry.failed_attempt_count,
+        "circuit_open_skips": entry.circuit_open_skips,
+        "started_provider": entry.started_provider,
+        "content_sha256": event.digest,
+    }
+
+
+def _attempt_values(entry: LedgerEntry) -> list[dict[str, Any]]:
+    event = entry.event
+    return [
+        {
+            "event_id": event.event_id,
+            "ordinal": ordinal,
+            "tenant_id": event.tenant_id,
+            "event_time": event.event_time,
+            "agent_id": event.agent_id,
+            "provider": attempt.provider,
+            "outcome": attempt.outcome.value,
+            "latency_ns": attempt.latency_ns,
+            "backoff_ns": attempt.backoff_ns,
+            "error_message": attempt.error_message,
+        }
+        for ordinal, attempt in enumerate(entry.attempts)
+    ]
+
+
+def _attempt_of(row: UsageAttemptRow) -> RecordedAttempt:
+    return RecordedAttempt(row.provider, AttemptOutcome(row.outcome), row.latency_ns, row.backoff_ns, row.error_message)
+
+
+def _price_ids(row: UsageEventRow) -> list[str]:
+    """The price rows an event was charged at, in PriceUnit order."""
+    return [
+        price_id for price_id in (getattr(row, column) for column in _PRICE_COLUMN.values()) if price_id is not None
+    ]
+
+
+def _recorded_event(
+    row: UsageEventRow, attempts: Sequence[UsageAttemptRow], prices: dict[str, PriceRow]
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=row.event_id,
+        tenant_id=row.tenant_id,
+        agent_id=row.agent_id,
+        agent_version=row.agent_version,
+        session_id=row.session_id,
+        message_id=row.message_id,
+        channel=Channel(row.channel),
+        provider=row.provider,
+        model=row.model,
+        quantities=Quantities.from_audio_millis(
+            row.prompt_tokens, row.completion_tokens, row.audio_millis, row.tts_characters
+        ),
+        cost_micros=row.cost_micros,
+        prices=tuple(prices[price_id] for price_id in _price_ids(row)),
+        event_time=row.event_time,
+        record_time=row.record_time,
+        delivery=RecordedDelivery(
+            provider=row.delivery_provider,
+            model=row.delivery_model,
+            fallback_used=row.fallback_used,
+            latency_ns=row.delivery_latency_ns,
+            attempts=tuple(_attempt_of(attempt) for attempt in attempts),
+        ),
+    )
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)  # PostgreSQL's sum(bigint) is numeric
+
+
+# -- the price list ---------------------------------------------------------------------
+
+
+class PriceRepository(SystemRepository):
+    """The price list: one list for every tenant (no row-level security on it)."""
 
     async def all(self) -> list[PriceRow]:
         """The whole price list (a few rows per provider and unit)."""
-        return [to_price(row) for row in (await self._session.scalars(select(PriceListRow))).all()]
+        return [_price_of(row) for row in (await self.session.scalars(select(PriceListRow))).all()]
 
-    async def add(self, row: PriceListRow) -> None:
-        self._session.add(row)
-        await self._session.flush()
+    async def add(self, price: PriceRow, *, create_time: datetime) -> None:
+        self.session.add(
+            PriceListRow(
+                id=price.price_id,
+                provider=price.provider,
+                model=price.model,
+                unit=price.unit.value,
+                micros_per_unit=price.micros_per_unit,
+                effective_time=price.effective_time,
+                create_time=create_time,
+            )
+        )
+        await self.session.flush()
 
-    async def page(self, provider: str, after: list | None, limit: int) -> list[PriceListRow]:
+    async def page(self, provider: str, after: PriceCursor | None, limit: int) -> list[PriceRow]:
+        """Rows ordered by provider, model, unit, effective time and id, keyset-paged."""
         order = (
             PriceListRow.provider,
             PriceListRow.model,
@@ -50,10 +196,49 @@ class PriceRepository:
         if after is not None:
             bound = [literal(value, column.type) for value, column in zip(after, order, strict=True)]
             query = query.where(tuple_(*order) > tuple_(*bound))
-        return list((await self._session.scalars(query)).all())
+        return [_price_of(row) for row in (await self.session.scalars(query)).all()]
 
 
-def _event_filters(tenant_id: str, f: UsageFilter) -> list:
+# -- the ledger: writes -------------------------------------------------------------------
+
+
+class LedgerRepository(SystemRepository):
+    """Writes to the ledger. A batch names many tenants (the caller is a service), so it
+    is written in a system transaction; each row carries its own tenant."""
+
+    @property
+    def _postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    async def insert_new(self, entries: Sequence[LedgerEntry]) -> set[str]:
+        """Inserts the events whose id is not recorded yet; returns the ids inserted.
+
+        The event id is the primary key, so the database decides what is new. Rows go
+        in event-id order, so concurrent batches that share ids wait on each other in
+        one order instead of deadlocking.
+        """
+        if not entries:
+            return set()
+        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
+        statement = dialect_insert(E).on_conflict_do_nothing(index_elements=[E.event_id]).returning(E.event_id)
+        rows = sorted((_event_values(entry) for entry in entries), key=lambda row: str(row["event_id"]))
+        return set((await self.session.execute(statement, rows)).scalars().all())
+
+    async def digests(self, event_ids: Iterable[str]) -> dict[str, str]:
+        """The content digest recorded for each of `event_ids` that is recorded."""
+        query = select(E.event_id, E.content_sha256).where(E.event_id.in_(list(event_ids)))
+        return {event_id: digest for event_id, digest in (await self.session.execute(query)).all()}
+
+    async def add_attempts(self, entries: Sequence[LedgerEntry]) -> None:
+        rows = [row for entry in entries for row in _attempt_values(entry)]
+        if rows:
+            await self.session.execute(insert(A), rows)
+
+
+# -- the ledger: a tenant's reads -----------------------------------------------------------
+
+
+def _event_filters(tenant_id: str, f: UsageFilter) -> list[ColumnElement[bool]]:
     conditions = [E.tenant_id == tenant_id]
     if f.start is not None:
         conditions.append(E.event_time >= f.start)
@@ -63,75 +248,55 @@ def _event_filters(tenant_id: str, f: UsageFilter) -> list:
         conditions.append(E.agent_id == f.agent_id)
     if f.provider:
         conditions.append(E.provider == f.provider)
-    if f.channel:
-        conditions.append(E.channel == f.channel)
+    if f.channel is not None:
+        conditions.append(E.channel == f.channel.value)
     if f.session_id:
         conditions.append(E.session_id == f.session_id)
     return conditions
 
 
-def _int(value) -> int:
-    return int(value or 0)  # PostgreSQL's sum(bigint) is numeric
-
-
-class UsageRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+class UsageRepository(TenantRepository):
+    """A tenant's usage ledger, read: events, totals and provider performance."""
 
     @property
     def _postgres(self) -> bool:
-        return self._session.get_bind().dialect.name == "postgresql"
+        return self.session.get_bind().dialect.name == "postgresql"
 
-    # -- writes ---------------------------------------------------------------
-
-    async def insert_new(self, rows: Sequence[dict]) -> set[str]:
-        """Inserts the events whose id is not recorded yet; returns the ids inserted.
-
-        Rows go in event-id order, so concurrent batches that share ids wait on
-        each other in one order instead of deadlocking.
-        """
-        if not rows:
-            return set()
-        dialect_insert = postgresql.insert if self._postgres else sqlite.insert
-        statement = dialect_insert(E).on_conflict_do_nothing(index_elements=[E.event_id]).returning(E.event_id)
-        ordered = sorted(rows, key=lambda row: row["event_id"])
-        return set((await self._session.execute(statement, ordered)).scalars().all())
-
-    async def digests(self, event_ids: Iterable[str]) -> dict[str, str]:
-        query = select(E.event_id, E.content_sha256).where(E.event_id.in_(list(event_ids)))
-        return {event_id: digest for event_id, digest in (await self._session.execute(query)).all()}
-
-    async def add_attempts(self, rows: Sequence[dict]) -> None:
-        if rows:
-            await self._session.execute(insert(A), list(rows))
-
-    # -- reads ----------------------------------------------------------------
-
-    async def page(self, tenant_id: str, f: UsageFilter, after: list | None, limit: int) -> list[UsageEventRow]:
-        """Events oldest first, keyset-paged on (event_time, event_id)."""
-        query = select(E).where(*_event_filters(tenant_id, f)).order_by(E.event_time, E.event_id).limit(limit)
+    async def page(self, f: UsageFilter, after: EventCursor | None, limit: int) -> list[RecordedEvent]:
+        """Events oldest first, keyset-paged on (event_time, event_id), with their attempts and prices."""
+        query = select(E).where(*_event_filters(self.tenant_id, f)).order_by(E.event_time, E.event_id).limit(limit)
         if after is not None:
             after_time, after_id = after
             query = query.where(
                 tuple_(E.event_time, E.event_id) > tuple_(literal(after_time, E.event_time.type), literal(after_id))
             )
-        return list((await self._session.scalars(query)).all())
+        rows = list((await self.session.scalars(query)).all())
+        attempts = await self._attempts_of([row.event_id for row in rows])
+        prices = await self._prices({price_id for row in rows for price_id in _price_ids(row)})
+        return [_recorded_event(row, attempts[row.event_id], prices) for row in rows]
 
-    async def attempts_of(self, tenant_id: str, event_ids: Sequence[str]) -> dict[str, list[UsageAttemptRow]]:
+    async def _attempts_of(self, event_ids: Sequence[str]) -> dict[str, list[UsageAttemptRow]]:
         result: dict[str, list[UsageAttemptRow]] = {event_id: [] for event_id in event_ids}
         if event_ids:
             query = (
                 select(A)
-                .where(A.tenant_id == tenant_id, A.event_id.in_(list(event_ids)))
+                .where(A.tenant_id == self.tenant_id, A.event_id.in_(list(event_ids)))
                 .order_by(A.event_id, A.ordinal)
             )
-            for row in (await self._session.scalars(query)).all():
+            for row in (await self.session.scalars(query)).all():
                 result[row.event_id].append(row)
         return result
 
-    async def totals(self, tenant_id: str, f: UsageFilter, group_column=None) -> list[tuple[str | None, Totals]]:
-        """Sums over the filtered events, per value of `group_column` when given."""
-        sums = (
+    async def _prices(self, price_ids: set[str]) -> dict[str, PriceRow]:
+        """The price rows the events named (the price list is global, and rows are never deleted)."""
+        if not price_ids:
+            return {}
+        query = select(PriceListRow).where(PriceListRow.id.in_(sorted(price_ids)))
+        return {row.id: _price_of(row) for row in (await self.session.scalars(query)).all()}
+
+    @staticmethod
+    def _sums() -> tuple[ColumnElement[Any], ...]:
+        return (
             func.count(),
             func.coalesce(func.sum(E.prompt_tokens), 0),
             func.coalesce(func.sum(E.completion_tokens), 0),
@@ -139,66 +304,80 @@ class UsageRepository:
             func.coalesce(func.sum(E.tts_characters), 0),
             func.coalesce(func.sum(E.cost_micros), 0),
         )
-        conditions = _event_filters(tenant_id, f)
-        if group_column is None:
-            row = (await self._session.execute(select(*sums).where(*conditions))).one()
-            return [(None, Totals(*(_int(v) for v in row)))]
-        query = select(group_column, *sums).where(*conditions).group_by(group_column).order_by(group_column)
-        return [(key, Totals(*(_int(v) for v in values))) for key, *values in (await self._session.execute(query))]
 
-    async def provider_stats(self, tenant_id: str, f: UsageFilter) -> dict[str, ProviderStats]:
-        stats: dict[str, dict] = {}
+    async def totals(self, f: UsageFilter) -> Totals:
+        """Sums over the filtered events."""
+        row = (await self.session.execute(select(*self._sums()).where(*_event_filters(self.tenant_id, f)))).one()
+        return Totals(*(_int(value) for value in row))
 
-        def entry(provider: str) -> dict:
+    async def grouped_totals(self, f: UsageFilter, grouping: Grouping) -> list[tuple[str, Totals]]:
+        """Sums over the filtered events per stored value of the grouping's column, ordered by it."""
+        column = _GROUP_COLUMN[grouping]
+        query = (
+            select(column, *self._sums()).where(*_event_filters(self.tenant_id, f)).group_by(column).order_by(column)
+        )
+        return [(key, Totals(*(_int(value) for value in values))) for key, *values in await self.session.execute(query)]
+
+    async def provider_stats(self, f: UsageFilter) -> dict[str, ProviderStats]:
+        stats: dict[str, dict[str, Any]] = {}
+
+        def entry(provider: str) -> dict[str, Any]:
             return stats.setdefault(provider, {"provider": provider})
 
-        attempt_conditions = [A.tenant_id == tenant_id]
+        attempt_conditions = [A.tenant_id == self.tenant_id]
         if f.start is not None:
             attempt_conditions.append(A.event_time >= f.start)
         if f.end is not None:
             attempt_conditions.append(A.event_time < f.end)
         if f.agent_id:
             attempt_conditions.append(A.agent_id == f.agent_id)
-        called = case((A.outcome != CIRCUIT_OPEN, 1), else_=0)
-        failed = case((and_(A.outcome != CIRCUIT_OPEN, A.outcome != SUCCESS), 1), else_=0)
-        skipped = case((A.outcome == CIRCUIT_OPEN, 1), else_=0)
-        columns = [A.provider, func.sum(called), func.sum(failed), func.sum(skipped)]
+        circuit_open = AttemptOutcome.CIRCUIT_OPEN.value
+        success = AttemptOutcome.SUCCESS.value
+        called = case((A.outcome != circuit_open, 1), else_=0)
+        failed = case((and_(A.outcome != circuit_open, A.outcome != success), 1), else_=0)
+        skipped = case((A.outcome == circuit_open, 1), else_=0)
+        columns: list[ColumnElement[Any] | InstrumentedAttribute[str]] = [
+            A.provider,
+            func.sum(called),
+            func.sum(failed),
+            func.sum(skipped),
+        ]
         if self._postgres:
             # percentile_cont ignores NULLs: only successful calls count.
-            successful_latency = case((A.outcome == SUCCESS, A.latency_ns))
+            successful_latency = case((A.outcome == success, A.latency_ns))
             columns += [
                 func.percentile_cont(0.5).within_group(successful_latency),
                 func.percentile_cont(0.95).within_group(successful_latency),
             ]
         query = select(*columns).where(*attempt_conditions).group_by(A.provider)
-        for provider, attempts, failures, skips, *percentiles in await self._session.execute(query):
+        for provider, attempts, failures, skips, *percentiles in await self.session.execute(query):
             values = entry(provider)
             values.update(attempts=_int(attempts), failed_attempts=_int(failures), circuit_open_skips=_int(skips))
             if percentiles:
                 values.update(latency_p50_ns=round(percentiles[0] or 0), latency_p95_ns=round(percentiles[1] or 0))
         if not self._postgres:
             latencies: dict[str, list[int]] = {}
-            query = (
+            latency_query = (
                 select(A.provider, A.latency_ns)
-                .where(*attempt_conditions, A.outcome == SUCCESS)
+                .where(*attempt_conditions, A.outcome == success)
                 .order_by(A.provider, A.latency_ns)
             )
-            for provider, latency in await self._session.execute(query):
+            for provider, latency in await self.session.execute(latency_query):
                 latencies.setdefault(provider, []).append(latency)
-            for provider, values in latencies.items():
+            for provider, sorted_latencies in latencies.items():
                 entry(provider).update(
-                    latency_p50_ns=round(percentile_cont(values, 0.5)),
-                    latency_p95_ns=round(percentile_cont(values, 0.95)),
+                    latency_p50_ns=round(percentile_cont(sorted_latencies, 0.5) or 0),
+                    latency_p95_ns=round(percentile_cont(sorted_latencies, 0.95) or 0),
                 )
 
         # One scan of the events for the turn counts: (served by, started at) pairs.
-        event_conditions = _event_filters(tenant_id, UsageFilter(start=f.start, end=f.end, agent_id=f.agent_id))
+        event_conditions = _event_filters(self.tenant_id, UsageFilter(start=f.start, end=f.end, agent_id=f.agent_id))
         pairs = (
             select(E.provider, E.started_provider, func.count())
             .where(*event_conditions)
             .group_by(E.provider, E.started_provider)
         )
-        for served_by, started_at, turns in await self._session.execute(pairs):
+        for served_by, started_at, turns in await self.session.execute(pairs):
             served = entry(served_by)
             served["turns_served"] = served.get("turns_served", 0) + _int(turns)
             if started_at:

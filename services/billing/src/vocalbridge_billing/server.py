@@ -5,37 +5,46 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
+
 from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
-from vocalbridge_billing.config import BillingSettings
-from vocalbridge_billing.service import BillingService
+from vocalbridge_billing.analytics import AnalyticsService
+from vocalbridge_billing.config import SERVICE, BillingSettings
+from vocalbridge_billing.ledger import LedgerService
+from vocalbridge_billing.prices import PriceService
 from vocalbridge_billing.servicer import BillingServicer
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_common.pagination import PageTokenCodec
+from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 
-SCHEMA = "billing"
+SCHEMA = SERVICE  # the service name is also its database schema
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 async def create_server(settings: BillingSettings) -> RunningServer:
     db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
     instrument_engine(db.engine)
-    service = BillingService(
-        db,
-        PageTokenCodec(settings.common.identity_secret),
-        max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
+    paginator = Paginator(PageTokenCodec(settings.common.identity_secret))
+    servicer = BillingServicer(
+        ledger=LedgerService(db, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)),
+        analytics=AnalyticsService(db, paginator),
+        prices=PriceService(db, paginator),
     )
 
-    def register(server) -> None:
-        billing_service_pb2_grpc.add_BillingServiceServicer_to_server(BillingServicer(service), server)
+    def register(server: grpc.aio.Server) -> None:
+        billing_service_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
 
-    return await start_grpc_server(
-        service_names=(billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,),
-        register=register,
-        signer=IdentitySigner(settings.common.identity_secret),
-        host=settings.common.listen_host,
-        port=settings.common.port,
-        on_stop=(db.dispose,),
-    )
+    try:
+        return await start_grpc_server(
+            service_names=(billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,),
+            register=register,
+            signer=IdentitySigner(settings.common.identity_secret),
+            host=settings.common.listen_host,
+            port=settings.common.port,
+            on_stop=(db.dispose,),
+        )
+    except BaseException:
+        await db.dispose()
+        raise
