@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements.lock
 
 # The project's own code is put on the path with one .pth file (no build step).
 $(VENV)/$(SITE)/vocalbridge-dev.pth: $(VENV)/.installed Makefile $(wildcard services/*)
-	printf '%s\n' "$(CURDIR)/libs/common/src" "$(CURDIR)/libs/devstack/src" "$(CURDIR)/gen/python" $(foreach s,$(SERVICES),"$(CURDIR)/services/$(s)/src") > $@
+	printf '%s\n' "$(CURDIR)/libs/common/src" "$(CURDIR)/libs/devstack/src" "$(CURDIR)/gateway-envoy/src" "$(CURDIR)/gen/python" $(foreach s,$(SERVICES),"$(CURDIR)/services/$(s)/src") > $@
 
 venv: $(VENV)/.installed $(VENV)/$(SITE)/vocalbridge-dev.pth
 

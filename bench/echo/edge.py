@@ -1,4 +1,4 @@
-"""The baseline's Envoy: the product's edge configuration (gateway-envoy/render.py), pointed at
+"""The baseline's Envoy: the product's edge configuration (vocalbridge_edge), pointed at
 the echo service, with the ext_authz filter taken out. Everything else is the same as in front
 of the real stack — header mutation, CORS, body buffer limit, grpc_json_transcoder, router,
 JSON access log, local replies — so that the ratio full stack / baseline is the cost of what
@@ -6,11 +6,14 @@ the product does behind Envoy (auth.Check, conversation, provider, PostgreSQL, b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import grpc_tools
 from grpc_tools import protoc
 
-from vocalbridge_devstack.stack import load_envoy_renderer
+import vocalbridge_edge
+from vocalbridge_edge import EXT_AUTHZ, Upstream, build_envoy_config, local_params
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
@@ -20,8 +23,6 @@ SERVICE = "vocalbridge.echo.v1.EchoService"
 def build_descriptor_set(out: Path) -> Path:
     """Compiles echo.proto (plus google.rpc.Status and its details, which the transcoder's
     convert_grpc_status needs) into a descriptor set for Envoy."""
-    import grpc_tools
-
     wkt = Path(grpc_tools.__file__).parent / "_proto"
     args = [
         "protoc",
@@ -40,25 +41,22 @@ def build_descriptor_set(out: Path) -> Path:
 
 
 def render_baseline_config(*, listen_port: int, admin_port: int, echo_port: int, descriptor_set: Path) -> str:
-    import json
-
-    render = load_envoy_renderer()
-    params = render.local_params(
+    params = local_params(
         listen_port=listen_port,
         admin_port=admin_port,
         descriptor_set=str(descriptor_set),
         services=(SERVICE,),
-        upstreams={"echo": render.Upstream("127.0.0.1", echo_port)},
+        upstreams={"echo": Upstream("127.0.0.1", echo_port)},
         authz_upstream="echo",  # required by the template; the filter is removed below
     )
-    config = render.build_envoy_config(params)
+    config = build_envoy_config(params)
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    manager["http_filters"] = [f for f in manager["http_filters"] if f["name"] != render.EXT_AUTHZ]
+    manager["http_filters"] = [f for f in manager["http_filters"] if f["name"] != EXT_AUTHZ]
     for vhost in manager["route_config"]["virtual_hosts"]:
         for route in vhost["routes"]:
-            route.get("typed_per_filter_config", {}).pop(render.EXT_AUTHZ, None)
+            route.get("typed_per_filter_config", {}).pop(EXT_AUTHZ, None)
     return json.dumps(config, indent=2) + "\n"
 
 
 def envoy_command(config_path: Path, envoy: str) -> list[str]:
-    return load_envoy_renderer().envoy_command(config_path, envoy=envoy)
+    return vocalbridge_edge.envoy_command(config_path, envoy=envoy)

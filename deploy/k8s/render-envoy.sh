@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates deploy/k8s/base/envoy/envoy.json, the Envoy configuration that the base ships as a
-# ConfigMap, from the one template (gateway-envoy/render.py, profile k8s). Run it after changing
-# render.py or the namespace, and commit the result.
+# ConfigMap, from the one template (`python -m vocalbridge_edge`, gateway-envoy/src, profile k8s).
+# Run it after changing the template, the topology (libs/common) or the namespace, and commit the
+# result.
 #
 #     deploy/k8s/render-envoy.sh           rewrite the file
-#     deploy/k8s/render-envoy.sh --check   exit 1 if the committed file is not what render.py makes
+#     deploy/k8s/render-envoy.sh --check   exit 1 if the committed file is not what the template makes
 #
-# Both also let Envoy itself validate the configuration (`envoy --mode validate`) against the
+# The renderer runs in the virtual environment (`make venv`), where it imports the common library.
+# Both modes also let Envoy itself validate the configuration (`envoy --mode validate`) against the
 # repository's descriptor set, when the virtual environment's envoy and gen/vocalbridge.pb exist
 # (`make gen`). The committed file points at /etc/vocalbridge/vocalbridge.pb, where the edge image
 # (gateway-envoy/Dockerfile) puts the descriptor set; validation uses a copy rendered with the
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-PYTHON=${PYTHON:-python3}        # render.py needs only the standard library
+PYTHON=${PYTHON:-.venv/bin/python}
 ENVOY=${ENVOY:-.venv/bin/envoy}
 NAMESPACE=vocalbridge            # must match `namespace:` in deploy/k8s/base/kustomization.yaml
 OUT=deploy/k8s/base/envoy/envoy.json
@@ -26,11 +28,16 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
 
+if ! "$PYTHON" -c 'import vocalbridge_edge' 2>/dev/null; then
+  echo "$0: $PYTHON cannot import vocalbridge_edge: run \`make venv\` (or set PYTHON)" >&2
+  exit 1
+fi
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 render() {
-  "$PYTHON" gateway-envoy/render.py --profile k8s --namespace "$NAMESPACE" "$@"
+  "$PYTHON" -m vocalbridge_edge --profile k8s --namespace "$NAMESPACE" "$@"
 }
 
 render --no-check --out "$tmp/envoy.json"

@@ -10,6 +10,7 @@ A missing kubectl fails these tests; it never skips them.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import re
 import shutil
@@ -19,12 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from vocalbridge_common import topology
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S = REPO_ROOT / "deploy" / "k8s"
 OVERLAYS = ("dev", "prod")
 NAMESPACE = "vocalbridge"
-# Every backend and its port (DESIGN §1). All five are deployed, so that Envoy's clusters resolve.
-BACKENDS = {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
+# Every backend and its port (DESIGN §1), from the one table the services, the stack runner and the
+# edge renderer use. All five are deployed, so that Envoy's clusters resolve.
+BACKENDS = dict(topology.SERVICE_PORTS)
 # The calls that exist between pods (CONVENTIONS "Kubernetes"): nothing else may reach a backend.
 EDGES = {("envoy", name) for name in BACKENDS} | {
     ("conversation", "agents"),
@@ -137,6 +141,59 @@ def test_every_backend_is_deployed_with_its_service_account_pdb_and_headless_ser
     assert "envoy" in pdbs and "envoy" in accounts
 
 
+def _port_drift(objects) -> list[str]:
+    """Every place the manifests write a port number, compared with topology (the YAML cannot
+    import it): each backend's Service, container port, VB_<SVC>_PORT, probes and the
+    VB_<SVC>_ADDRESS its clients use; Envoy's Service and container port."""
+    problems = []
+    services = _of_kind(objects, "Service")
+    deployments = _of_kind(objects, "Deployment")
+    config = {k: v for c in _of_kind(objects, "ConfigMap").values() for k, v in c.get("data", {}).items()}
+
+    def expect(where: str, found: object, port: int) -> None:
+        if found != port:
+            problems.append(f"{where}: {found!r}, topology says {port}")
+
+    for name, port in topology.SERVICE_PORTS.items():
+        for p in services[name]["spec"]["ports"]:
+            expect(f"Service {name} port {p.get('name')}", p["port"], port)
+        spec = deployments[name]["spec"]["template"]["spec"]
+        main = next(c for c in spec["containers"] if c["name"] == name)
+        for p in main.get("ports", []):
+            expect(f"Deployment {name} containerPort {p.get('name')}", p["containerPort"], port)
+        env = {e["name"]: e.get("value") for e in main.get("env", [])}
+        expect(f"Deployment {name} VB_{name.upper()}_PORT", env.get(f"VB_{name.upper()}_PORT"), str(port))
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe in main:
+                expect(f"Deployment {name} {probe}", main[probe].get("grpc", {}).get("port"), port)
+        address = config.get(f"VB_{name.upper()}_ADDRESS")
+        expect(f"VB_{name.upper()}_ADDRESS", address and int(address.rpartition(":")[2]), port)
+    for p in services["envoy"]["spec"]["ports"]:
+        expect(f"Service envoy port {p.get('name')}", p["port"], topology.EDGE_PORT)
+    (envoy,) = deployments["envoy"]["spec"]["template"]["spec"]["containers"]
+    for p in envoy["ports"]:
+        expect(f"Deployment envoy containerPort {p.get('name')}", p["containerPort"], topology.EDGE_PORT)
+    return problems
+
+
+def test_every_port_in_the_manifests_is_the_topologys(rendered):
+    overlay, objects = rendered
+    assert _port_drift(objects) == [], overlay
+
+
+def test_port_drift_is_caught():
+    """A port edited in the YAML alone (here: the agents Service and its probe) is reported."""
+    objects = copy.deepcopy(_render("base"))
+    agents_service = _of_kind(objects, "Service")["agents"]
+    agents_service["spec"]["ports"][0]["port"] += 1
+    agents = _of_kind(objects, "Deployment")["agents"]["spec"]["template"]["spec"]["containers"][0]
+    agents["readinessProbe"]["grpc"]["port"] += 1
+    problems = _port_drift(objects)
+    assert len(problems) == 2, problems
+    assert any(p.startswith("Service agents port grpc") for p in problems), problems
+    assert any(p.startswith("Deployment agents readinessProbe") for p in problems), problems
+
+
 def test_backends_have_native_grpc_probes_and_run_their_migrations_first(rendered):
     _, objects = rendered
     for name, deployment in _backend_deployments(objects).items():
@@ -220,7 +277,7 @@ def test_envoy_config_routes_to_every_backend_by_its_dns_name(rendered):
         assert endpoint["endpoint"]["address"]["socket_address"] == {"address": dns_name, "port_value": port}
 
     listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
-    assert listener == {"address": "0.0.0.0", "port_value": 8080}
+    assert listener == {"address": "0.0.0.0", "port_value": topology.EDGE_PORT}
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     assert DESCRIPTOR_IN_IMAGE in text
     assert DESCRIPTOR_IN_IMAGE in (REPO_ROOT / "gateway-envoy" / "Dockerfile").read_text()
@@ -233,9 +290,9 @@ def test_envoy_config_routes_to_every_backend_by_its_dns_name(rendered):
     volume = next(v["name"] for v in spec["volumes"] if v.get("configMap", {}).get("name") == configmap_name)
     mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == volume)
     assert config_path == f"{mount}/{key}"
-    assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [8080]
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == "http"] == [topology.EDGE_PORT]
     service = _of_kind(objects, "Service")["envoy"]["spec"]
-    assert [(p["name"], p["port"]) for p in service["ports"]] == [("http", 8080)]
+    assert [(p["name"], p["port"]) for p in service["ports"]] == [("http", topology.EDGE_PORT)]
 
 
 def test_secrets_are_placeholders_and_only_auth_gets_the_operator_key(rendered):

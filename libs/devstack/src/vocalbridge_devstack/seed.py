@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 DEMO_AGENTS = (
     {
@@ -26,7 +27,9 @@ DEMO_AGENTS = (
 )
 
 
-def http_json(base_url: str, method: str, path: str, key: str, body: dict | None = None) -> tuple[int, dict]:
+def http_json(
+    base_url: str, method: str, path: str, key: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         base_url + path,
         method=method,
@@ -55,7 +58,7 @@ def seed_demo_tenant(base_url: str, operator_key: str, data_dir: Path) -> str:
     status, created = http_json(base_url, "POST", "/v1/tenants", operator_key, {"displayName": "Demo"})
     if status != 200:
         raise RuntimeError(f"seeding the demo tenant failed: HTTP {status} {created}")
-    key = created["apiKey"]["secret"]
+    key = str(created["apiKey"]["secret"])
     for agent in DEMO_AGENTS:
         status, body = http_json(base_url, "POST", "/v1/agents", key, agent)
         if status != 200:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import secrets
 import shutil
@@ -20,13 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from vocalbridge_common import topology
+from vocalbridge_edge import Upstream, envoy_command, local_params, render_envoy_config
+
 REPO_ROOT = Path(__file__).resolve().parents[4]
-DEFAULT_PORTS = {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
-# Start order: a service starts after the ones it calls.
+# Start order: a service starts after the ones it calls. Every service of topology.SERVICES,
+# once (tests/contract/test_topology.py).
 SERVICE_ORDER = ("auth", "agents", "billing", "conversation", "voice")
 
 
@@ -53,16 +56,8 @@ def _die_with_parent() -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def load_envoy_renderer():
-    """gateway-envoy/render.py as a module (its folder name has a dash, so it is loaded by path)."""
-    spec = importlib.util.spec_from_file_location("vocalbridge_envoy_render", REPO_ROOT / "gateway-envoy" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
-    spec.loader.exec_module(module)
-    return module
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def envoy_binary() -> str:
@@ -87,9 +82,9 @@ def read_or_create_secret(path: Path, factory: Callable[[], str]) -> str:
 class StackConfig:
     data_dir: Path = REPO_ROOT / "var"
     database_url: str | None = None  # None: one SQLite file per service under data_dir
-    http_port: int = 8080
-    admin_port: int = 9901
-    service_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    http_port: int = topology.EDGE_PORT
+    admin_port: int = topology.EDGE_ADMIN_PORT
+    service_ports: dict[str, int] = field(default_factory=lambda: dict(topology.SERVICE_PORTS))
     services: tuple[str, ...] = field(default_factory=implemented_services)
     extra_env: dict[str, str] = field(default_factory=dict)
     # Where child output goes: None → this process's stdout with a `[name]` prefix.
@@ -97,8 +92,8 @@ class StackConfig:
     restart_children: bool = True
 
     @classmethod
-    def with_free_ports(cls, **overrides) -> StackConfig:
-        ports = {name: free_port() for name in DEFAULT_PORTS}
+    def with_free_ports(cls, **overrides: Any) -> StackConfig:
+        ports = {name: free_port() for name in topology.SERVICES}
         return cls(http_port=free_port(), admin_port=free_port(), service_ports=ports, **overrides)
 
 
@@ -110,15 +105,19 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     stopping: bool = False
-    pump: asyncio.Task | None = None
+    pump: asyncio.Task[None] | None = None
+
+    def started(self) -> asyncio.subprocess.Process:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self.process
 
 
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.children: dict[str, Child] = {}
-        self._supervisor: asyncio.Task | None = None
-        self._renderer = load_envoy_renderer()
+        self._supervisor: asyncio.Task[None] | None = None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity_secret = read_or_create_secret(
             config.data_dir / "identity-secret", lambda: secrets.token_urlsafe(48)
@@ -178,15 +177,14 @@ class Stack:
                 raise RuntimeError(f"migrating {name} failed:\n{output.decode(errors='replace')}")
 
     def render_envoy(self) -> Path:
-        render = self._renderer
-        params = render.local_params(
+        params = local_params(
             listen_port=self.config.http_port,
             admin_port=self.config.admin_port,
             descriptor_set=str(REPO_ROOT / "gen" / "vocalbridge.pb"),
-            upstreams={name: render.Upstream("127.0.0.1", port) for name, port in self.config.service_ports.items()},
+            upstreams={name: Upstream("127.0.0.1", port) for name, port in self.config.service_ports.items()},
         )
         path = self.config.data_dir / "envoy.json"
-        path.write_text(render.render_envoy_config(params))
+        path.write_text(render_envoy_config(params))
         return path
 
     async def start(self) -> None:
@@ -198,7 +196,7 @@ class Stack:
             await self._spawn(child)
             await self.wait_serving(name)
         envoy_config = self.render_envoy()
-        envoy = Child("envoy", self._renderer.envoy_command(envoy_config, envoy=envoy_binary()), env)
+        envoy = Child("envoy", envoy_command(envoy_config, envoy=envoy_binary()), env)
         self.children["envoy"] = envoy
         await self._spawn(envoy)
         await self.wait_envoy_ready()
@@ -219,7 +217,7 @@ class Stack:
             )
             log_file.close()
         else:
-            child.process = await asyncio.create_subprocess_exec(
+            process = await asyncio.create_subprocess_exec(
                 *child.argv,
                 env=child.env,
                 stdout=asyncio.subprocess.PIPE,
@@ -227,7 +225,9 @@ class Stack:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-            child.pump = asyncio.create_task(self._pump(child.name, child.process.stdout))
+            assert process.stdout is not None  # stdout=PIPE
+            child.process = process
+            child.pump = asyncio.create_task(self._pump(child.name, process.stdout))
 
     @staticmethod
     async def _pump(name: str, stream: asyncio.StreamReader) -> None:
@@ -245,7 +245,8 @@ class Stack:
                 if child and child.process and child.process.returncode is not None:
                     raise RuntimeError(f"{name} exited with code {child.process.returncode} during start-up")
                 try:
-                    response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    # types-grpcio-health-checking declares HealthStub without its methods.
+                    response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
                     if response.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.aio.AioRpcError:
@@ -257,7 +258,7 @@ class Stack:
     async def wait_envoy_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            envoy = self.children["envoy"].process
+            envoy = self.children["envoy"].started()
             if envoy.returncode is not None:
                 raise RuntimeError(f"envoy exited with code {envoy.returncode} during start-up")
             try:
@@ -290,7 +291,7 @@ class Stack:
                 )
                 await asyncio.sleep(delay)
                 await self._spawn(child)
-                if child.name in DEFAULT_PORTS:
+                if child.name in topology.SERVICE_PORTS:
                     try:
                         await self.wait_serving(child.name)
                         print(f"[stack] {child.name} is serving again", flush=True)
@@ -301,7 +302,7 @@ class Stack:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Sends `sig` to a child; the supervisor (if on) restarts it."""
-        self.children[name].process.send_signal(sig)
+        self.children[name].started().send_signal(sig)
 
     async def stop_service(self, name: str) -> None:
         """Stops a child and keeps it stopped until start_service()."""
@@ -313,7 +314,7 @@ class Stack:
         child = self.children[name]
         await self._spawn(child)
         child.stopping = False
-        if name in DEFAULT_PORTS:
+        if name in topology.SERVICE_PORTS:
             await self.wait_serving(name)
 
     @staticmethod

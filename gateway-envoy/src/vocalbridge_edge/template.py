@@ -1,57 +1,37 @@
-#!/usr/bin/env python3
-"""Render the Envoy edge configuration of VocalBridge, for one machine or for Kubernetes.
+"""The Envoy edge configuration of VocalBridge: one template for every deployment.
 
-The configuration is built as plain data by `build_envoy_config` (read it top-down like a YAML
-file: listener, HTTP filters, routes, local replies, clusters) and written as JSON, which Envoy
-reads like YAML. One template serves both profiles; only `EnvoyParams` differs:
-
-    python gateway-envoy/render.py --profile local --out var/envoy.json
-    python gateway-envoy/render.py --profile k8s --namespace vocalbridge --out envoy.json
-
-Standard library only, so it runs before the virtual environment exists. The folder name has a
-dash, so other code loads it by path (see README.md) or runs the CLI.
+`build_envoy_config` builds the Envoy bootstrap as plain data; read it top-down like a YAML file:
+listener, HTTP filters, routes, local replies, clusters. `render_envoy_config` writes it as JSON,
+which Envoy reads like YAML. Only `EnvoyParams` (params.py) differs between deployments.
 """
 
-import argparse
-import dataclasses
+from __future__ import annotations
+
+import ipaddress
 import json
-import os
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
-from types import MappingProxyType
+from typing import Any
 
-MIB = 1024 * 1024
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DESCRIPTOR_SET = str(REPO_ROOT / "gen" / "vocalbridge.pb")
-
-# Transcoded gRPC services (HTTP/JSON → gRPC), by full name.
-DEFAULT_SERVICES = (
-    "vocalbridge.auth.v1.AuthService",
-    "vocalbridge.agents.v1.AgentService",
-    "vocalbridge.conversation.v1.ConversationService",
-    "vocalbridge.billing.v1.BillingService",
-    "vocalbridge.voice.v1.VoiceService",
+from vocalbridge_common.errors import ERROR_DOMAIN
+from vocalbridge_common.headers import (
+    API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    IDENTITY_HEADER,
+    REQUEST_ID_HEADER,
 )
+from vocalbridge_edge.params import EnvoyParams, Upstream
 
-# Upstream name → local default port (DESIGN §1). The name is also the Envoy cluster name, the
-# Kubernetes Service name and the proto package segment: /vocalbridge.<name>.v1.* routes to it.
-LOCAL_PORTS = {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
+# A piece of Envoy configuration, as JSON-shaped data.
+Config = dict[str, Any]
 
-# Upstreams whose RPCs run a whole turn (provider calls with retries and fallback, STT/TTS,
-# server streaming) get a longer route timeout than the rest.
-DEFAULT_ROUTE_TIMEOUT_S = 60.0
-SLOW_ROUTE_TIMEOUT_S = 300.0
-SLOW_UPSTREAMS = ("conversation", "voice")
-
-# The header carrying the signed identity claims that auth.Check adds. Clients must never set it.
-IDENTITY_HEADER = "x-vb-identity"
-ERROR_DOMAIN = "vocalbridge.dev"
-
-CORS_ALLOW_HEADERS = ("authorization", "x-api-key", "content-type", "idempotency-key", "x-request-id")
-CORS_EXPOSE_HEADERS = ("idempotent-replayed", "x-request-id")
+CORS_ALLOW_HEADERS = (AUTHORIZATION_HEADER, API_KEY_HEADER, "content-type", IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER)
+CORS_EXPOSE_HEADERS = (IDEMPOTENT_REPLAYED_HEADER, REQUEST_ID_HEADER)
 CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
+# The request id in Envoy's substitution format (%REQ(...)%) for log lines and error bodies.
+REQUEST_ID = f"%REQ({REQUEST_ID_HEADER.upper()})%"
 
 # Filter names; the same strings key the per-route configs below.
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
@@ -63,106 +43,12 @@ ROUTER = "envoy.filters.http.router"
 NO_CLUSTER = "no_such_route"
 
 
-@dataclass(frozen=True)
-class Upstream:
-    """Where one backend service listens."""
-
-    host: str
-    port: int
-
-
-@dataclass(frozen=True)
-class EnvoyParams:
-    """Everything that differs between deployments. Defaults are the local profile."""
-
-    listen_address: str = "127.0.0.1"
-    listen_port: int = 8080
-    # Admin stays on loopback in every profile: it can stop Envoy and dump its config.
-    admin_address: str = "127.0.0.1"
-    admin_port: int = 9901
-    descriptor_set: str = DEFAULT_DESCRIPTOR_SET
-    services: tuple = DEFAULT_SERVICES
-    upstreams: Mapping[str, Upstream] = field(
-        default_factory=lambda: {name: Upstream("127.0.0.1", port) for name, port in LOCAL_PORTS.items()}
-    )
-    # "static": fixed addresses (local processes). "dns": STRICT_DNS, every address the name
-    # resolves to is a host — with headless Kubernetes Services that is one host per pod, so
-    # Envoy balances requests over pods instead of pinning one HTTP/2 connection to one pod.
-    upstream_discovery: str = "static"
-    dns_refresh_s: float = 5.0
-    # Which upstream serves envoy.service.auth.v3.Authorization/Check.
-    authz_upstream: str = "auth"
-    authz_timeout_s: float = 2.0
-    # JSON request bodies above this are refused with 413 (base64 audio counts: raise it for voice).
-    max_request_bytes: int = 1 * MIB
-    # Transcoded (JSON) responses above this fail; base64 reply audio is the big one.
-    max_response_bytes: int = 8 * MIB
-    cors_allowed_origins: tuple = ()
-    # Route timeout per upstream; gRPC clients' own deadlines (grpc-timeout) apply when shorter.
-    route_timeouts_s: Mapping[str, float] = field(
-        default_factory=lambda: {name: SLOW_ROUTE_TIMEOUT_S for name in SLOW_UPSTREAMS}
-    )
-    default_route_timeout_s: float = DEFAULT_ROUTE_TIMEOUT_S
-    # Active gRPC health checks (grpc.health.v1) against every upstream host.
-    health_checks: bool = False
-    # Server-streaming RPCs as Server-Sent Events (`data: {...}\n\n`) instead of one JSON array.
-    stream_sse: bool = True
-    # Hops in front of Envoy whose X-Forwarded-For entries are trusted (a cloud load balancer: 1).
-    xff_num_trusted_hops: int = 0
-    # Hook for the web console: when set, /console/ is proxied (HTTP/1.1) to this static file
-    # server without authentication or transcoding. None: no console route (it answers 404).
-    console_upstream: Upstream | None = None
-
-    def __post_init__(self):
-        # Accept lists and dicts from callers, keep immutable copies.
-        object.__setattr__(self, "services", tuple(self.services))
-        object.__setattr__(self, "cors_allowed_origins", tuple(self.cors_allowed_origins))
-        object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
-        object.__setattr__(self, "route_timeouts_s", MappingProxyType(dict(self.route_timeouts_s)))
-
-
-# --------------------------------------------------------------------------------------------
-# Profiles
-
-
-def local_params(**overrides) -> EnvoyParams:
-    """Everything on 127.0.0.1 with the local default ports (DESIGN §1)."""
-    port = overrides.get("listen_port", EnvoyParams.listen_port)
-    # The console is served by this Envoy (same origin); these cover a console dev server
-    # pointed at the gateway by its two usual local names.
-    base = {"cors_allowed_origins": (f"http://127.0.0.1:{port}", f"http://localhost:{port}")}
-    base.update(overrides)
-    return EnvoyParams(**base)
-
-
-def k8s_params(namespace: str = "vocalbridge", cluster_domain: str = "cluster.local", **overrides) -> EnvoyParams:
-    """Headless Services `<name>.<namespace>.svc.<cluster_domain>`, resolved by DNS, one host per pod."""
-    base = {
-        "listen_address": "0.0.0.0",
-        "descriptor_set": "/etc/vocalbridge/vocalbridge.pb",
-        "upstreams": {
-            name: Upstream(f"{name}.{namespace}.svc.{cluster_domain}", port) for name, port in LOCAL_PORTS.items()
-        },
-        "upstream_discovery": "dns",
-        "health_checks": True,
-    }
-    base.update(overrides)
-    return EnvoyParams(**base)
-
-
-PROFILES = {"local": local_params, "k8s": k8s_params}
-
-
-# --------------------------------------------------------------------------------------------
-# The template
-
-
 def render_envoy_config(params: EnvoyParams) -> str:
     """The Envoy bootstrap configuration as JSON text."""
     return json.dumps(build_envoy_config(params), indent=2) + "\n"
 
 
-def build_envoy_config(params: EnvoyParams) -> dict:
+def build_envoy_config(params: EnvoyParams) -> Config:
     """The Envoy bootstrap configuration as a dict (what render_envoy_config serialises)."""
     _check(params)
     return {
@@ -200,7 +86,7 @@ def build_envoy_config(params: EnvoyParams) -> dict:
     }
 
 
-def envoy_command(config_path: str, envoy: str = "envoy", log_level: str = "warning") -> list:
+def envoy_command(config_path: str | Path, envoy: str = "envoy", log_level: str = "warning") -> list[str]:
     """The argv to start Envoy with a rendered file. --disable-hot-restart lets several Envoys
     (make run, e2e tests, bench) share a machine; the access log is flushed every second instead
     of every ten."""
@@ -216,7 +102,7 @@ def envoy_command(config_path: str, envoy: str = "envoy", log_level: str = "warn
     ]
 
 
-def _listener(p: EnvoyParams) -> dict:
+def _listener(p: EnvoyParams) -> Config:
     return {
         "name": "edge",
         "address": _socket_address(p.listen_address, p.listen_port),
@@ -235,7 +121,7 @@ def _listener(p: EnvoyParams) -> dict:
     }
 
 
-def _http_connection_manager(p: EnvoyParams) -> dict:
+def _http_connection_manager(p: EnvoyParams) -> Config:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
@@ -259,7 +145,7 @@ def _http_connection_manager(p: EnvoyParams) -> dict:
 
 
 # Order matters; see README.md.
-def _http_filters(p: EnvoyParams) -> list:
+def _http_filters(p: EnvoyParams) -> list[Config]:
     return [
         {
             # 1. Drop any client-supplied identity header before anything can trust it, and the
@@ -316,7 +202,7 @@ def _http_filters(p: EnvoyParams) -> list:
     ]
 
 
-def _transcoder(p: EnvoyParams) -> dict:
+def _transcoder(p: EnvoyParams) -> Config:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         "proto_descriptor": p.descriptor_set,
@@ -343,7 +229,7 @@ def _transcoder(p: EnvoyParams) -> dict:
     }
 
 
-def _ext_authz(p: EnvoyParams) -> dict:
+def _ext_authz(p: EnvoyParams) -> Config:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
         "transport_api_version": "V3",
@@ -361,8 +247,8 @@ def _ext_authz(p: EnvoyParams) -> dict:
     }
 
 
-def _route_config(p: EnvoyParams) -> dict:
-    routes = [
+def _route_config(p: EnvoyParams) -> Config:
+    routes: list[Config] = [
         {
             # Liveness of the edge itself, answered by Envoy; no key needed. The services'
             # grpc.health.v1 is deliberately not routed from outside.
@@ -384,7 +270,7 @@ def _route_config(p: EnvoyParams) -> dict:
     for name in p.upstreams:
         timeout_s = p.route_timeouts_s.get(name, p.default_route_timeout_s)
         timeout = _duration(timeout_s)
-        route = {
+        route: Config = {
             "name": name,
             # The only way in: gRPC methods of the service's own package. Transcoded JSON requests
             # arrive here with that path too. envoy.service.auth.v3.Authorization and
@@ -442,14 +328,14 @@ def _route_config(p: EnvoyParams) -> dict:
             },
         }
     )
-    vhost = {"name": "vocalbridge", "domains": ["*"], "routes": routes}
+    vhost: Config = {"name": "vocalbridge", "domains": ["*"], "routes": routes}
     if p.cors_allowed_origins:
         vhost["typed_per_filter_config"] = {CORS: _cors_policy(p.cors_allowed_origins)}
     # Off so that the not_found route may name a missing cluster; the renderer names the others.
     return {"name": "edge", "validate_clusters": False, "virtual_hosts": [vhost]}
 
 
-def _cors_policy(origins) -> dict:
+def _cors_policy(origins: Iterable[str]) -> Config:
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": [{"exact": o} for o in origins],
@@ -460,8 +346,8 @@ def _cors_policy(origins) -> dict:
     }
 
 
-def _bypass(*filters) -> dict:
-    config = {}
+def _bypass(*filters: str) -> Config:
+    config: Config = {}
     for name in filters:
         if name == EXT_AUTHZ:
             config[name] = {
@@ -501,7 +387,7 @@ _LOCAL_REPLIES = (
 )
 
 
-def _local_reply_config(p: EnvoyParams) -> dict:
+def _local_reply_config(p: EnvoyParams) -> Config:
     return {
         "mappers": [
             # Left as they are (a match with no override stops the search):
@@ -527,10 +413,19 @@ def _local_reply_config(p: EnvoyParams) -> dict:
     }
 
 
-def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, field, *, max_request_bytes) -> dict:
-    details = [
+def _local_reply_mapper(
+    http_status: int,
+    details_test: str | None,
+    grpc_code: int,
+    reason: str,
+    message: str | None,
+    field: str | None,
+    *,
+    max_request_bytes: int,
+) -> Config:
+    details: list[Config] = [
         {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN},
-        {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": "%REQ(X-REQUEST-ID)%"},
+        {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": REQUEST_ID},
     ]
     if http_status == 413:
         description = f"must be at most {max_request_bytes} bytes"
@@ -562,7 +457,7 @@ def _local_reply_mapper(http_status, details_test, grpc_code, reason, message, f
     }
 
 
-def _cel(expression: str) -> dict:
+def _cel(expression: str) -> Config:
     return {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
@@ -574,11 +469,11 @@ def _cel(expression: str) -> dict:
     }
 
 
-def _header_filter(matcher: dict) -> dict:
+def _header_filter(matcher: Config) -> Config:
     return {"header_filter": {"header": matcher}}
 
 
-def _access_log() -> dict:
+def _access_log() -> Config:
     return {
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
@@ -586,7 +481,7 @@ def _access_log() -> dict:
             "log_format": {
                 "json_format": {
                     "time": "%START_TIME%",
-                    "request_id": "%REQ(X-REQUEST-ID)%",
+                    "request_id": REQUEST_ID,
                     "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
                     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
                     "grpc_method": "%REQ(:PATH)%",
@@ -615,8 +510,8 @@ def _access_log() -> dict:
 # Clusters
 
 
-def _cluster(name: str, up: Upstream, p: EnvoyParams) -> dict:
-    cluster = {
+def _cluster(name: str, up: Upstream, p: EnvoyParams) -> Config:
+    cluster: Config = {
         "name": name,
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
@@ -677,7 +572,7 @@ def _cluster(name: str, up: Upstream, p: EnvoyParams) -> dict:
     return cluster
 
 
-def _console_cluster(up: Upstream, p: EnvoyParams) -> dict:
+def _console_cluster(up: Upstream, p: EnvoyParams) -> Config:
     return {
         "name": "console",
         "connect_timeout": "1s",
@@ -693,7 +588,7 @@ def _console_cluster(up: Upstream, p: EnvoyParams) -> dict:
 # Helpers
 
 
-def _socket_address(host: str, port: int) -> dict:
+def _socket_address(host: str, port: int) -> Config:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
@@ -708,8 +603,6 @@ def _grpc_timeout(seconds: float) -> str:
 
 
 def _is_ip(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
         return True
@@ -734,195 +627,3 @@ def _check(p: EnvoyParams) -> None:
         raise ValueError("max_request_bytes and max_response_bytes must be positive")
     if "console" in p.upstreams and p.console_upstream is not None:
         raise ValueError("'console' is reserved for console_upstream")
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the descriptor set (protobuf wire format, by hand: the standard library has no protobuf)
-
-
-def descriptor_names(path: str) -> tuple:
-    """(service full names, message full names) in a FileDescriptorSet file."""
-    services, messages = [], []
-    data = Path(path).read_bytes()
-    for fnum, fval in _fields(data):
-        if fnum != 1:  # FileDescriptorSet.file
-            continue
-        fields = list(_fields(fval))
-        package = next((v.decode() for n, v in fields if n == 2), "")  # FileDescriptorProto.package
-        prefix = f"{package}." if package else ""
-        for n, v in fields:
-            if n == 6:  # service
-                services.append(prefix + _name(v))
-            elif n == 4:  # message_type (nested types not needed here)
-                messages.append(prefix + _name(v))
-    return tuple(services), tuple(messages)
-
-
-def _name(message: bytes) -> str:
-    return next(v.decode() for n, v in _fields(message) if n == 1)
-
-
-def _fields(buf: bytes):
-    """(field number, bytes) of the length-delimited fields of one message; skips the others."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, i = _varint(buf, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            yield number, buf[i : i + size]
-            i += size
-        else:
-            raise ValueError(f"unsupported wire type {wire} in descriptor set")
-
-
-def _varint(buf: bytes, i: int):
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def check_descriptor_set(params: EnvoyParams) -> list:
-    """Problems Envoy would hit with this descriptor set (empty when fine)."""
-    path = params.descriptor_set
-    if not os.path.exists(path):
-        return [f"descriptor set {path} does not exist (run tools/gen_protos.sh)"]
-    services, messages = descriptor_names(path)
-    problems = [f"service {s} is not in {path}" for s in params.services if s not in services]
-    # convert_grpc_status can only print details whose types are in the descriptor set.
-    for needed in ("google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RequestInfo"):
-        if needed not in messages:
-            problems.append(f"{needed} is not in {path}: error details would not be converted to JSON")
-    return problems
-
-
-# --------------------------------------------------------------------------------------------
-# CLI
-
-
-def _address(text: str) -> tuple:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _upstream_override(text: str) -> tuple:
-    name, sep, address = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected NAME=HOST:PORT, got {text!r}")
-    return name, Upstream(*_address(address))
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Render VocalBridge's Envoy configuration (JSON).")
-    parser.add_argument("--profile", choices=sorted(PROFILES), required=True)
-    parser.add_argument("--out", default="-", help="output file; '-' (default) for stdout")
-    parser.add_argument("--namespace", default="vocalbridge", help="k8s: namespace of the Services")
-    parser.add_argument("--cluster-domain", default="cluster.local", help="k8s: cluster DNS domain")
-    parser.add_argument("--listen", type=_address, metavar="HOST:PORT")
-    parser.add_argument("--admin", type=_address, metavar="HOST:PORT")
-    parser.add_argument("--descriptor-set", metavar="PATH")
-    parser.add_argument(
-        "--services",
-        metavar="LIST",
-        help="comma-separated full service names to transcode, or 'auto' for every "
-        "vocalbridge.* service in the descriptor set",
-    )
-    parser.add_argument(
-        "--upstream",
-        type=_upstream_override,
-        action="append",
-        default=[],
-        metavar="NAME=HOST:PORT",
-        help="override one upstream (repeatable)",
-    )
-    parser.add_argument("--discovery", choices=("static", "dns"))
-    parser.add_argument("--max-request-bytes", type=int)
-    parser.add_argument("--max-response-bytes", type=int)
-    parser.add_argument(
-        "--cors-origin",
-        action="append",
-        metavar="ORIGIN",
-        help="allowed browser origin (repeatable; replaces the profile's)",
-    )
-    parser.add_argument("--health-checks", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--console-upstream", type=_address, metavar="HOST:PORT")
-    parser.add_argument("--no-check", action="store_true", help="skip checking the descriptor set")
-    args = parser.parse_args(argv)
-
-    overrides = {}
-    if args.listen:
-        overrides["listen_address"], overrides["listen_port"] = args.listen
-    if args.admin:
-        overrides["admin_address"], overrides["admin_port"] = args.admin
-    if args.descriptor_set:
-        overrides["descriptor_set"] = str(Path(args.descriptor_set).resolve())
-    if args.discovery:
-        overrides["upstream_discovery"] = args.discovery
-    if args.max_request_bytes is not None:
-        overrides["max_request_bytes"] = args.max_request_bytes
-    if args.max_response_bytes is not None:
-        overrides["max_response_bytes"] = args.max_response_bytes
-    if args.cors_origin is not None:
-        overrides["cors_allowed_origins"] = tuple(args.cors_origin)
-    if args.health_checks is not None:
-        overrides["health_checks"] = args.health_checks
-    if args.console_upstream:
-        overrides["console_upstream"] = Upstream(*args.console_upstream)
-
-    if args.profile == "k8s":
-        params = k8s_params(namespace=args.namespace, cluster_domain=args.cluster_domain, **overrides)
-    else:
-        params = local_params(**overrides)
-    if args.upstream:
-        params = dataclasses.replace(params, upstreams={**params.upstreams, **dict(args.upstream)})
-    if args.services == "auto":
-        found, _ = descriptor_names(params.descriptor_set)
-        services = tuple(s for s in found if s.startswith("vocalbridge."))
-        params = dataclasses.replace(params, services=services)
-    elif args.services:
-        params = dataclasses.replace(params, services=tuple(s.strip() for s in args.services.split(",") if s.strip()))
-
-    try:
-        text = render_envoy_config(params)
-    except ValueError as exc:
-        parser.error(str(exc))
-    # The k8s descriptor path exists only inside the pod; check what can be checked here.
-    if not args.no_check and os.path.exists(params.descriptor_set):
-        for problem in check_descriptor_set(params):
-            print(f"render.py: warning: {problem}", file=sys.stderr)  # noqa: T201 - a CLI warning
-
-    if args.out == "-":
-        sys.stdout.write(text)
-    else:
-        _write(Path(args.out), text)
-    return 0
-
-
-def _write(out: Path, text: str) -> None:
-    """Replace a regular file atomically (a running Envoy never reads half a file); write
-    anything else (a device such as /dev/null, a pipe) in place."""
-    if out.exists() and not out.is_file():
-        with open(out, "w") as f:
-            f.write(text)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

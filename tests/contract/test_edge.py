@@ -1,0 +1,138 @@
+"""The edge configuration (vocalbridge_edge) takes the facts it shares with the services from the
+common library, and its descriptor-set check reports what Envoy would trip over.
+
+The configuration as Envoy runs it is tested end to end (tests/e2e) and, for Kubernetes, diffed
+against the committed file and validated by Envoy (test_k8s_manifests.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from vocalbridge_common import topology
+from vocalbridge_common.errors import ERROR_DOMAIN
+from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_devstack import stack
+from vocalbridge_edge import (
+    EnvoyParams,
+    build_envoy_config,
+    check_descriptor_set,
+    descriptor_names,
+    http_services,
+    k8s_params,
+    local_params,
+)
+from vocalbridge_edge.params import DEFAULT_SERVICES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DESCRIPTOR_SET = REPO_ROOT / "gen" / "vocalbridge.pb"
+
+
+def _manager(config: dict) -> dict:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _clusters(config: dict) -> dict[str, int]:
+    return {
+        c["name"]: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"][
+            "port_value"
+        ]
+        for c in config["static_resources"]["clusters"]
+    }
+
+
+def test_both_profiles_route_to_the_topologys_ports():
+    for params in (local_params(), k8s_params()):
+        config = build_envoy_config(params)
+        assert _clusters(config) == dict(topology.SERVICE_PORTS)
+        assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == (
+            topology.EDGE_PORT
+        )
+        assert config["admin"]["address"]["socket_address"] == {
+            "address": "127.0.0.1",
+            "port_value": topology.EDGE_ADMIN_PORT,
+        }
+
+
+def test_the_identity_header_is_stripped_and_errors_carry_the_services_domain():
+    manager = _manager(build_envoy_config(local_params()))
+    (mutation,) = [f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.header_mutation"]
+    removed = [m["remove"] for m in mutation["typed_config"]["mutations"]["request_mutations"]]
+    assert removed[0] == IDENTITY_HEADER
+
+    domains = {
+        detail["domain"]
+        for mapper in manager["local_reply_config"]["mappers"]
+        for detail in mapper.get("body_format_override", {}).get("json_format", {}).get("details", [])
+        if detail["@type"].endswith("google.rpc.ErrorInfo")
+    }
+    assert domains == {ERROR_DOMAIN}
+
+
+def test_every_transcoded_service_is_one_of_the_topologys():
+    for name in DEFAULT_SERVICES:
+        assert name.split(".")[1] in topology.SERVICES, name
+
+
+def test_the_stack_runner_starts_every_service_of_the_topology():
+    assert sorted(stack.SERVICE_ORDER) == sorted(topology.SERVICES)
+    assert stack.StackConfig().service_ports == dict(topology.SERVICE_PORTS)
+    assert (stack.StackConfig().http_port, stack.StackConfig().admin_port) == (
+        topology.EDGE_PORT,
+        topology.EDGE_ADMIN_PORT,
+    )
+
+
+def test_the_descriptor_set_has_what_the_edge_needs():
+    assert DESCRIPTOR_SET.is_file(), "run `make gen` first"
+    params = local_params(descriptor_set=str(DESCRIPTOR_SET))
+    assert check_descriptor_set(params) == []
+    services, _ = descriptor_names(DESCRIPTOR_SET)
+    assert set(DEFAULT_SERVICES) <= set(services)
+    assert set(DEFAULT_SERVICES) <= set(http_services(DESCRIPTOR_SET))
+
+
+def test_descriptor_set_problems_are_reported(tmp_path):
+    """A positive control for check_descriptor_set: a service that is not there, one that has no
+    HTTP rule, and missing google.rpc error details are each named."""
+    fds = descriptor_pb2.FileDescriptorSet()
+    fds.ParseFromString(DESCRIPTOR_SET.read_bytes())
+    kept = [f for f in fds.file if not f.package.startswith("google.rpc")]
+    # The agents service loses its HTTP rules; the auth service goes away entirely.
+    for file in kept:
+        for service in file.service:
+            if service.name == "AgentService":
+                for method in service.method:
+                    method.options.ClearExtension(annotations_pb2.http)
+        if file.package == "vocalbridge.auth.v1":
+            del file.service[:]
+    broken = tmp_path / "broken.pb"
+    broken.write_bytes(descriptor_pb2.FileDescriptorSet(file=kept).SerializeToString())
+
+    problems = check_descriptor_set(EnvoyParams(descriptor_set=str(broken)))
+    text = "\n".join(problems)
+    assert "service vocalbridge.auth.v1.AuthService is not in" in text, text
+    assert "vocalbridge.agents.v1.AgentService has no RPC with a google.api.http rule" in text, text
+    for message in ("google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RequestInfo"):
+        assert f"{message} is not in" in text, text
+    assert len(problems) == 6, problems
+    assert check_descriptor_set(EnvoyParams(descriptor_set=str(tmp_path / "missing.pb"))) != []
+
+
+def test_the_command_line_renders_in_the_virtual_environment(tmp_path):
+    out = tmp_path / "envoy.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "vocalbridge_edge", "--profile", "local", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # the descriptor set check found nothing to warn about
+    assert json.loads(out.read_text()) == build_envoy_config(local_params())
