@@ -10,10 +10,17 @@ wkt=$("$PY" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_t
 mapfile -t files < <(find protos/vocalbridge -name '*.proto' | sort)
 protoc=("$PY" -m grpc_tools.protoc -I protos -I protos/third_party -I "$wkt")
 # Python code for our protos only: google/api and google/rpc come from googleapis-common-protos.
-# Typed stubs for the gRPC modules come from mypy-protobuf's plugin (grpcio-tools writes none).
-bin=$(dirname "$PY")
-"${protoc[@]}" --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
-  --plugin=protoc-gen-mypy_grpc="$bin/protoc-gen-mypy_grpc" --mypy_grpc_out="$out" "${files[@]}" \
+# Typed stubs for the gRPC modules come from mypy-protobuf's plugin (grpcio-tools writes none),
+# installed beside the interpreter. The virtual environment always has it (requirements.lock);
+# the image builds install only the code generator (PYTHON=python), and need no stubs.
+plugin=$("$PY" -c 'import os, sys; print(os.path.join(os.path.dirname(sys.executable), "protoc-gen-mypy_grpc"))')
+stubs=()
+if [[ -x "$plugin" ]]; then
+  stubs=(--plugin=protoc-gen-mypy_grpc="$plugin" --mypy_grpc_out="$out")
+else
+  echo "note: $plugin missing; no typed stubs for the gRPC modules" >&2
+fi
+"${protoc[@]}" --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" "${stubs[@]}" "${files[@]}" \
   2> >(grep -v '^Writing mypy to' >&2)
 # The descriptor set carries every import, plus google/rpc's status and error details,
 # which no contract imports but convert_grpc_status needs to print an error body.
