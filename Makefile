@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SITE := $(shell $(PYTHON) -c 'import sys; print(f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages")')
 SERVICES := $(notdir $(patsubst %/,%,$(wildcard services/*/)))
+# Type-checked packages: the libraries, the edge and every service package that exists.
+MYPY_PACKAGES := vocalbridge_common vocalbridge_devstack vocalbridge_edge \
+  $(notdir $(patsubst %/,%,$(wildcard services/*/src/vocalbridge_*/)))
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench clean
@@ -33,13 +36,23 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
-lint: node_modules/.installed
+# The habits, checked: proto style, no breaking change to the contract, Python lint and
+# format, types. `buf breaking` compares with the commit before the change under review
+# (tools/buf_breaking.sh): with uncommitted edits under protos/ that is HEAD, so an edit is
+# checked before it is committed; in a clean tree (CI's fresh clone) it is HEAD~1, so the
+# last commit is checked. Set BUF_AGAINST=<rev> to compare with something else.
+lint: venv gen node_modules/.installed
 	node_modules/.bin/buf lint
+	tools/buf_breaking.sh
+	$(PY) -m ruff check
+	$(PY) -m ruff format --check
+	$(PY) -m mypy $(addprefix -p ,$(MYPY_PACKAGES))
 
 run: gen
 	$(PY) -m vocalbridge_devstack
 
-test: gen node_modules/.installed
+# Lint first: CI (.ci/run calls `make test`) fails on a lint or type error too.
+test: lint
 	$(PY) -m pytest
 
 test-unit: gen
