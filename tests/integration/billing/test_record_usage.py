@@ -282,3 +282,13 @@ async def test_events_read_back_as_recorded(stub, relay, tenant, md):
     assert [p.name for p in recorded.prices] == [p.name for p in event.prices]
     assert recorded.prices[0].micros_per_unit == 3000
     assert recorded.delivery.attempts[1].latency.ToNanoseconds() == 12_345_679
+
+
+async def test_an_event_without_delivery_or_message_reads_back_without_them(stub, relay, tenant, md):
+    event = usage_event(tenant)
+    event.ClearField("delivery")
+    event.message = ""
+    await record(stub, relay, [event])
+    (recorded,) = await ledger(stub, md)
+    assert not recorded.HasField("delivery") and recorded.message == ""
+    assert recorded.name == event.name and recorded.cost_micros == event.cost_micros

@@ -320,12 +320,14 @@ def validate_event(
 
 
 @dataclass(frozen=True)
-class LedgerAttempt:
+class RecordedAttempt:
+    """One delivery attempt as the ledger keeps it."""
+
     provider: str
     outcome: AttemptOutcome
     latency_ns: int
     backoff_ns: int
-    error_message: str
+    error_message: str  # at most MAX_ERROR_MESSAGE characters
 
 
 @dataclass(frozen=True)
@@ -351,10 +353,10 @@ class LedgerEntry:
         return self.event.event_time.astimezone(UTC).strftime("%Y-%m-%d")
 
     @property
-    def attempts(self) -> tuple[LedgerAttempt, ...]:
+    def attempts(self) -> tuple[RecordedAttempt, ...]:
         # A valid event's attempts all have an outcome (validate_event refuses the others).
         return tuple(
-            LedgerAttempt(
+            RecordedAttempt(
                 attempt.provider,
                 attempt.outcome,
                 attempt.latency_ns,
@@ -425,15 +427,6 @@ class RecordResult:
 
 
 @dataclass(frozen=True)
-class RecordedAttempt:
-    provider: str
-    outcome: AttemptOutcome
-    latency_ns: int
-    backoff_ns: int
-    error_message: str
-
-
-@dataclass(frozen=True)
 class RecordedDelivery:
     provider: str
     model: str
@@ -441,8 +434,9 @@ class RecordedDelivery:
     latency_ns: int
     attempts: tuple[RecordedAttempt, ...]
 
-    def __bool__(self) -> bool:
-        """False when the producer sent no delivery record."""
+    @property
+    def sent(self) -> bool:
+        """Whether the producer sent a delivery record (an event without one reads back empty)."""
         return bool(self.provider or self.model or self.fallback_used or self.latency_ns or self.attempts)
 
 

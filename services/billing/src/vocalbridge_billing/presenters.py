@@ -88,36 +88,33 @@ def grouping_of(value: int) -> Grouping | Unrecognized | None:
     return Grouping(pb.GroupBy.Name(value))
 
 
-def _time_range(request: Message) -> UsageQuery:
-    return UsageQuery(start=from_timestamp(request, "start_time"), end=from_timestamp(request, "end_time"))
+def _usage_query(
+    request: Message,
+    agent: str,
+    provider: str = "",
+    channel: int = session_pb2.CHANNEL_UNSPECIFIED,
+    session: str = "",
+) -> UsageQuery:
+    return UsageQuery(
+        start=from_timestamp(request, "start_time"),
+        end=from_timestamp(request, "end_time"),
+        agent=agent,
+        provider=provider,
+        channel=channel_filter(channel),
+        session=session,
+    )
 
 
 def list_query(request: pb.ListUsageEventsRequest) -> UsageQuery:
-    times = _time_range(request)
-    return UsageQuery(
-        start=times.start,
-        end=times.end,
-        agent=request.agent,
-        provider=request.provider,
-        channel=channel_filter(request.channel),
-        session=request.session,
-    )
+    return _usage_query(request, request.agent, request.provider, request.channel, request.session)
 
 
 def summary_query(request: pb.GetUsageSummaryRequest) -> UsageQuery:
-    times = _time_range(request)
-    return UsageQuery(
-        start=times.start,
-        end=times.end,
-        agent=request.agent,
-        provider=request.provider,
-        channel=channel_filter(request.channel),
-    )
+    return _usage_query(request, request.agent, request.provider, request.channel)
 
 
 def performance_query(request: pb.GetProviderPerformanceRequest) -> UsageQuery:
-    times = _time_range(request)
-    return UsageQuery(start=times.start, end=times.end, agent=request.agent)
+    return _usage_query(request, request.agent)
 
 
 # -- domain → responses -----------------------------------------------------------------
@@ -145,7 +142,7 @@ def event_to_proto(event: RecordedEvent) -> usage_event_pb2.UsageEvent:
         record_time=to_timestamp(event.record_time),
     )
     delivery = event.delivery
-    if delivery:
+    if delivery.sent:
         message.delivery.CopyFrom(
             delivery_pb2.Delivery(
                 provider=delivery.provider,

@@ -3,9 +3,7 @@ the verified identity of the call and is handed to the use cases."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
+from grpc.aio import ServicerContext
 
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import billing_service_pb2_grpc
@@ -25,8 +23,6 @@ from vocalbridge_billing.prices import PriceService
 from vocalbridge_common.context import current_tenant_id
 from vocalbridge_common.price_protos import price_to_proto
 
-Context = grpc.aio.ServicerContext[Any, Any]
-
 
 class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
     def __init__(self, ledger: LedgerService, analytics: AnalyticsService, prices: PriceService) -> None:
@@ -34,13 +30,19 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
         self._analytics = analytics
         self._prices = prices
 
-    async def RecordUsage(self, request: pb.RecordUsageRequest, context: Context) -> pb.RecordUsageResponse:
+    async def RecordUsage(
+        self, request: pb.RecordUsageRequest, context: ServicerContext[pb.RecordUsageRequest, pb.RecordUsageResponse]
+    ) -> pb.RecordUsageResponse:
         # The caller is a service identity (scope `internal`, checked by the
         # interceptor); each event names its own tenant.
         result = await self._ledger.record_usage([event_from_proto(event) for event in request.events])
         return pb.RecordUsageResponse(accepted_count=result.accepted, duplicate_count=result.duplicates)
 
-    async def ListUsageEvents(self, request: pb.ListUsageEventsRequest, context: Context) -> pb.ListUsageEventsResponse:
+    async def ListUsageEvents(
+        self,
+        request: pb.ListUsageEventsRequest,
+        context: ServicerContext[pb.ListUsageEventsRequest, pb.ListUsageEventsResponse],
+    ) -> pb.ListUsageEventsResponse:
         page = await self._analytics.list_usage_events(
             current_tenant_id(), list_query(request), request.page_size, request.page_token
         )
@@ -48,7 +50,11 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
             usage_events=[event_to_proto(event) for event in page.items], next_page_token=page.next_page_token
         )
 
-    async def GetUsageSummary(self, request: pb.GetUsageSummaryRequest, context: Context) -> pb.GetUsageSummaryResponse:
+    async def GetUsageSummary(
+        self,
+        request: pb.GetUsageSummaryRequest,
+        context: ServicerContext[pb.GetUsageSummaryRequest, pb.GetUsageSummaryResponse],
+    ) -> pb.GetUsageSummaryResponse:
         summary = await self._analytics.usage_summary(
             current_tenant_id(), summary_query(request), grouping_of(request.group_by)
         )
@@ -58,12 +64,16 @@ class BillingServicer(billing_service_pb2_grpc.BillingServiceServicer):
         )
 
     async def GetProviderPerformance(
-        self, request: pb.GetProviderPerformanceRequest, context: Context
+        self,
+        request: pb.GetProviderPerformanceRequest,
+        context: ServicerContext[pb.GetProviderPerformanceRequest, pb.GetProviderPerformanceResponse],
     ) -> pb.GetProviderPerformanceResponse:
         stats = await self._analytics.provider_performance(current_tenant_id(), performance_query(request))
         return pb.GetProviderPerformanceResponse(providers=[provider_to_proto(s) for s in stats])
 
-    async def ListPrices(self, request: pb.ListPricesRequest, context: Context) -> pb.ListPricesResponse:
+    async def ListPrices(
+        self, request: pb.ListPricesRequest, context: ServicerContext[pb.ListPricesRequest, pb.ListPricesResponse]
+    ) -> pb.ListPricesResponse:
         # The price list is global: any identity with the read scope may list it,
         # a service identity without a tenant included.
         page = await self._prices.list_prices(request.provider, request.page_size, request.page_token)
