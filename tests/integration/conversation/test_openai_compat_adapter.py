@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, Outcome, RetryPolicy
+from vocalbridge_common.vocabulary import AttemptOutcome
+from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, RetryPolicy
 from vocalbridge_conversation.providers import (
     ChatMessage,
     Completion,
@@ -459,6 +460,6 @@ async def test_delivery_engine_retries_a_real_endpoint(server, provider):
         BreakerRegistry(),
     )
     result = await engine.deliver(REQUEST, "myllm", None, deadline=None)
-    assert [a.outcome for a in result.attempts] == [Outcome.UNAVAILABLE, Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.UNAVAILABLE, AttemptOutcome.SUCCESS]
     assert result.completion.text == "Ready now." and result.model == "gpt-test-2024"
     assert len(server.received) == 2

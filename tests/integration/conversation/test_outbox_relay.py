@@ -15,9 +15,8 @@ from vocalbridge.billing.v1 import usage_event_pb2
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_conversation.config import RelaySettings
-from vocalbridge_conversation.models import OutboxRow
 from vocalbridge_conversation.relay import HEALTH_NAME, OutboxRelay
-from vocalbridge_conversation.repository import OutboxRepository
+from vocalbridge_conversation.repository import OutboxRelayRepository, OutboxRepository
 
 
 @pytest.fixture
@@ -31,15 +30,8 @@ async def add_events(db, tenant_id: str, count: int, age: timedelta) -> None:
     async with db.tenant_transaction(tenant_id) as tx:
         for i in range(count):
             event = usage_event_pb2.UsageEvent(name=f"usageEvents/use_{tenant_id}_{i}", tenant=f"tenants/{tenant_id}")
-            await OutboxRepository(tx).add(
-                OutboxRow(
-                    event_id=f"use_{tenant_id}_{i}"[:40],
-                    tenant_id=tenant_id,
-                    payload=event.SerializeToString(),
-                    create_time=utcnow() - age,
-                    delivered_time=None,
-                    attempts=0,
-                )
+            await OutboxRepository(tx, tenant_id).add(
+                f"use_{tenant_id}_{i}"[:40], event.SerializeToString(), utcnow() - age
             )
 
 
@@ -63,4 +55,4 @@ async def test_lag_is_reported_while_billing_is_down(database, tenant, caplog):
     check = await health_servicer.Check(health_pb2.HealthCheckRequest(service=HEALTH_NAME), None)
     assert check.status == health_pb2.HealthCheckResponse.NOT_SERVING
     async with database.system_transaction() as tx:
-        assert len(await OutboxRepository(tx).pending(1000)) >= 3
+        assert len(await OutboxRelayRepository(tx).pending(1000)) >= 3

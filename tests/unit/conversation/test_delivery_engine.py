@@ -7,12 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.conversation.fakes import REQUEST, FakeTime, MaxRandom, ScriptedProvider, Stall, fail, make_engine
+from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.delivery import (
     BreakerRegistry,
     BreakerState,
     DeliveryEngine,
-    Outcome,
     RetryPolicy,
+    outcome_of_failure,
 )
 from vocalbridge_conversation.providers.base import FailureKind, ProviderRegistry
 
@@ -32,12 +33,12 @@ async def test_success_on_the_first_attempt():
 
     assert result.completion.text == "Hi there"
     assert (result.provider, result.model, result.fallback_used) == ("vendorA", "vendorA-m1", False)
-    assert outcomes(result) == [("vendorA", Outcome.SUCCESS)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.SUCCESS)]
     attempt = result.attempts[0]
     assert (attempt.latency, attempt.backoff, attempt.error_message) == (pytest.approx(0.02), 0.0, "")
     assert result.latency == pytest.approx(0.02)
     assert time.slept == []
-    assert result.final_outcome is Outcome.SUCCESS
+    assert result.final_outcome is AttemptOutcome.SUCCESS
 
 
 async def test_retries_are_recorded_with_their_backoff_then_success():
@@ -48,9 +49,9 @@ async def test_retries_are_recorded_with_their_backoff_then_success():
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
 
     assert outcomes(result) == [
-        ("vendorA", Outcome.UNAVAILABLE),
-        ("vendorA", Outcome.TIMEOUT),
-        ("vendorA", Outcome.SUCCESS),
+        ("vendorA", AttemptOutcome.UNAVAILABLE),
+        ("vendorA", AttemptOutcome.TIMEOUT),
+        ("vendorA", AttemptOutcome.SUCCESS),
     ]
     backoffs = [attempt.backoff for attempt in result.attempts]
     assert backoffs[0] == 0.0
@@ -69,7 +70,7 @@ async def test_fallback_after_the_primary_fails_every_attempt():
 
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
 
-    assert outcomes(result) == [("vendorA", Outcome.UNAVAILABLE)] * 3 + [("vendorB", Outcome.SUCCESS)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.UNAVAILABLE)] * 3 + [("vendorB", AttemptOutcome.SUCCESS)]
     assert (result.provider, result.model, result.fallback_used) == ("vendorB", "vendorB-m1", True)
     assert result.completion.text == "from B"
     assert result.attempts[3].backoff == 0.0  # a provider's first attempt never waits
@@ -85,7 +86,7 @@ async def test_every_attempt_failing_gives_no_completion():
     assert result.completion is None
     assert (result.provider, result.model, result.fallback_used) == ("", "", False)
     assert [a.provider for a in result.attempts] == ["vendorA"] * 3 + ["vendorB"] * 3
-    assert result.final_outcome is Outcome.UNAVAILABLE
+    assert result.final_outcome is AttemptOutcome.UNAVAILABLE
 
 
 @pytest.mark.parametrize("kind", [FailureKind.RATE_LIMITED, FailureKind.PROVIDER_ERROR, FailureKind.TIMEOUT])
@@ -94,7 +95,7 @@ async def test_retryable_failures_are_retried(kind):
     primary = ScriptedProvider("vendorA", [fail(kind), "ok"], time)
     engine, _ = make_engine(time, primary)
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
-    assert [a.outcome for a in result.attempts] == [Outcome.from_failure(kind), Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [outcome_of_failure(kind), AttemptOutcome.SUCCESS]
 
 
 async def test_authentication_failure_is_not_retried_but_falls_back():
@@ -104,7 +105,7 @@ async def test_authentication_failure_is_not_retried_but_falls_back():
 
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
 
-    assert outcomes(result) == [("vendorA", Outcome.AUTHENTICATION_FAILED), ("vendorB", Outcome.SUCCESS)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.AUTHENTICATION_FAILED), ("vendorB", AttemptOutcome.SUCCESS)]
     assert len(primary.calls) == 1 and time.slept == []
     assert breakers.get("vendorA").consecutive_failures == 0
 
@@ -117,8 +118,8 @@ async def test_bad_request_is_neither_retried_nor_sent_to_the_fallback():
 
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
 
-    assert outcomes(result) == [("vendorA", Outcome.BAD_REQUEST)]
-    assert result.completion is None and result.final_outcome is Outcome.BAD_REQUEST
+    assert outcomes(result) == [("vendorA", AttemptOutcome.BAD_REQUEST)]
+    assert result.completion is None and result.final_outcome is AttemptOutcome.BAD_REQUEST
     assert len(primary.calls) == 1 and fallback.calls == []
 
 
@@ -140,13 +141,13 @@ async def test_open_breaker_skips_the_primary_until_a_probe_succeeds():
 
     # Turn 1: three failures reach the threshold; the fallback serves the turn.
     first = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
-    assert [a.outcome for a in first.attempts] == [Outcome.UNAVAILABLE] * 3 + [Outcome.SUCCESS]
+    assert [a.outcome for a in first.attempts] == [AttemptOutcome.UNAVAILABLE] * 3 + [AttemptOutcome.SUCCESS]
     assert breakers.get("vendorA").state is BreakerState.OPEN
 
     # Turns while open: one CIRCUIT_OPEN record, the primary is never called.
     for _ in range(3):
         result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
-        assert outcomes(result) == [("vendorA", Outcome.CIRCUIT_OPEN), ("vendorB", Outcome.SUCCESS)]
+        assert outcomes(result) == [("vendorA", AttemptOutcome.CIRCUIT_OPEN), ("vendorB", AttemptOutcome.SUCCESS)]
         assert (result.attempts[0].latency, result.attempts[0].backoff) == (0.0, 0.0)
         assert result.attempts[0].error_message
         assert result.fallback_used
@@ -156,9 +157,9 @@ async def test_open_breaker_skips_the_primary_until_a_probe_succeeds():
     time.advance(10.0)
     probe_failed = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
     assert outcomes(probe_failed) == [
-        ("vendorA", Outcome.UNAVAILABLE),
-        ("vendorA", Outcome.CIRCUIT_OPEN),
-        ("vendorB", Outcome.SUCCESS),
+        ("vendorA", AttemptOutcome.UNAVAILABLE),
+        ("vendorA", AttemptOutcome.CIRCUIT_OPEN),
+        ("vendorB", AttemptOutcome.SUCCESS),
     ]
     assert len(primary.calls) == 4
 
@@ -166,7 +167,7 @@ async def test_open_breaker_skips_the_primary_until_a_probe_succeeds():
     primary.script[:] = ["A is back"]
     time.advance(10.0)
     recovered = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
-    assert outcomes(recovered) == [("vendorA", Outcome.SUCCESS)]
+    assert outcomes(recovered) == [("vendorA", AttemptOutcome.SUCCESS)]
     assert breakers.get("vendorA").state is BreakerState.CLOSED
 
 
@@ -177,7 +178,7 @@ async def test_both_breakers_open_means_no_provider_is_called():
     breakers.get("vendorA").record_failure()
     breakers.get("vendorB").record_failure()
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
-    assert outcomes(result) == [("vendorA", Outcome.CIRCUIT_OPEN), ("vendorB", Outcome.CIRCUIT_OPEN)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.CIRCUIT_OPEN), ("vendorB", AttemptOutcome.CIRCUIT_OPEN)]
     assert result.completion is None and a.calls == [] and b.calls == []
 
 
@@ -191,11 +192,11 @@ async def test_deadline_shorter_than_the_backoff_stops_without_sleeping():
 
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=start + 0.5)
 
-    assert outcomes(result) == [("vendorA", Outcome.UNAVAILABLE), ("vendorA", Outcome.DEADLINE_EXCEEDED)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.UNAVAILABLE), ("vendorA", AttemptOutcome.DEADLINE_EXCEEDED)]
     assert result.attempts[1].backoff == 0.0 and "deadline" in result.attempts[1].error_message
     assert time.slept == []
     assert fallback.calls == []  # the caller has stopped waiting: nothing further is attempted
-    assert result.completion is None and result.final_outcome is Outcome.DEADLINE_EXCEEDED
+    assert result.completion is None and result.final_outcome is AttemptOutcome.DEADLINE_EXCEEDED
     assert time.now <= start + 0.5
 
 
@@ -220,7 +221,7 @@ async def test_timeout_caused_by_the_deadline_is_deadline_exceeded_and_not_held_
 
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=start + 0.3)
 
-    assert outcomes(result) == [("vendorA", Outcome.DEADLINE_EXCEEDED)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.DEADLINE_EXCEEDED)]
     assert result.attempts[0].latency == pytest.approx(0.3)
     assert fallback.calls == []
     assert breakers.get("vendorA").state is BreakerState.CLOSED
@@ -232,7 +233,7 @@ async def test_timeout_within_the_attempt_timeout_is_a_retryable_timeout():
     policy = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0, attempt_timeout=1.0)
     engine, _ = make_engine(time, primary, policy=policy)
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=time.now + 60)
-    assert [a.outcome for a in result.attempts] == [Outcome.TIMEOUT, Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.TIMEOUT, AttemptOutcome.SUCCESS]
 
 
 async def test_deadline_already_passed_records_one_attempt_and_calls_nobody():
@@ -242,7 +243,7 @@ async def test_deadline_already_passed_records_one_attempt_and_calls_nobody():
     breakers.get("vendorA").record_failure()
     time.advance(10)  # half-open: the deadline check must hand the probe slot back
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=time.now)
-    assert outcomes(result) == [("vendorA", Outcome.DEADLINE_EXCEEDED)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.DEADLINE_EXCEEDED)]
     assert primary.calls == []
     assert breakers.get("vendorA").allow()
 
@@ -268,8 +269,8 @@ def test_never_sleeps_or_runs_past_the_deadline(seed, budget, latency):
     assert sum(time.slept) < budget
     assert time.now <= start + budget + 1e-9  # neither a backoff nor an attempt ran past the deadline
     assert result.completion is None
-    assert result.attempts[-1].outcome in (Outcome.DEADLINE_EXCEEDED, Outcome.UNAVAILABLE)
-    assert all(a.outcome in (Outcome.UNAVAILABLE, Outcome.TIMEOUT) for a in result.attempts[:-1])
+    assert result.attempts[-1].outcome in (AttemptOutcome.DEADLINE_EXCEEDED, AttemptOutcome.UNAVAILABLE)
+    assert all(a.outcome in (AttemptOutcome.UNAVAILABLE, AttemptOutcome.TIMEOUT) for a in result.attempts[:-1])
 
 
 async def test_retry_after_is_a_floor_for_the_wait():
@@ -281,7 +282,10 @@ async def test_retry_after_is_a_floor_for_the_wait():
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
 
     assert time.slept == [0.5]
-    assert [(a.outcome, a.backoff) for a in result.attempts] == [(Outcome.RATE_LIMITED, 0.0), (Outcome.SUCCESS, 0.5)]
+    assert [(a.outcome, a.backoff) for a in result.attempts] == [
+        (AttemptOutcome.RATE_LIMITED, 0.0),
+        (AttemptOutcome.SUCCESS, 0.5),
+    ]
 
 
 async def test_jittered_backoff_longer_than_retry_after_wins():
@@ -298,7 +302,7 @@ async def test_retry_after_longer_than_the_backoff_cap_goes_to_the_fallback_at_o
     primary = ScriptedProvider("vendorA", [fail(FailureKind.RATE_LIMITED, retry_after=60.0)], time)
     engine, _ = make_engine(time, primary, ScriptedProvider("vendorB", ["ok"], time))
     result = await engine.deliver(REQUEST, "vendorA", "vendorB", deadline=None)
-    assert outcomes(result) == [("vendorA", Outcome.RATE_LIMITED), ("vendorB", Outcome.SUCCESS)]
+    assert outcomes(result) == [("vendorA", AttemptOutcome.RATE_LIMITED), ("vendorB", AttemptOutcome.SUCCESS)]
     assert time.slept == []
 
 
@@ -307,7 +311,7 @@ async def test_retry_after_past_the_deadline_stops():
     primary = ScriptedProvider("vendorA", [fail(FailureKind.RATE_LIMITED, retry_after=0.8)], time)
     engine, _ = make_engine(time, primary)
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=time.now + 0.5)
-    assert [a.outcome for a in result.attempts] == [Outcome.RATE_LIMITED, Outcome.DEADLINE_EXCEEDED]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.RATE_LIMITED, AttemptOutcome.DEADLINE_EXCEEDED]
     assert time.slept == []
 
 
@@ -315,7 +319,7 @@ async def test_unknown_provider_is_recorded_and_the_fallback_serves():
     time = FakeTime()
     engine, _ = make_engine(time, ScriptedProvider("vendorB", ["ok"], time))
     result = await engine.deliver(REQUEST, "vendorZ", "vendorB", deadline=None)
-    assert outcomes(result) == [("vendorZ", Outcome.UNAVAILABLE), ("vendorB", Outcome.SUCCESS)]
+    assert outcomes(result) == [("vendorZ", AttemptOutcome.UNAVAILABLE), ("vendorB", AttemptOutcome.SUCCESS)]
     assert "not configured" in result.attempts[0].error_message
 
 
@@ -340,7 +344,7 @@ async def test_unexpected_exception_from_a_provider_is_a_retryable_provider_erro
     primary.complete = broken
     engine, _ = make_engine(time, primary)
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
-    assert [a.outcome for a in result.attempts] == [Outcome.PROVIDER_ERROR, Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.PROVIDER_ERROR, AttemptOutcome.SUCCESS]
     assert result.attempts[0].error_message == "vendorA failed: ZeroDivisionError"
 
 
@@ -359,7 +363,7 @@ async def test_engine_enforces_the_attempt_timeout_on_a_provider_that_ignores_it
     began = real_time.monotonic()
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
     assert real_time.monotonic() - began < 1.0
-    assert [a.outcome for a in result.attempts] == [Outcome.TIMEOUT]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.TIMEOUT]
     assert result.attempts[0].latency >= 0.04
 
 
@@ -382,9 +386,9 @@ async def test_cancelled_delivery_hands_back_the_probe_slot():
     assert breakers.get("vendorA").allow()
 
 
-def test_outcome_names_match_the_proto_enum():
-    from vocalbridge.conversation.v1 import delivery_pb2
-
-    proto_names = {name.removeprefix("ATTEMPT_OUTCOME_") for name in delivery_pb2.AttemptOutcome.keys()}  # noqa: SIM118 - an enum wrapper, not a dict
-    assert {outcome.name for outcome in Outcome} == proto_names - {"UNSPECIFIED"}
-    assert all(outcome.value == outcome.name for outcome in Outcome)
+def test_every_failure_kind_is_recorded_as_a_failed_outcome():
+    # The outcome names themselves are the shared vocabulary's (tested with the proto enum there).
+    recorded = {kind: outcome_of_failure(kind) for kind in FailureKind}
+    assert all(outcome.is_failure for outcome in recorded.values())
+    assert recorded[FailureKind.AUTHENTICATION] is AttemptOutcome.AUTHENTICATION_FAILED
+    assert len(set(recorded.values())) == len(FailureKind)  # no two kinds look alike in a delivery record

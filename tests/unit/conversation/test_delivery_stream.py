@@ -12,13 +12,13 @@ from tests.unit.conversation.fakes import (
     fail,
     make_engine,
 )
+from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.delivery import (
     BreakerRegistry,
     BreakerState,
     DeliveryEngine,
     Delta,
     Done,
-    Outcome,
     Restart,
     RetryPolicy,
 )
@@ -45,7 +45,7 @@ async def test_stream_sends_deltas_then_done_with_the_full_reply():
     assert shape(events) == ["one ", "two ", "three ", "done"]
     result = events[-1].result
     assert result.completion.text == "one two three"
-    assert [a.outcome for a in result.attempts] == [Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.SUCCESS]
     assert result.provider == "vendorA" and not result.fallback_used
 
 
@@ -54,7 +54,7 @@ async def test_failure_before_the_first_delta_needs_no_restart():
     engine, _ = make_engine(time, ScriptedProvider("vendorA", [U, "hi"], time))
     events = await collect(engine.deliver_stream(REQUEST, "vendorA", None, deadline=None))
     assert shape(events) == ["hi ", "done"]
-    assert [a.outcome for a in events[-1].result.attempts] == [Outcome.UNAVAILABLE, Outcome.SUCCESS]
+    assert [a.outcome for a in events[-1].result.attempts] == [AttemptOutcome.UNAVAILABLE, AttemptOutcome.SUCCESS]
 
 
 async def test_mid_stream_failure_restarts_with_the_next_attempt():
@@ -66,7 +66,7 @@ async def test_mid_stream_failure_restarts_with_the_next_attempt():
 
     assert shape(events) == ["Hel", "lo ", "↺", "Hello ", "world ", "done"]
     result = events[-1].result
-    assert [a.outcome for a in result.attempts] == [Outcome.UNAVAILABLE, Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.UNAVAILABLE, AttemptOutcome.SUCCESS]
     assert result.attempts[1].backoff == time.slept[0]
     assert primary.closed_streams == 2
 
@@ -83,8 +83,8 @@ async def test_mid_stream_failure_restarts_on_the_fallback():
     result = events[-1].result
     assert result.fallback_used and result.provider == "vendorB"
     assert [(a.provider, a.outcome) for a in result.attempts] == [
-        ("vendorA", Outcome.AUTHENTICATION_FAILED),
-        ("vendorB", Outcome.SUCCESS),
+        ("vendorA", AttemptOutcome.AUTHENTICATION_FAILED),
+        ("vendorB", AttemptOutcome.SUCCESS),
     ]
 
 
@@ -112,7 +112,7 @@ async def test_stream_ending_without_a_completion_is_a_provider_error():
     events = await collect(engine.deliver_stream(REQUEST, "vendorA", None, deadline=None))
     assert shape(events) == ["cut ", "↺", "whole ", "done"]
     first = events[-1].result.attempts[0]
-    assert first.outcome is Outcome.PROVIDER_ERROR and "without a final completion" in first.error_message
+    assert first.outcome is AttemptOutcome.PROVIDER_ERROR and "without a final completion" in first.error_message
 
 
 async def test_stream_obeys_breaker_and_deadline_rules():
@@ -126,9 +126,9 @@ async def test_stream_obeys_breaker_and_deadline_rules():
     result = events[-1].result
     # Stall → TIMEOUT (attempt_timeout 5 < 60 left), which opens vendorA's breaker (threshold 1).
     assert [(a.provider, a.outcome) for a in result.attempts] == [
-        ("vendorA", Outcome.TIMEOUT),
-        ("vendorA", Outcome.CIRCUIT_OPEN),
-        ("vendorB", Outcome.CIRCUIT_OPEN),
+        ("vendorA", AttemptOutcome.TIMEOUT),
+        ("vendorA", AttemptOutcome.CIRCUIT_OPEN),
+        ("vendorB", AttemptOutcome.CIRCUIT_OPEN),
     ]
     assert shape(events) == ["done"]
 
@@ -165,7 +165,7 @@ async def test_stream_timeout_is_enforced_between_deltas():
     events = await asyncio.wait_for(collect(engine.deliver_stream(REQUEST, "vendorA", None, deadline=None)), 2)
 
     assert shape(events) == ["first ", "done"]
-    assert [a.outcome for a in events[-1].result.attempts] == [Outcome.TIMEOUT]
+    assert [a.outcome for a in events[-1].result.attempts] == [AttemptOutcome.TIMEOUT]
 
 
 async def test_consumer_time_between_deltas_does_not_count_against_the_attempt():
@@ -192,7 +192,7 @@ async def test_non_streaming_delivery_of_a_partial_failure_sees_only_the_error()
     primary = ScriptedProvider("vendorA", [Partial(["x"], U), "ok"], time)
     engine, _ = make_engine(time, primary)
     result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
-    assert [a.outcome for a in result.attempts] == [Outcome.UNAVAILABLE, Outcome.SUCCESS]
+    assert [a.outcome for a in result.attempts] == [AttemptOutcome.UNAVAILABLE, AttemptOutcome.SUCCESS]
 
 
 @pytest.mark.parametrize("deadline_offset", [0.0, -1.0])
@@ -202,5 +202,5 @@ async def test_stream_with_no_time_left_calls_nobody(deadline_offset):
     engine, _ = make_engine(time, primary)
     events = await collect(engine.deliver_stream(REQUEST, "vendorA", None, deadline=time.now + deadline_offset))
     assert shape(events) == ["done"]
-    assert [a.outcome for a in events[-1].result.attempts] == [Outcome.DEADLINE_EXCEEDED]
+    assert [a.outcome for a in events[-1].result.attempts] == [AttemptOutcome.DEADLINE_EXCEEDED]
     assert primary.calls == []

@@ -3,13 +3,14 @@ recent history as the token budget allows: the oldest turns are dropped first.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from vocalbridge.conversation.v1 import message_pb2
-from vocalbridge_conversation.agents_client import AgentConfig
-from vocalbridge_conversation.models import MessageRow
+from vocalbridge_common.vocabulary import Channel
+from vocalbridge_conversation.domain.prompt import build_prompt
+from vocalbridge_conversation.domain.sessions import Message, MessageStatus, Role
+from vocalbridge_conversation.domain.turns import AgentConfig
 from vocalbridge_conversation.providers.base import count_tokens
-from vocalbridge_conversation.service import ConversationService, TurnSettings
 
 AGENT = AgentConfig(
     agent_id="agt_x",
@@ -24,28 +25,23 @@ AGENT = AgentConfig(
 )
 
 
-def row(i: int, role: int, words: int) -> MessageRow:
-    return MessageRow(
+def message(i: int, role: Role, words: int) -> Message:
+    return Message(
         id=f"msg_{i:02d}",
-        tenant_id="t",
         session_id="s",
         role=role,
         content=" ".join(f"w{i}" for _ in range(words)),
-        status=message_pb2.MESSAGE_STATUS_COMPLETE,
-        channel=1,
+        status=MessageStatus.COMPLETE,
+        channel=Channel.TEXT,
         create_time=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
 
-def service(budget: int) -> ConversationService:
-    return ConversationService(None, None, None, None, None, TurnSettings(context_budget_tokens=budget))
-
-
-HISTORY = [row(i, message_pb2.USER if i % 2 == 0 else message_pb2.ASSISTANT, 10) for i in range(6)]
+HISTORY = [message(i, Role.USER if i % 2 == 0 else Role.ASSISTANT, 10) for i in range(6)]
 
 
 def test_everything_fits_a_large_budget():
-    request = service(1000)._provider_request(AGENT, HISTORY, "new question")
+    request = build_prompt(AGENT, HISTORY, "new question", 1000)
     assert [m.role for m in request.messages] == ["system"] + ["user", "assistant"] * 3 + ["user"]
     assert request.messages[-1].content == "new question" and request.temperature == 0.5
     assert request.max_output_tokens == 64
@@ -53,12 +49,26 @@ def test_everything_fits_a_large_budget():
 
 def test_oldest_turns_are_dropped_first():
     fixed = count_tokens("Be brief.") + count_tokens("new question")
-    request = service(fixed + 25)._provider_request(AGENT, HISTORY, "new question")
+    request = build_prompt(AGENT, HISTORY, "new question", fixed + 25)
     kept = [m.content for m in request.messages[1:-1]]
     assert kept == [HISTORY[4].content, HISTORY[5].content]  # the two newest, in order
     assert sum(count_tokens(m.content) for m in request.messages) <= fixed + 25
 
 
 def test_no_history_when_nothing_fits():
-    request = service(5)._provider_request(AGENT, HISTORY, "new question")
+    request = build_prompt(AGENT, HISTORY, "new question", 5)
     assert [m.role for m in request.messages] == ["system", "user"]
+
+
+def test_history_stops_at_the_first_message_that_does_not_fit():
+    # A long message in the middle ends the history there, even if older ones would fit:
+    # the provider sees a contiguous recent stretch, never a conversation with holes.
+    history = [message(0, Role.USER, 2), message(1, Role.ASSISTANT, 50), message(2, Role.USER, 2)]
+    fixed = count_tokens("Be brief.") + count_tokens("new question")
+    request = build_prompt(AGENT, history, "new question", fixed + 10)
+    assert [m.content for m in request.messages[1:-1]] == [history[2].content]
+
+
+def test_without_a_system_prompt_only_history_and_the_message_go():
+    request = build_prompt(replace(AGENT, system_prompt=""), HISTORY[-2:], "new question", 1000)
+    assert [m.role for m in request.messages] == ["user", "assistant", "user"]

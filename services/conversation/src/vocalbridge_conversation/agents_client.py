@@ -8,38 +8,17 @@ least recently used first out); the current version is always asked for.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import grpc
 
-from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
+from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_pb2_grpc
 from vocalbridge_common.clients import forwarded_metadata
-from vocalbridge_common.errors import NotFound, Unavailable
+from vocalbridge_common.errors import AgentNotFound, DomainError, Unavailable
+from vocalbridge_conversation.domain.sessions import agent_name
+from vocalbridge_conversation.domain.turns import AgentConfig
 
 
-class AgentNotFound(NotFound):
-    default_reason = "AGENT_NOT_FOUND"
-
-    def __init__(self, agent_name: str) -> None:
-        super().__init__(f"agent {agent_name!r} not found", metadata={"agent": agent_name})
-
-
-@dataclass(frozen=True)
-class AgentConfig:
-    """What a turn needs of an agent version."""
-
-    agent_id: str
-    version: int
-    system_prompt: str
-    primary_provider: str
-    fallback_provider: str | None
-    model: str
-    temperature: float | None
-    top_p: float | None
-    max_output_tokens: int | None
-
-
-def _config(agent_id: str, message) -> AgentConfig:
+def _config(agent_id: str, message: agent_pb2.Agent | agent_pb2.AgentVersion) -> AgentConfig:
     parameters = message.parameters
     return AgentConfig(
         agent_id=agent_id,
@@ -61,7 +40,7 @@ class AgentDirectory:
         self._cache_size = cache_size
 
     async def current(self, agent_id: str, timeout: float) -> AgentConfig:
-        name = f"agents/{agent_id}"
+        name = agent_name(agent_id)
         try:
             agent = await self._stub.GetAgent(
                 agents_service_pb2.GetAgentRequest(name=name), metadata=forwarded_metadata(), timeout=timeout
@@ -82,7 +61,7 @@ class AgentDirectory:
                 agents_service_pb2.GetAgentVersionRequest(name=name), metadata=forwarded_metadata(), timeout=timeout
             )
         except grpc.aio.AioRpcError as error:
-            raise self._translate(error, f"agents/{agent_id}") from None
+            raise self._translate(error, agent_name(agent_id)) from None
         config = _config(agent_id, message)
         self._versions[cache_key] = config
         if len(self._versions) > self._cache_size:
@@ -90,7 +69,7 @@ class AgentDirectory:
         return config
 
     @staticmethod
-    def _translate(error: grpc.aio.AioRpcError, name: str) -> Exception:
+    def _translate(error: grpc.aio.AioRpcError, name: str) -> DomainError:
         if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
             return AgentNotFound(name)
         return Unavailable(

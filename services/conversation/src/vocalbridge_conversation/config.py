@@ -8,8 +8,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_conversation.delivery import RetryPolicy
-from vocalbridge_conversation.service import TurnSettings
+
+SERVICE = "conversation"
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """The turn use case."""
+
+    # Tokens of system prompt, history and new message sent to a provider; the oldest history goes first.
+    context_budget_tokens: int = 4000
+    max_content_chars: int = 32_000
+    # An in-progress key whose worker has not finished within this is taken over.
+    idempotency_lease: timedelta = timedelta(minutes=2)
+    # A key is kept at least this long (24 h or more, as clients expect).
+    idempotency_ttl: timedelta = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,13 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class PriceSettings:
+    """The background refresh of billing's price list."""
+
+    refresh_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class ConversationSettings:
     common: CommonSettings
     agents_address: str
@@ -32,6 +54,7 @@ class ConversationSettings:
     turn: TurnSettings
     retry_policy: RetryPolicy
     relay: RelaySettings
+    prices: PriceSettings = field(default_factory=PriceSettings)
     # The VB_PROVIDER_* / VB_SIMULATED_* / VB_OPENAI_* / VB_BREAKER_* variables, read by the provider
     # registry and the breakers at start-up.
     provider_env: Mapping[str, str] = field(default_factory=dict)
@@ -43,10 +66,13 @@ class ConversationSettings:
         budget = env.int("VB_CONVERSATION_CONTEXT_TOKENS", 4000)
         if budget < 100:
             raise ConfigError("VB_CONVERSATION_CONTEXT_TOKENS must be at least 100")
+        price_refresh = env.float("VB_CONVERSATION_PRICE_REFRESH_SECONDS", PriceSettings.refresh_seconds)
+        if price_refresh <= 0:
+            raise ConfigError("VB_CONVERSATION_PRICE_REFRESH_SECONDS must be positive")
         return cls(
-            common=CommonSettings.from_env("conversation", 50053, env),
-            agents_address=env.str("VB_AGENTS_ADDRESS", "127.0.0.1:50052"),
-            billing_address=env.str("VB_BILLING_ADDRESS", "127.0.0.1:50054"),
+            common=CommonSettings.from_env(SERVICE, default_port(SERVICE), env),
+            agents_address=env.str("VB_AGENTS_ADDRESS", default_address("agents")),
+            billing_address=env.str("VB_BILLING_ADDRESS", default_address("billing")),
             turn=TurnSettings(
                 context_budget_tokens=budget,
                 idempotency_lease=timedelta(seconds=env.float("VB_IDEMPOTENCY_LEASE_SECONDS", 120)),
@@ -60,6 +86,7 @@ class ConversationSettings:
                 backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
                 lag_alert_seconds=env.float("VB_RELAY_LAG_ALERT_SECONDS", 300),
             ),
+            prices=PriceSettings(refresh_seconds=price_refresh),
             provider_env={
                 k: v
                 for k, v in environ.items()

@@ -51,10 +51,11 @@ import enum
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from vocalbridge_common.config import ConfigError, Env
+from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.providers.base import (
     Completion,
     CompletionRequest,
@@ -71,33 +72,19 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class Outcome(enum.Enum):
-    """What one attempt came to. Names mirror the proto's AttemptOutcome without its
-    prefix: the servicer maps `outcome.name` to `ATTEMPT_OUTCOME_<name>`."""
-
-    SUCCESS = "SUCCESS"
-    UNAVAILABLE = "UNAVAILABLE"
-    TIMEOUT = "TIMEOUT"
-    RATE_LIMITED = "RATE_LIMITED"
-    BAD_REQUEST = "BAD_REQUEST"
-    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
-    CIRCUIT_OPEN = "CIRCUIT_OPEN"
-    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
-    PROVIDER_ERROR = "PROVIDER_ERROR"
-
-    @classmethod
-    def from_failure(cls, kind: FailureKind) -> Outcome:
-        return _FAILURE_OUTCOMES[kind]
-
-
-_FAILURE_OUTCOMES = {
-    FailureKind.UNAVAILABLE: Outcome.UNAVAILABLE,
-    FailureKind.TIMEOUT: Outcome.TIMEOUT,
-    FailureKind.RATE_LIMITED: Outcome.RATE_LIMITED,
-    FailureKind.BAD_REQUEST: Outcome.BAD_REQUEST,
-    FailureKind.AUTHENTICATION: Outcome.AUTHENTICATION_FAILED,
-    FailureKind.PROVIDER_ERROR: Outcome.PROVIDER_ERROR,
+# What a failed attempt is recorded as, by why it failed.
+_FAILURE_OUTCOMES: Mapping[FailureKind, AttemptOutcome] = {
+    FailureKind.UNAVAILABLE: AttemptOutcome.UNAVAILABLE,
+    FailureKind.TIMEOUT: AttemptOutcome.TIMEOUT,
+    FailureKind.RATE_LIMITED: AttemptOutcome.RATE_LIMITED,
+    FailureKind.BAD_REQUEST: AttemptOutcome.BAD_REQUEST,
+    FailureKind.AUTHENTICATION: AttemptOutcome.AUTHENTICATION_FAILED,
+    FailureKind.PROVIDER_ERROR: AttemptOutcome.PROVIDER_ERROR,
 }
+
+
+def outcome_of_failure(kind: FailureKind) -> AttemptOutcome:
+    return _FAILURE_OUTCOMES[kind]
 
 
 # --- Retry policy and backoff -------------------------------------------------------------
@@ -125,24 +112,24 @@ class RetryPolicy:
         """From VB_DELIVERY_MAX_ATTEMPTS, VB_DELIVERY_BACKOFF_BASE_MS,
         VB_DELIVERY_BACKOFF_CAP_MS and VB_DELIVERY_ATTEMPT_TIMEOUT_MS."""
         read = Env(env)
-        values = {
-            "VB_DELIVERY_MAX_ATTEMPTS": read.int("VB_DELIVERY_MAX_ATTEMPTS", cls.max_attempts),
+        max_attempts = read.int("VB_DELIVERY_MAX_ATTEMPTS", cls.max_attempts)
+        delays_ms = {
             "VB_DELIVERY_BACKOFF_BASE_MS": read.float("VB_DELIVERY_BACKOFF_BASE_MS", cls.base_delay * 1000),
             "VB_DELIVERY_BACKOFF_CAP_MS": read.float("VB_DELIVERY_BACKOFF_CAP_MS", cls.max_delay * 1000),
-            "VB_DELIVERY_ATTEMPT_TIMEOUT_MS": read.float("VB_DELIVERY_ATTEMPT_TIMEOUT_MS", cls.attempt_timeout * 1000),
         }
-        if values["VB_DELIVERY_MAX_ATTEMPTS"] < 1:
+        attempt_timeout_ms = read.float("VB_DELIVERY_ATTEMPT_TIMEOUT_MS", cls.attempt_timeout * 1000)
+        if max_attempts < 1:
             raise ConfigError("VB_DELIVERY_MAX_ATTEMPTS must be at least 1")
-        for name in ("VB_DELIVERY_BACKOFF_BASE_MS", "VB_DELIVERY_BACKOFF_CAP_MS"):
-            if values[name] < 0:
+        for name, value in delays_ms.items():
+            if value < 0:
                 raise ConfigError(f"{name} must not be negative")
-        if values["VB_DELIVERY_ATTEMPT_TIMEOUT_MS"] <= 0:
+        if attempt_timeout_ms <= 0:
             raise ConfigError("VB_DELIVERY_ATTEMPT_TIMEOUT_MS must be positive")
         return cls(
-            max_attempts=values["VB_DELIVERY_MAX_ATTEMPTS"],
-            base_delay=values["VB_DELIVERY_BACKOFF_BASE_MS"] / 1000,
-            max_delay=values["VB_DELIVERY_BACKOFF_CAP_MS"] / 1000,
-            attempt_timeout=values["VB_DELIVERY_ATTEMPT_TIMEOUT_MS"] / 1000,
+            max_attempts=max_attempts,
+            base_delay=delays_ms["VB_DELIVERY_BACKOFF_BASE_MS"] / 1000,
+            max_delay=delays_ms["VB_DELIVERY_BACKOFF_CAP_MS"] / 1000,
+            attempt_timeout=attempt_timeout_ms / 1000,
         )
 
 
@@ -292,7 +279,7 @@ class AttemptRecord:
     is the wait before this attempt."""
 
     provider: str
-    outcome: Outcome
+    outcome: AttemptOutcome
     latency: float
     backoff: float
     error_message: str = ""
@@ -311,7 +298,7 @@ class DeliveryResult:
     latency: float
 
     @property
-    def final_outcome(self) -> Outcome | None:
+    def final_outcome(self) -> AttemptOutcome | None:
         """The last attempt's outcome (why the turn failed, when it did)."""
         return self.attempts[-1].outcome if self.attempts else None
 
@@ -377,7 +364,7 @@ class DeliveryEngine:
 
     def deliver_stream(
         self, request: CompletionRequest, primary: str, fallback: str | None = None, deadline: float | None = None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Delta…, possibly Restart then Delta… again, and finally exactly one Done.
         Close the iterator (aclose) to abandon the turn; the provider call is closed too."""
         return self._run(request, primary, fallback, deadline, streaming=True)
@@ -390,12 +377,14 @@ class DeliveryEngine:
         deadline: float | None,
         *,
         streaming: bool,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         started = self._clock()
         attempts: list[AttemptRecord] = []
         sent_deltas = False  # deltas sent since the start or the last Restart
 
-        def record(name: str, outcome: Outcome, latency: float = 0.0, backoff: float = 0.0, message: str = "") -> None:
+        def record(
+            name: str, outcome: AttemptOutcome, latency: float = 0.0, backoff: float = 0.0, message: str = ""
+        ) -> None:
             attempts.append(AttemptRecord(name, outcome, latency, backoff, message))
 
         def done(completion: Completion | None = None, provider: str = "", fallback_used: bool = False) -> Done:
@@ -413,7 +402,7 @@ class DeliveryEngine:
         names = [primary] + ([fallback] if fallback and fallback != primary else [])
         for position, name in enumerate(names):
             if name not in self._registry:
-                record(name, Outcome.UNAVAILABLE, message=f"provider {name!r} is not configured on this gateway")
+                record(name, AttemptOutcome.UNAVAILABLE, message=f"provider {name!r} is not configured on this gateway")
                 continue
             provider = self._registry.get(name)
             breaker = self._breakers.get(name)
@@ -424,13 +413,18 @@ class DeliveryEngine:
                     backoff = self._retry_wait(number - 1, last_error)
                     if deadline is not None and self._clock() + backoff >= deadline:
                         message = f"a retry after {backoff:.3f}s backoff would start after the caller's deadline"
-                        record(name, Outcome.DEADLINE_EXCEEDED, message=message)
+                        record(name, AttemptOutcome.DEADLINE_EXCEEDED, message=message)
                         yield done()
                         return
                     if backoff > 0:
                         await self._sleep(backoff)
                 if not breaker.allow():
-                    record(name, Outcome.CIRCUIT_OPEN, backoff=backoff, message=f"circuit breaker for {name} is open")
+                    record(
+                        name,
+                        AttemptOutcome.CIRCUIT_OPEN,
+                        backoff=backoff,
+                        message=f"circuit breaker for {name} is open",
+                    )
                     break
                 timeout, deadline_bound = self._policy.attempt_timeout, False
                 if deadline is not None:
@@ -438,7 +432,7 @@ class DeliveryEngine:
                     if remaining <= 0:
                         breaker.release()
                         message = "the caller's deadline has passed"
-                        record(name, Outcome.DEADLINE_EXCEEDED, backoff=backoff, message=message)
+                        record(name, AttemptOutcome.DEADLINE_EXCEEDED, backoff=backoff, message=message)
                         yield done()
                         return
                     if remaining < timeout:
@@ -476,21 +470,21 @@ class DeliveryEngine:
 
                 if completion is not None:
                     breaker.record_success()
-                    record(name, Outcome.SUCCESS, latency, backoff)
+                    record(name, AttemptOutcome.SUCCESS, latency, backoff)
                     yield done(completion, name, fallback_used=position > 0)
                     return
                 assert error is not None
                 if error.kind is FailureKind.TIMEOUT and deadline_bound:
                     breaker.release()
                     message = "the caller's deadline expired during the attempt"
-                    record(name, Outcome.DEADLINE_EXCEEDED, latency, backoff, message)
+                    record(name, AttemptOutcome.DEADLINE_EXCEEDED, latency, backoff, message)
                     yield done()
                     return
                 if error.kind.retryable:
                     breaker.record_failure()
                 else:
                     breaker.release()
-                record(name, Outcome.from_failure(error.kind), latency, backoff, error.message)
+                record(name, outcome_of_failure(error.kind), latency, backoff, error.message)
                 if error.kind is FailureKind.BAD_REQUEST:
                     yield done()
                     return
@@ -510,7 +504,7 @@ class DeliveryEngine:
 
 async def _bounded_stream(
     provider: Provider, request: CompletionRequest, timeout: float
-) -> AsyncIterator[StreamChunk | Completion]:
+) -> AsyncGenerator[StreamChunk | Completion, None]:
     """The provider's stream with the attempt's timeout enforced, ending at its Completion.
     The timeout covers the provider's awaits only, never the consumer's code that runs
     while this generator is suspended at a yield."""

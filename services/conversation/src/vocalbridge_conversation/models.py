@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vocalbridge_common.db import UtcDateTime, declarative_base
+from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
 
-ConversationBase = declarative_base()
+
+class ConversationBase(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class SessionRow(ConversationBase):
@@ -20,7 +22,7 @@ class SessionRow(ConversationBase):
     tenant_id: Mapped[str] = mapped_column(String(40))
     agent_id: Mapped[str] = mapped_column(String(40))
     agent_version: Mapped[int] = mapped_column(Integer)
-    channel: Mapped[int] = mapped_column(Integer)  # conversation.v1.Channel number
+    channel: Mapped[str] = mapped_column(String(16))  # a vocabulary.Channel value: CHANNEL_TEXT | CHANNEL_VOICE
     external_user_id: Mapped[str] = mapped_column(String(200))
     metadata_json: Mapped[str] = mapped_column(Text)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -36,10 +38,10 @@ class MessageRow(ConversationBase):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40))
     session_id: Mapped[str] = mapped_column(String(40), ForeignKey("sessions.id"))
-    role: Mapped[int] = mapped_column(Integer)  # conversation.v1.Role number
+    role: Mapped[int] = mapped_column(Integer)  # a domain.Role number
     content: Mapped[str] = mapped_column(Text)
-    status: Mapped[int] = mapped_column(Integer)  # conversation.v1.MessageStatus number
-    channel: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)  # a domain.MessageStatus number
+    channel: Mapped[str] = mapped_column(String(16))  # a vocabulary.Channel value
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

@@ -15,25 +15,24 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2
 
 from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc, usage_event_pb2
-from vocalbridge_common import scopes
+from vocalbridge_common.clients import service_metadata
 from vocalbridge_common.db import Database, utcnow
-from vocalbridge_common.headers import IDENTITY_HEADER
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_conversation.config import RelaySettings
-from vocalbridge_conversation.repository import OutboxRepository
+from vocalbridge_conversation.repository import OutboxRelayRepository, PendingEvent
 
 log = logging.getLogger(__name__)
 
 HEALTH_NAME = "vocalbridge.conversation.v1.OutboxRelay"
-RELAY_KEY_ID = "service:conversation-outbox-relay"
+SERVICE = "conversation"
 # Codes after which resending the same batch cannot succeed.
 _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
 
@@ -52,9 +51,9 @@ class OutboxRelay:
         signer: IdentitySigner,
         settings: RelaySettings,
         *,
-        health=None,
+        health: health.aio.HealthServicer | None = None,
         clock: Callable[[], datetime] = utcnow,
-        sleep=asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self._db = db
@@ -71,9 +70,9 @@ class OutboxRelay:
 
     async def lag(self) -> Lag:
         async with self._db.system_transaction() as tx:
-            count, oldest = await OutboxRepository(tx).lag()
-        age = (self._clock() - oldest).total_seconds() if oldest is not None else 0.0
-        return Lag(count, max(0.0, age))
+            lag = await OutboxRelayRepository(tx).lag()
+        age = (self._clock() - lag.oldest).total_seconds() if lag.oldest is not None else 0.0
+        return Lag(lag.pending, max(0.0, age))
 
     async def run_forever(self) -> None:
         while True:
@@ -100,7 +99,7 @@ class OutboxRelay:
     async def deliver_once(self) -> int:
         """Sends one batch; returns events delivered, 0 when none were pending, -1 when billing failed."""
         async with self._db.system_transaction() as tx:
-            rows = await OutboxRepository(tx).pending(self._settings.batch_size)
+            rows = await OutboxRelayRepository(tx).pending(self._settings.batch_size)
         if not rows:
             return 0
         events = [usage_event_pb2.UsageEvent.FromString(row.payload) for row in rows]
@@ -109,7 +108,7 @@ class OutboxRelay:
             await self._record(events)
         except grpc.aio.AioRpcError as error:
             if error.code() in _PERMANENT:
-                return await self._isolate(rows, events, error)
+                return await self._isolate(rows, events)
             log.warning(
                 "billing unavailable; usage events stay queued",
                 extra={"code": error.code().name, "pending_batch": len(ids)},
@@ -118,17 +117,23 @@ class OutboxRelay:
         await self._mark(ids)
         return len(ids)
 
-    async def _record(self, events) -> None:
-        token = self._signer.mint("", RELAY_KEY_ID, {scopes.INTERNAL})
+    async def _record(self, events: Sequence[usage_event_pb2.UsageEvent]) -> None:
+        # The relay's own identity (no tenant, internal scope): each event names its tenant.
         await self._stub.RecordUsage(
-            billing_service_pb2.RecordUsageRequest(events=events), metadata=((IDENTITY_HEADER, token),), timeout=10
+            billing_service_pb2.RecordUsageRequest(events=events),
+            metadata=service_metadata(self._signer, SERVICE),
+            timeout=10,
         )
 
-    async def _isolate(self, rows, events, error) -> int:
+    async def _isolate(
+        self,
+        rows: Sequence[PendingEvent],
+        events: Sequence[usage_event_pb2.UsageEvent],
+    ) -> int:
         """A batch billing refuses outright: send its events one by one so one bad
         event cannot hold up the others; the bad one stays queued (and sinks to
         the back of the queue) for an operator, logged loudly."""
-        delivered = []
+        delivered: list[str] = []
         for row, event in zip(rows, events, strict=True):
             try:
                 await self._record([event])
@@ -138,14 +143,14 @@ class OutboxRelay:
                     break
                 log.error("billing refused usage event %s: %s", row.event_id, single.details())
                 async with self._db.system_transaction() as tx:
-                    await OutboxRepository(tx).note_attempt([row.event_id])
+                    await OutboxRelayRepository(tx).note_attempt([row.event_id])
         await self._mark(delivered)
         return len(delivered)
 
     async def _mark(self, ids: list[str]) -> None:
         if ids:
             async with self._db.system_transaction() as tx:
-                await OutboxRepository(tx).mark_delivered(ids, self._clock())
+                await OutboxRelayRepository(tx).mark_delivered(ids, self._clock())
 
     async def _report(self) -> None:
         lag = await self.lag()

@@ -1,11 +1,15 @@
-"""Builds and starts the conversation gRPC server and its outbox relay."""
+"""Builds and starts the conversation gRPC server with its background work: the
+billing outbox relay and the price refresh."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 from grpc_health.v1 import health_pb2
 
@@ -13,16 +17,18 @@ from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_s
 from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_common.pagination import PageTokenCodec
+from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
+from vocalbridge_conversation import presenters
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import ConversationSettings
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine
-from vocalbridge_conversation.price_book import PriceBook
+from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceRefresher
 from vocalbridge_conversation.providers import build_registry
 from vocalbridge_conversation.relay import HEALTH_NAME, OutboxRelay
-from vocalbridge_conversation.service import ConversationService
+from vocalbridge_conversation.service.sessions import SessionService
+from vocalbridge_conversation.service.turns import TurnService
 from vocalbridge_conversation.servicer import ConversationServicer
 
 SCHEMA = "conversation"
@@ -30,32 +36,43 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 async def create_server(settings: ConversationSettings, *, run_relay: bool = True) -> RunningServer:
+    """The server on `settings.common.port` (0: any free port), serving once this returns.
+    The price refresh always runs; the outbox relay unless `run_relay` is False (tests
+    that inspect the outbox). Stopping the server stops both."""
     db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
     instrument_engine(db.engine)
     signer = IdentitySigner(settings.common.identity_secret)
     http_client = httpx.AsyncClient()
     agents_channel = insecure_channel(settings.agents_address)
     billing_channel = insecure_channel(settings.billing_address)
+    agents = AgentDirectory(agents_channel)
+    prices = PriceBook()
     engine = DeliveryEngine(
         build_registry(settings.provider_env, http_client),
         settings.retry_policy,
         BreakerRegistry.from_env(settings.provider_env),
     )
-    service = ConversationService(
+    sessions = SessionService(db, agents, Paginator(PageTokenCodec(settings.common.identity_secret)))
+    turns = TurnService(
         db,
-        AgentDirectory(agents_channel),
+        agents,
         engine,
-        PriceBook(billing_channel),
-        PageTokenCodec(settings.common.identity_secret),
+        prices,
         settings.turn,
+        encode_response=presenters.send_response_bytes,
+        encode_usage_event=presenters.usage_event_bytes,
     )
-    relay_task: asyncio.Task | None = None
+    background: list[asyncio.Task[None]] = []
 
-    async def stop_relay() -> None:
-        if relay_task is not None:
-            relay_task.cancel()
+    def start(work: Coroutine[Any, Any, None], name: str) -> None:
+        background.append(asyncio.create_task(work, name=name))
+
+    async def stop_background() -> None:
+        for task in background:
+            task.cancel()
+        for task in background:
             with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+                await task
 
     async def close_clients() -> None:
         await agents_channel.close()
@@ -63,19 +80,27 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         await http_client.aclose()
         await db.dispose()
 
-    def register(server) -> None:
-        conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(ConversationServicer(service), server)
+    def register(server: grpc.aio.Server) -> None:
+        conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
+            ConversationServicer(sessions, turns), server
+        )
 
-    running = await start_grpc_server(
-        service_names=(conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,),
-        register=register,
-        signer=signer,
-        host=settings.common.listen_host,
-        port=settings.common.port,
-        on_stop=(stop_relay, close_clients),
-    )
+    try:
+        running = await start_grpc_server(
+            service_names=(conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,),
+            register=register,
+            signer=signer,
+            host=settings.common.listen_host,
+            port=settings.common.port,
+            on_stop=(stop_background, close_clients),
+        )
+    except BaseException:
+        await close_clients()
+        raise
+    refresher = PriceRefresher(prices, BillingPrices(billing_channel, signer), settings.prices.refresh_seconds)
+    start(refresher.run_forever(), "price-refresh")
     if run_relay:
         relay = OutboxRelay(db, billing_channel, signer, settings.relay, health=running.health)
         await running.health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
-        relay_task = asyncio.create_task(relay.run_forever(), name="outbox-relay")
+        start(relay.run_forever(), "outbox-relay")
     return running

@@ -1,70 +1,121 @@
-"""ConversationService RPCs: protobuf ⇄ service layer, nothing else."""
+"""ConversationService over gRPC: protobuf ⇄ domain, nothing else. The tenant comes
+from the caller's verified identity and is handed to every use case."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
+import grpc
+
+from vocalbridge.conversation.v1 import conversation_service_pb2 as pb
+from vocalbridge.conversation.v1 import conversation_service_pb2_grpc, session_pb2
 from vocalbridge_common.clients import remaining_timeout
 from vocalbridge_common.context import current_tenant_id
-from vocalbridge_conversation import idempotency
-from vocalbridge_conversation.presenters import message_to_proto, session_to_proto
-from vocalbridge_conversation.service import ConversationService, TurnRequest, VoiceInput
+from vocalbridge_common.headers import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER
+from vocalbridge_common.vocabulary import Channel
+from vocalbridge_conversation import presenters
+from vocalbridge_conversation.domain.sessions import DEFAULT_CHANNEL, NewSession
+from vocalbridge_conversation.domain.turns import ProvidersExhausted, TurnRequest, VoiceInput
+from vocalbridge_conversation.service.idempotency import Replay
+from vocalbridge_conversation.service.sessions import SessionService
+from vocalbridge_conversation.service.turns import TurnService
 
-REPLAYED_HEADER = "idempotent-replayed"
+Context = grpc.aio.ServicerContext[Any, Any]
+
+REPLAYED = ((IDEMPOTENT_REPLAYED_HEADER, "true"),)
 
 
-def _deadline(context) -> float | None:
+def _deadline(context: Context) -> float | None:
     """The caller's deadline on the monotonic clock the delivery engine uses."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
 
 
-def _idempotency_key(context) -> str | None:
-    return dict(context.invocation_metadata()).get(idempotency.HEADER)
+def _idempotency_key(context: Context) -> str | None:
+    found = None
+    for key, value in context.invocation_metadata() or ():
+        if key == IDEMPOTENCY_KEY_HEADER and isinstance(value, str):
+            found = value  # the last one, if a client sent several
+    return found
+
+
+def new_session_from_proto(message: session_pb2.Session) -> NewSession:
+    return NewSession(
+        agent=message.agent,
+        # None: a channel number this version does not know, refused by validation.
+        channel=Channel.from_proto(message.channel, default=DEFAULT_CHANNEL),
+        external_user_id=message.external_user_id,
+        metadata=dict(message.metadata),
+    )
+
+
+@contextlib.contextmanager
+def _delivery_in_error_details() -> Iterator[None]:
+    """A turn no provider could answer fails with its delivery record in the status details."""
+    try:
+        yield
+    except ProvidersExhausted as error:
+        error.details = (*error.details, presenters.delivery_to_proto(error.delivery))
+        raise
 
 
 class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServicer):
-    def __init__(self, service: ConversationService) -> None:
-        self._service = service
+    def __init__(self, sessions: SessionService, turns: TurnService) -> None:
+        self._sessions = sessions
+        self._turns = turns
 
-    async def CreateSession(self, request, context):
-        row = await self._service.create_session(current_tenant_id(), request.session, remaining_timeout(context))
-        return session_to_proto(row)
+    async def CreateSession(self, request: pb.CreateSessionRequest, context: Context) -> session_pb2.Session:
+        session = await self._sessions.create_session(
+            current_tenant_id(), new_session_from_proto(request.session), remaining_timeout(context)
+        )
+        return presenters.session_to_proto(session)
 
-    async def GetSession(self, request, context):
-        return session_to_proto(await self._service.get_session(current_tenant_id(), request.name))
+    async def GetSession(self, request: pb.GetSessionRequest, context: Context) -> session_pb2.Session:
+        return presenters.session_to_proto(await self._sessions.get_session(current_tenant_id(), request.name))
 
-    async def ListSessions(self, request, context):
-        page = await self._service.list_sessions(
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: Context) -> pb.ListSessionsResponse:
+        page = await self._sessions.list_sessions(
             current_tenant_id(), request.agent, request.page_size, request.page_token
         )
-        return conversation_service_pb2.ListSessionsResponse(
-            sessions=[session_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+        return pb.ListSessionsResponse(
+            sessions=[presenters.session_to_proto(session) for session in page.items],
+            next_page_token=page.next_page_token,
         )
 
-    async def ListMessages(self, request, context):
-        page = await self._service.list_messages(
+    async def ListMessages(self, request: pb.ListMessagesRequest, context: Context) -> pb.ListMessagesResponse:
+        page = await self._sessions.list_messages(
             current_tenant_id(), request.parent, request.page_size, request.page_token
         )
-        return conversation_service_pb2.ListMessagesResponse(
-            messages=[message_to_proto(row) for row in page.items], next_page_token=page.next_page_token
+        return pb.ListMessagesResponse(
+            messages=[presenters.message_to_proto(message) for message in page.items],
+            next_page_token=page.next_page_token,
         )
 
-    async def SendMessage(self, request, context):
+    async def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> pb.SendMessageResponse:
         voice = None
         if request.HasField("voice"):
             voice = VoiceInput(request.voice.audio_seconds, request.voice.speech_provider)
-        turn = TurnRequest(current_tenant_id(), request.session, request.content, _idempotency_key(context), voice)
-        response, replayed = await self._service.send_message(turn, _deadline(context))
-        if replayed:
-            await context.send_initial_metadata(((REPLAYED_HEADER, "true"),))
-        return response
+        turn = TurnRequest(request.session, request.content, _idempotency_key(context), voice)
+        with _delivery_in_error_details():
+            outcome = await self._turns.send_message(current_tenant_id(), turn, _deadline(context))
+        if isinstance(outcome, Replay):
+            await context.send_initial_metadata(REPLAYED)
+            return presenters.send_response_from_bytes(outcome.response)
+        return presenters.send_response(outcome)
 
-    async def StreamMessage(self, request, context):
-        turn = TurnRequest(current_tenant_id(), request.session, request.content, _idempotency_key(context))
-        events, replayed = await self._service.stream_message(turn, _deadline(context))
-        if replayed:
-            await context.send_initial_metadata(((REPLAYED_HEADER, "true"),))
-        async for event in events:
-            yield event
+    async def StreamMessage(
+        self, request: pb.StreamMessageRequest, context: Context
+    ) -> AsyncIterator[pb.StreamMessageResponse]:
+        turn = TurnRequest(request.session, request.content, _idempotency_key(context))
+        with _delivery_in_error_details():
+            outcome = await self._turns.stream_message(current_tenant_id(), turn, _deadline(context))
+            if isinstance(outcome, Replay):
+                await context.send_initial_metadata(REPLAYED)
+                for replayed in presenters.replay_stream(outcome.response):
+                    yield replayed
+                return
+            async for event in outcome:
+                yield presenters.stream_event(event)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import enum
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -97,7 +97,7 @@ class Provider(abc.ABC):
         """The whole reply at once. Raises ProviderError."""
 
     @abc.abstractmethod
-    def stream(self, request: CompletionRequest, timeout: float) -> AsyncIterator[StreamChunk | Completion]:
+    def stream(self, request: CompletionRequest, timeout: float) -> AsyncGenerator[StreamChunk | Completion, None]:
         """The reply as text deltas, then exactly one final Completion carrying the
         full text and the usage. Raises ProviderError, possibly after some deltas."""
 

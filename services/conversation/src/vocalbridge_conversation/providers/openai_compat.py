@@ -23,7 +23,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +119,9 @@ class OpenAICompatibleProvider(Provider):
             truncated=finish_reason == "length",
         )
 
-    async def stream(self, request: CompletionRequest, timeout: float) -> AsyncIterator[StreamChunk | Completion]:
+    async def stream(
+        self, request: CompletionRequest, timeout: float
+    ) -> AsyncGenerator[StreamChunk | Completion, None]:
         model, payload = self._payload(request, stream=True)
         loop = asyncio.get_running_loop()
         ends_at = loop.time() + timeout

@@ -25,7 +25,7 @@ import asyncio
 import hashlib
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from vocalbridge_common.config import ConfigError, Env
@@ -128,7 +128,9 @@ class SimulatedProvider(Provider):
         await self._wait(self.settings.latency, timeout)
         return completion
 
-    async def stream(self, request: CompletionRequest, timeout: float) -> AsyncIterator[StreamChunk | Completion]:
+    async def stream(
+        self, request: CompletionRequest, timeout: float
+    ) -> AsyncGenerator[StreamChunk | Completion, None]:
         # Failures happen before the first delta (a refused or throttled call).
         await self._maybe_fail(timeout)
         completion = self._reply(request)

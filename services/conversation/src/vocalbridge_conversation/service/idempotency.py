@@ -1,47 +1,45 @@
 """Idempotency keys, after Stripe and the IETF Idempotency-Key draft.
 
-The first request with a key claims it (a row, unique per tenant and key) and
-runs; a repeat with the same request gets the stored response; the same key
-with a different request is refused; a repeat while the first still runs is
-told to retry. A claim whose worker died is taken over once its lease runs
-out; a completed key is kept for the TTL (at least 24 h).
+The first request with a key claims it (a record, unique per tenant and key) and
+runs; a repeat with the same request gets the stored response; the same key with
+a different request is refused; a repeat while the first still runs is told to
+retry. A claim whose worker died is taken over once its lease runs out; a key is
+kept for the TTL (at least 24 h), after which it may run again.
+
+The database's unique constraint decides who claims a key, not a lock in memory,
+so this holds across replicas and restarts. Every claim gets a record id of its own,
+also when it takes over an abandoned one: completing or releasing acts on that id
+only, so a worker whose claim was taken over can neither complete nor free the key
+it lost.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from vocalbridge_common.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument
+from vocalbridge_common.errors import Aborted, AlreadyExists
 from vocalbridge_common.ids import new_id
-from vocalbridge_conversation.repository import IdempotencyRepository
-
-HEADER = "idempotency-key"
-MAX_KEY_LENGTH = 255
+from vocalbridge_conversation.domain.idempotency import IdempotencyRecord, KeyState
 
 
-def fingerprint(operation: str, **request) -> str:
-    """A digest of what the request asks for; equal requests have equal digests."""
-    canonical = json.dumps({"op": operation, **request}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+class IdempotencyStore(Protocol):
+    """Where a tenant's keys are kept (IdempotencyRepository; a fake in unit tests)."""
 
+    async def insert_if_absent(self, record: IdempotencyRecord) -> bool:
+        """Adds `record` unless its key exists; whether it was added."""
 
-def validate_key(key: str | None) -> str:
-    if not key:
-        raise InvalidArgument(
-            "the Idempotency-Key header is required (gRPC metadata `idempotency-key`)",
-            reason="IDEMPOTENCY_KEY_REQUIRED",
-            field_violations=[FieldViolation("Idempotency-Key", "header is required")],
-        )
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidArgument(
-            "the Idempotency-Key header must be 1 to 255 printable characters",
-            reason="IDEMPOTENCY_KEY_INVALID",
-            field_violations=[FieldViolation("Idempotency-Key", "must be 1 to 255 printable characters")],
-        )
-    return key
+    async def get(self, key: str) -> IdempotencyRecord | None: ...
+
+    async def take_over(self, key: str, old_id: str, record: IdempotencyRecord) -> bool:
+        """Replaces the claim `old_id` of `key` by `record`, only if it is still the one stored."""
+
+    async def complete(self, record_id: str, response: bytes) -> None:
+        """Stores the response of claim `record_id` (nothing, if that claim is gone)."""
+
+    async def release(self, record_id: str) -> None:
+        """Frees the key of claim `record_id` (nothing, if that claim is gone)."""
 
 
 @dataclass(frozen=True)
@@ -59,46 +57,45 @@ class Replay:
 
 
 async def claim(
-    repository: IdempotencyRepository,
-    tenant_id: str,
+    store: IdempotencyStore,
     key: str,
     request_fingerprint: str,
     now: datetime,
     lease: timedelta,
     ttl: timedelta,
 ) -> Claimed | Replay:
-    fresh = {
-        "id": new_id("idk"),
-        "tenant_id": tenant_id,
-        "key": key,
-        "fingerprint": request_fingerprint,
-        "state": "in_progress",
-        "response": None,
-        "create_time": now,
-        "lease_expire_time": now + lease,
-        "expire_time": now + ttl,
-    }
-    if await repository.insert_if_absent(fresh):
-        return Claimed(fresh["id"])
-    existing = await repository.get(tenant_id, key)
+    """Claims `key` for a request, or says why it must not run: a Replay of the stored
+    response, AlreadyExists (IDEMPOTENCY_KEY_REUSED) or Aborted (IDEMPOTENCY_KEY_IN_USE)."""
+    fresh = IdempotencyRecord(
+        id=new_id("idk"),
+        key=key,
+        fingerprint=request_fingerprint,
+        state=KeyState.IN_PROGRESS,
+        response=None,
+        create_time=now,
+        lease_expire_time=now + lease,
+        expire_time=now + ttl,
+    )
+    if await store.insert_if_absent(fresh):
+        return Claimed(fresh.id)
+    existing = await store.get(key)
     if existing is None:  # released between our insert and read: the key is free again
-        if await repository.insert_if_absent(fresh):
-            return Claimed(fresh["id"])
+        if await store.insert_if_absent(fresh):
+            return Claimed(fresh.id)
         raise _in_use(key)
     expired = existing.expire_time <= now
-    abandoned = existing.state == "in_progress" and existing.lease_expire_time <= now
+    abandoned = existing.state is KeyState.IN_PROGRESS and existing.lease_expire_time <= now
     if expired or abandoned:
-        replacement = {k: v for k, v in fresh.items() if k not in ("tenant_id", "key")}
-        if await repository.take_over(tenant_id, key, existing.id, replacement):
-            return Claimed(fresh["id"])
-        raise _in_use(key)
+        if await store.take_over(key, existing.id, fresh):
+            return Claimed(fresh.id)
+        raise _in_use(key)  # another request took it over first
     if existing.fingerprint != request_fingerprint:
         raise AlreadyExists(
             "this Idempotency-Key was already used with a different request",
             reason="IDEMPOTENCY_KEY_REUSED",
             metadata={"idempotencyKey": key},
         )
-    if existing.state == "completed" and existing.response is not None:
+    if existing.state is KeyState.COMPLETED and existing.response is not None:
         return Replay(existing.response)
     raise _in_use(key)
 

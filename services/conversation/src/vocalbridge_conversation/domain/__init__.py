@@ -1,0 +1,7 @@
+"""The conversation domain: values, validation and rules. Pure: no I/O, no protobuf.
+
+- `sessions`: sessions and their messages, names, and what a new session may be.
+- `turns`: one turn (what is asked, what it produced) and its validation.
+- `prompt`: the provider request built from the history within the context budget.
+- `usage`: the usage and cost of a turn, and the billing record it produces.
+"""

@@ -1,0 +1,99 @@
+"""One turn: what the caller asks, what the agent version brings, what the turn produced,
+and why a turn fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vocalbridge_common.errors import Unavailable, invalid_fields
+from vocalbridge_common.validation import Violations
+from vocalbridge_conversation.delivery import DeliveryResult, Delta, Restart
+from vocalbridge_conversation.domain.sessions import Message
+from vocalbridge_conversation.domain.usage import TurnUsage
+
+MAX_AUDIO_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What a turn needs of an agent version."""
+
+    agent_id: str
+    version: int
+    system_prompt: str
+    primary_provider: str
+    fallback_provider: str | None
+    model: str
+    temperature: float | None
+    top_p: float | None
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True)
+class VoiceInput:
+    """The speech side of a spoken turn (set by the voice service)."""
+
+    audio_seconds: float
+    speech_provider: str
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """A turn as the caller asked for it, before anything is checked."""
+
+    session_name: str
+    content: str
+    idempotency_key: str | None
+    voice: VoiceInput | None = None
+
+
+def validate_turn(turn: TurnRequest, max_content_chars: int) -> None:
+    violations = Violations()
+    if not turn.content.strip():
+        violations.add("content", "is required and must not be blank")
+    elif len(turn.content) > max_content_chars:
+        violations.add("content", f"must be at most {max_content_chars} characters (got {len(turn.content)})")
+    if turn.voice is not None and not 0 < turn.voice.audio_seconds <= MAX_AUDIO_SECONDS:
+        violations.add("voice.audio_seconds", f"must be greater than 0 and at most {MAX_AUDIO_SECONDS}")
+    if violations:
+        raise invalid_fields(violations)
+
+
+def fingerprint_fields(session_id: str, turn: TurnRequest) -> dict[str, object]:
+    """What makes two turns the same request under one idempotency key. Changing these
+    changes every stored fingerprint: a client's retry across the change would be refused."""
+    voice = (
+        {"audio_seconds": turn.voice.audio_seconds, "speech_provider": turn.voice.speech_provider}
+        if turn.voice
+        else None
+    )
+    return {"session": session_id, "content": turn.content, "voice": voice}
+
+
+@dataclass(frozen=True)
+class CompletedTurn:
+    """A stored turn: the caller's message, the reply, how it was delivered and what it cost."""
+
+    user_message: Message
+    assistant_message: Message
+    delivery: DeliveryResult
+    usage: TurnUsage
+
+
+# What a streamed turn produces: reply text, "discard the text so far" (another attempt
+# starts), and finally the stored turn.
+TurnEvent = Delta | Restart | CompletedTurn
+
+
+class ProvidersExhausted(Unavailable):
+    """No provider could answer the turn; `delivery` records every attempt."""
+
+    default_reason = "PROVIDERS_EXHAUSTED"
+
+    def __init__(self, delivery: DeliveryResult) -> None:
+        last = delivery.final_outcome.value if delivery.final_outcome else "NONE"
+        super().__init__(
+            "no provider could answer this turn; the attempts are in the error details",
+            metadata={"lastOutcome": last, "attempts": str(len(delivery.attempts))},
+        )
+        self.delivery = delivery
