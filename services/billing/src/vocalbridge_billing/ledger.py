@@ -96,9 +96,7 @@ class LedgerService:
 
         unique: dict[str, NewUsageEvent] = {}
         conflicts: set[str] = set()
-        for event in events:
-            if event is None:  # not reached: an invalid event added a violation
-                continue
+        for event in filter(None, events):  # all of them: an invalid event added a violation
             first = unique.setdefault(event.event_id, event)
             if first.digest != event.digest:
                 conflicts.add(event.event_id)
