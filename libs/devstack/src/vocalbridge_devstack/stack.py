@@ -29,7 +29,7 @@ from vocalbridge_edge import Upstream, envoy_command, local_params, render_envoy
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 # Start order: a service starts after the ones it calls. Every service of topology.SERVICES,
-# once (tests/contract/test_topology.py).
+# once (tests/contract/test_edge.py).
 SERVICE_ORDER = ("auth", "agents", "billing", "conversation", "voice")
 
 
