@@ -16,6 +16,7 @@ from vocalbridge.agents.v1 import agent_pb2, agents_service_pb2, agents_service_
 from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc, session_pb2
 from vocalbridge_agents.server import MIGRATIONS_DIR as AGENTS_MIGRATIONS
 from vocalbridge_agents.server import create_server as create_agents_server
+from vocalbridge_common.db import Database
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.migrations import migrate
 from vocalbridge_conversation.config import ConversationSettings
@@ -40,6 +41,14 @@ async def agents_port(pg_url):
     running = await create_agents_server(agents_settings_for(pg_url))
     yield running.port
     await running.stop(0)
+
+
+@pytest.fixture
+async def database(agents_port, pg_url):
+    """The conversation schema through the service's own Database (after the module's migrations)."""
+    db = Database(pg_url, "conversation")
+    yield db
+    await db.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from vocalbridge_common.db import Database, utcnow
+from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import Aborted
 from vocalbridge_conversation.repository import IdempotencyRepository
 from vocalbridge_conversation.service.idempotency import Claimed, Replay, claim
 
 LEASE, TTL = timedelta(minutes=2), timedelta(hours=24)
-
-
-@pytest.fixture
-async def database(agents_port, pg_url):  # agents_port: the module's migrations have run
-    db = Database(pg_url, "conversation")
-    yield db
-    await db.dispose()
 
 
 async def test_a_taken_over_claim_is_lost_by_its_old_holder(database, tenant):

@@ -9,7 +9,6 @@ from collections import Counter
 from datetime import timedelta
 
 import grpc
-import pytest
 from grpc_health.v1 import health, health_pb2
 from sqlalchemy import select
 
@@ -18,19 +17,12 @@ from tests.integration.conversation.conftest import with_key
 from tests.integration.conversation.fake_billing import FakeBilling, billing_on, free_port
 from vocalbridge.billing.v1 import usage_event_pb2
 from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
-from vocalbridge_common.db import Database, utcnow
+from vocalbridge_common.db import utcnow
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_conversation.config import RelaySettings
 from vocalbridge_conversation.models import OutboxRow
 from vocalbridge_conversation.relay import HEALTH_NAME, OutboxRelay
 from vocalbridge_conversation.repository import OutboxRelayRepository, OutboxRepository
-
-
-@pytest.fixture
-async def database(agents_port, pg_url):  # agents_port: the module's migrations have run
-    db = Database(pg_url, "conversation")
-    yield db
-    await db.dispose()
 
 
 async def add_events(db, tenant_id: str, count: int, age: timedelta) -> None:
