@@ -14,6 +14,7 @@ from vocalbridge_common.vocabulary import Channel
 
 SESSION_ID_PREFIX = "ses"
 MESSAGE_ID_PREFIX = "msg"
+AGENT_ID_PREFIX = "agt"
 # A session created without a channel is a text session.
 DEFAULT_CHANNEL = Channel.TEXT
 
@@ -56,19 +57,29 @@ def agent_name(agent_id: str) -> str:
     return f"agents/{agent_id}"
 
 
+def session_id_of(name: str) -> str | None:
+    """The session id of `sessions/{session_id}`, None when `name` cannot be a session's."""
+    return parse_resource_name(name, "sessions", SESSION_ID_PREFIX)
+
+
 def parse_session_name(name: str) -> str:
     """The session id of `sessions/{session_id}`; a name that cannot be a session's is not found."""
-    session_id = parse_resource_name(name, "sessions", SESSION_ID_PREFIX)
+    session_id = session_id_of(name)
     if session_id is None:
         raise SessionNotFound(name)
     return session_id
+
+
+def agent_id_of(name: str) -> str | None:
+    """The agent id of `agents/{agent_id}`, None when `name` cannot be an agent's."""
+    return parse_resource_name(name, "agents", AGENT_ID_PREFIX)
 
 
 def parse_agent_filter(agent: str) -> str | None:
     """The agent id of a list filter (`agents/{agent_id}`), None for no filter."""
     if not agent:
         return None
-    agent_id = parse_resource_name(agent, "agents", "agt")
+    agent_id = agent_id_of(agent)
     if agent_id is None:
         raise InvalidArgument(
             "agent must be `agents/{agent_id}`", field_violations=[FieldViolation("agent", "not an agent name")]
@@ -122,14 +133,14 @@ class Message:
         return message_name(self.session_id, self.id)
 
 
-def validate_new_session(new: NewSession) -> str:
-    """The id of the agent `new` names, once every field is valid (all violations at once)."""
+def validate_new_session(new: NewSession) -> tuple[str, Channel]:
+    """The agent id and the channel of `new`, once every field is valid (all violations at once)."""
     violations = Violations()
     agent_id = None
     if not new.agent:
         violations.add("session.agent", "is required, as `agents/{agent_id}`")
     else:
-        agent_id = parse_resource_name(new.agent, "agents", "agt")
+        agent_id = agent_id_of(new.agent)
     violations.length("session.external_user_id", new.external_user_id, maximum=MAX_EXTERNAL_USER_ID_CHARS)
     if len(new.metadata) > MAX_METADATA_ENTRIES:
         violations.add("session.metadata", f"at most {MAX_METADATA_ENTRIES} entries")
@@ -143,9 +154,9 @@ def validate_new_session(new: NewSession) -> str:
             )
     if new.channel is None:
         violations.add("session.channel", "must be CHANNEL_TEXT or CHANNEL_VOICE")
-    if violations:
+    if violations or new.channel is None:
         raise invalid_fields(violations)
     if agent_id is None:
-        # Well-formed as a name but not an agent's: like another tenant's agent, it does not exist.
+        # A name that cannot be an agent's: like another tenant's agent, it does not exist.
         raise AgentNotFound(new.agent)
-    return agent_id
+    return agent_id, new.channel

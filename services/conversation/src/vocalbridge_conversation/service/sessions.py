@@ -7,17 +7,17 @@ from datetime import datetime
 
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.errors import SessionNotFound
-from vocalbridge_common.ids import new_id, parse_resource_name
+from vocalbridge_common.ids import new_id
 from vocalbridge_common.pagination import Page, PageKey, Paginator
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.domain.sessions import (
-    DEFAULT_CHANNEL,
     SESSION_ID_PREFIX,
     Message,
     NewSession,
     Session,
     parse_agent_filter,
     parse_session_name,
+    session_id_of,
     validate_new_session,
 )
 from vocalbridge_conversation.repository import MessageRepository, SessionRepository
@@ -45,14 +45,14 @@ class SessionService:
 
     async def create_session(self, tenant_id: str, new: NewSession, timeout: float) -> Session:
         """A session pinned to the agent's current version; `timeout` bounds the agents call."""
-        agent_id = validate_new_session(new)
+        agent_id, channel = validate_new_session(new)
         agent = await self._agents.current(agent_id, timeout)
         now = self._clock()
         session = Session(
             id=new_id(SESSION_ID_PREFIX),
             agent_id=agent_id,
             agent_version=agent.version,
-            channel=new.channel or DEFAULT_CHANNEL,
+            channel=channel,
             external_user_id=new.external_user_id,
             metadata=dict(new.metadata),
             create_time=now,
@@ -83,7 +83,7 @@ class SessionService:
     async def list_messages(self, tenant_id: str, parent: str, page_size: int, page_token: str) -> Page[Message]:
         """Oldest first: the conversation in order."""
         # The request is checked before the session is looked up; a token fits one session only.
-        session_id = parse_resource_name(parent, "sessions", SESSION_ID_PREFIX)
+        session_id = session_id_of(parent)
         request = self._paginator.request(f"messages:{tenant_id}:{session_id or ''}", page_size, page_token)
         if session_id is None:
             raise SessionNotFound(parent)
