@@ -11,6 +11,8 @@ from vocalbridge_common.config import CommonSettings, ConfigError, Env
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_conversation.delivery import RetryPolicy
 
+# This service's name: its identity in calls it makes on its own behalf, its database
+# schema, its configuration prefix (topology).
 SERVICE = "conversation"
 
 

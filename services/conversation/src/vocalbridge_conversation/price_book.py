@@ -24,10 +24,10 @@ from vocalbridge_common.clients import service_metadata
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.price_protos import price_from_proto
 from vocalbridge_common.pricing import SEED_PRICES, PriceRow
+from vocalbridge_conversation.config import SERVICE
 
 log = logging.getLogger(__name__)
 
-SERVICE = "conversation"
 LIST_PRICES_PAGE_SIZE = 1000
 LIST_PRICES_TIMEOUT_SECONDS = 2.0
 

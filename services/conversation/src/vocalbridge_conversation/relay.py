@@ -26,13 +26,12 @@ from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from vocalbridge_common.clients import service_metadata
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_conversation.config import RelaySettings
+from vocalbridge_conversation.config import SERVICE, RelaySettings
 from vocalbridge_conversation.repository import OutboxRelayRepository, PendingEvent
 
 log = logging.getLogger(__name__)
 
 HEALTH_NAME = "vocalbridge.conversation.v1.OutboxRelay"
-SERVICE = "conversation"
 # Codes after which resending the same batch cannot succeed.
 _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
 

@@ -22,7 +22,7 @@ from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 from vocalbridge_conversation import presenters
 from vocalbridge_conversation.agents_client import AgentDirectory
-from vocalbridge_conversation.config import ConversationSettings
+from vocalbridge_conversation.config import SERVICE, ConversationSettings
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine
 from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceRefresher
 from vocalbridge_conversation.providers import build_registry
@@ -31,7 +31,7 @@ from vocalbridge_conversation.service.sessions import SessionService
 from vocalbridge_conversation.service.turns import TurnService
 from vocalbridge_conversation.servicer import ConversationServicer
 
-SCHEMA = "conversation"
+SCHEMA = SERVICE
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
