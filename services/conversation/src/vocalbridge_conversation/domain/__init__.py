@@ -4,4 +4,5 @@
 - `turns`: one turn (what is asked, what it produced) and its validation.
 - `prompt`: the provider request built from the history within the context budget.
 - `usage`: the usage and cost of a turn, and the billing record it produces.
+- `idempotency`: an idempotency key's record, a request's fingerprint, what a valid key is.
 """
