@@ -12,8 +12,8 @@ from tests.conftest import TEST_IDENTITY_SECRET
 from tests.integration.billing.billing_testkit import expect_failure, usage_event
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import price_pb2
-from vocalbridge_billing.prices import PriceService
 from vocalbridge_billing.server import SCHEMA
+from vocalbridge_billing.service.prices import PriceService
 from vocalbridge_common.db import Database
 from vocalbridge_common.errors import InvalidArgument
 from vocalbridge_common.pagination import PageTokenCodec, Paginator

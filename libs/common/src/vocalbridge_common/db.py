@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData, Table, event, text
+from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, make_url
@@ -39,16 +39,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-def declarative_base() -> type[DeclarativeBase]:
-    """A declarative base with a MetaData of its own, for one service's models
-    (subclasses of one shared base would share one MetaData across services)."""
-
-    class ServiceBase(DeclarativeBase):
-        metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-    return ServiceBase
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -48,25 +48,34 @@ async def start_grpc_server(
     public_methods: tuple[str, ...] = (),
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> RunningServer:
-    server = grpc.aio.server(
-        interceptors=[ServerInterceptor(signer, public_methods)],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
-    register(server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise RuntimeError(f"could not bind {host}:{port}")
-    await server.start()
-    for name in ("", *service_names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    """Builds, starts and returns the server. `on_stop` hooks release what the caller built
+    for it (database engine, channels); they run on stop and also when starting fails, so
+    a service's `create_server` needs no clean-up of its own."""
+    try:
+        server = grpc.aio.server(
+            interceptors=[ServerInterceptor(signer, public_methods)],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        register(server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        bound = server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise RuntimeError(f"could not bind {host}:{port}")
+        await server.start()
+        for name in ("", *service_names):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        for hook in on_stop:
+            await hook()
+        raise
     return RunningServer(server=server, port=bound, health=health_servicer, on_stop=tuple(on_stop))
 
 

@@ -33,15 +33,11 @@ async def create_server(settings: AgentsSettings) -> RunningServer:
     def register(server: grpc.aio.Server) -> None:
         agents_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(service), server)
 
-    try:
-        return await start_grpc_server(
-            service_names=(agents_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,),
-            register=register,
-            signer=IdentitySigner(settings.common.identity_secret),
-            host=settings.common.listen_host,
-            port=settings.common.port,
-            on_stop=(db.dispose,),
-        )
-    except BaseException:
-        await db.dispose()
-        raise
+    return await start_grpc_server(
+        service_names=(agents_service_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,),
+        register=register,
+        signer=IdentitySigner(settings.common.identity_secret),
+        host=settings.common.listen_host,
+        port=settings.common.port,
+        on_stop=(db.dispose,),
+    )

@@ -38,20 +38,16 @@ async def create_server(settings: AuthSettings) -> RunningServer:
             AuthorizationServicer(authenticator, signer, routes), server
         )
 
-    try:
-        return await start_grpc_server(
-            service_names=(
-                auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
-                external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
-            ),
-            register=register,
-            signer=signer,
-            host=settings.common.listen_host,
-            port=settings.common.port,
-            # Envoy calls Check before any identity exists; Check is what creates it.
-            public_methods=(CHECK_METHOD,),
-            on_stop=(db.dispose,),
-        )
-    except BaseException:
-        await db.dispose()
-        raise
+    return await start_grpc_server(
+        service_names=(
+            auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+            external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
+        ),
+        register=register,
+        signer=signer,
+        host=settings.common.listen_host,
+        port=settings.common.port,
+        # Envoy calls Check before any identity exists; Check is what creates it.
+        public_methods=(CHECK_METHOD,),
+        on_stop=(db.dispose,),
+    )

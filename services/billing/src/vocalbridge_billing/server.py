@@ -8,10 +8,10 @@ from pathlib import Path
 import grpc
 
 from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
-from vocalbridge_billing.analytics import AnalyticsService
 from vocalbridge_billing.config import SERVICE, BillingSettings
-from vocalbridge_billing.ledger import LedgerService
-from vocalbridge_billing.prices import PriceService
+from vocalbridge_billing.service.analytics import AnalyticsService
+from vocalbridge_billing.service.ledger import LedgerService
+from vocalbridge_billing.service.prices import PriceService
 from vocalbridge_billing.servicer import BillingServicer
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
@@ -36,15 +36,11 @@ async def create_server(settings: BillingSettings) -> RunningServer:
     def register(server: grpc.aio.Server) -> None:
         billing_service_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server)
 
-    try:
-        return await start_grpc_server(
-            service_names=(billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,),
-            register=register,
-            signer=IdentitySigner(settings.common.identity_secret),
-            host=settings.common.listen_host,
-            port=settings.common.port,
-            on_stop=(db.dispose,),
-        )
-    except BaseException:
-        await db.dispose()
-        raise
+    return await start_grpc_server(
+        service_names=(billing_service_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name,),
+        register=register,
+        signer=IdentitySigner(settings.common.identity_secret),
+        host=settings.common.listen_host,
+        port=settings.common.port,
+        on_stop=(db.dispose,),
+    )

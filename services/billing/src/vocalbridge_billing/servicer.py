@@ -7,8 +7,6 @@ from grpc.aio import ServicerContext
 
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import billing_service_pb2_grpc
-from vocalbridge_billing.analytics import AnalyticsService
-from vocalbridge_billing.ledger import LedgerService
 from vocalbridge_billing.presenters import (
     event_from_proto,
     event_to_proto,
@@ -19,7 +17,9 @@ from vocalbridge_billing.presenters import (
     summary_query,
     totals_to_proto,
 )
-from vocalbridge_billing.prices import PriceService
+from vocalbridge_billing.service.analytics import AnalyticsService
+from vocalbridge_billing.service.ledger import LedgerService
+from vocalbridge_billing.service.prices import PriceService
 from vocalbridge_common.context import current_tenant_id
 from vocalbridge_common.price_protos import price_to_proto
 

@@ -85,18 +85,14 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
             ConversationServicer(sessions, turns), server
         )
 
-    try:
-        running = await start_grpc_server(
-            service_names=(conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,),
-            register=register,
-            signer=signer,
-            host=settings.common.listen_host,
-            port=settings.common.port,
-            on_stop=(stop_background, close_clients),
-        )
-    except BaseException:
-        await close_clients()
-        raise
+    running = await start_grpc_server(
+        service_names=(conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,),
+        register=register,
+        signer=signer,
+        host=settings.common.listen_host,
+        port=settings.common.port,
+        on_stop=(stop_background, close_clients),
+    )
     refresher = PriceRefresher(prices, BillingPrices(billing_channel, signer), settings.prices.refresh_seconds)
     start(refresher.run_forever(), "price-refresh")
     if run_relay:
