@@ -14,13 +14,18 @@ from pathlib import Path
 
 # The simulated providers a gateway has by default (VB_SIMULATED_PROVIDERS may
 # name others, for demos and tests); real OpenAI-compatible endpoints are added
-# by name in VB_OPENAI_PROVIDERS (and configured by the conversation service).
+# by name in VB_OPENAI_PROVIDERS, Anthropic endpoints in VB_ANTHROPIC_PROVIDERS
+# (and configured by the conversation service).
 SIMULATED_PROVIDERS = ("vendorA", "vendorB")
 
 
-def provider_names(env: Env) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(simulated, OpenAI-compatible) provider names, as every service must agree on them."""
-    return env.list("VB_SIMULATED_PROVIDERS", SIMULATED_PROVIDERS), env.list("VB_OPENAI_PROVIDERS", ())
+def provider_names(env: Env) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(simulated, OpenAI-compatible, Anthropic) provider names, as every service must agree on them."""
+    return (
+        env.list("VB_SIMULATED_PROVIDERS", SIMULATED_PROVIDERS),
+        env.list("VB_OPENAI_PROVIDERS", ()),
+        env.list("VB_ANTHROPIC_PROVIDERS", ()),
+    )
 
 
 class ConfigError(RuntimeError):

@@ -57,7 +57,7 @@ class ConversationSettings:
     retry_policy: RetryPolicy
     relay: RelaySettings
     prices: PriceSettings = field(default_factory=PriceSettings)
-    # The VB_PROVIDER_* / VB_SIMULATED_* / VB_OPENAI_* / VB_BREAKER_* variables, read by the provider
+    # The VB_PROVIDER_* / VB_SIMULATED_* / VB_OPENAI_* / VB_ANTHROPIC_* / VB_BREAKER_* variables, read by the provider
     # registry and the breakers at start-up.
     provider_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -92,6 +92,6 @@ class ConversationSettings:
             provider_env={
                 k: v
                 for k, v in environ.items()
-                if k.startswith(("VB_PROVIDER", "VB_SIMULATED", "VB_OPENAI", "VB_BREAKER"))
+                if k.startswith(("VB_PROVIDER", "VB_SIMULATED", "VB_OPENAI", "VB_ANTHROPIC", "VB_BREAKER"))
             },
         )
