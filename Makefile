@@ -30,7 +30,11 @@ venv: $(VENV)/.installed $(VENV)/$(SITE)/vocalbridge-dev.pth
 gen/vocalbridge.pb: $(PROTOS) tools/gen_protos.sh $(VENV)/.installed
 	PYTHON=$(PY) tools/gen_protos.sh
 
-gen: venv gen/vocalbridge.pb
+# The OpenAPI document of the JSON API, from the descriptor set (served at /v1/openapi.json).
+gen/openapi.json: gen/vocalbridge.pb tools/gen_openapi.py
+	$(PY) tools/gen_openapi.py
+
+gen: venv gen/vocalbridge.pb gen/openapi.json
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
