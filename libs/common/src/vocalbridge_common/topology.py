@@ -18,6 +18,8 @@ SERVICES = tuple(SERVICE_PORTS)
 # The Envoy edge: the one port clients use, and its admin port (loopback only).
 EDGE_PORT = 8080
 EDGE_ADMIN_PORT = 9901
+# The web console's static file server (the app and the OpenAPI document), behind the edge.
+CONSOLE_PORT = 8081
 
 
 def default_port(service: str) -> int:
