@@ -47,9 +47,10 @@ def _clusters(config: dict) -> dict[str, int]:
 
 
 def test_both_profiles_route_to_the_topologys_ports():
-    for params in (local_params(), k8s_params()):
+    # Kubernetes always has the console's static file server; locally the stack runner adds it.
+    for params, console in ((local_params(), {}), (k8s_params(), {"console": topology.CONSOLE_PORT})):
         config = build_envoy_config(params)
-        assert _clusters(config) == dict(topology.SERVICE_PORTS)
+        assert _clusters(config) == {**topology.SERVICE_PORTS, **console}
         assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == (
             topology.EDGE_PORT
         )

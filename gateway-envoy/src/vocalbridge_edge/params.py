@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from vocalbridge_common.topology import EDGE_ADMIN_PORT, EDGE_PORT, SERVICE_PORTS
+from vocalbridge_common.topology import CONSOLE_PORT, EDGE_ADMIN_PORT, EDGE_PORT, SERVICE_PORTS
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -84,8 +84,9 @@ class EnvoyParams:
     stream_sse: bool = True
     # Hops in front of Envoy whose X-Forwarded-For entries are trusted (a cloud load balancer: 1).
     xff_num_trusted_hops: int = 0
-    # Hook for the web console: when set, /console/ is proxied (HTTP/1.1) to this static file
-    # server without authentication or transcoding. None: no console route (it answers 404).
+    # The web console's static file server: when set, `/`, `/assets/*` and `/v1/openapi.json`
+    # are proxied (HTTP/1.1) to it without authentication or transcoding (CONSOLE_ROUTES in
+    # template.py). None: no console routes (they answer 404 like any unknown path).
     console_upstream: Upstream | None = None
 
     def __post_init__(self) -> None:
@@ -116,6 +117,8 @@ def k8s_params(namespace: str = "vocalbridge", cluster_domain: str = "cluster.lo
         },
         "upstream_discovery": "dns",
         "health_checks": True,
+        # The console image (web/Dockerfile) behind its own headless Service.
+        "console_upstream": Upstream(f"console.{namespace}.svc.{cluster_domain}", CONSOLE_PORT),
     }
     base.update(overrides)
     return EnvoyParams(**base)

@@ -41,6 +41,13 @@ TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 ROUTER = "envoy.filters.http.router"
 NO_CLUSTER = "no_such_route"
+# Paths served by the console's static file server (vocalbridge_devstack.static). The app uses
+# hash routing (/#/agents), so the document itself is only ever requested as `/`.
+CONSOLE_ROUTES: tuple[tuple[str, Config], ...] = (
+    ("index", {"path": "/"}),
+    ("assets", {"prefix": "/assets/"}),
+    ("openapi", {"path": "/v1/openapi.json"}),
+)
 
 
 def render_envoy_config(params: EnvoyParams) -> str:
@@ -259,13 +266,16 @@ def _route_config(p: EnvoyParams) -> Config:
         },
     ]
     if p.console_upstream is not None:
-        routes.append(
+        # The console's files and the OpenAPI document: public, so no key (ext_authz off on
+        # these routes only) and nothing to transcode. Everything else under / still needs one.
+        routes.extend(
             {
-                "name": "console",
-                "match": {"prefix": "/console/"},
+                "name": f"console_{name}",
+                "match": match,
                 "route": {"cluster": "console", "timeout": "15s"},
                 "typed_per_filter_config": _bypass(TRANSCODER, EXT_AUTHZ),
             }
+            for name, match in CONSOLE_ROUTES
         )
     for name in p.upstreams:
         timeout_s = p.route_timeouts_s.get(name, p.default_route_timeout_s)

@@ -34,6 +34,7 @@ async def main() -> int:
     print(
         f"\nVocalBridge is ready at {stack.base_url}  (demo key in {rel}/demo-api-key, operator key in "
         f"{rel}/operator-api-key; Ctrl-C stops everything)\n"
+        f"  console:  {stack.base_url}/  (log in with the demo key)   API document: {stack.base_url}/v1/openapi.json\n"
         f'  try:  curl -s -H "Authorization: Bearer $(cat {rel}/demo-api-key)" {stack.base_url}/v1/agents\n',
         flush=True,
     )

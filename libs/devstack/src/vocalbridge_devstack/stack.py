@@ -90,11 +90,18 @@ class StackConfig:
     # Where child output goes: None → this process's stdout with a `[name]` prefix.
     log_dir: Path | None = None
     restart_children: bool = True
+    # The console's static file server (vocalbridge_devstack.static): the built web console
+    # (`make web`) and the OpenAPI document (`make gen`), behind Envoy at / and /v1/openapi.json.
+    console_port: int = topology.CONSOLE_PORT
+    web_root: Path = REPO_ROOT / "web" / "dist"
+    openapi_document: Path = REPO_ROOT / "gen" / "openapi.json"
 
     @classmethod
     def with_free_ports(cls, **overrides: Any) -> StackConfig:
         ports = {name: free_port() for name in topology.SERVICES}
-        return cls(http_port=free_port(), admin_port=free_port(), service_ports=ports, **overrides)
+        return cls(
+            http_port=free_port(), admin_port=free_port(), service_ports=ports, console_port=free_port(), **overrides
+        )
 
 
 @dataclass
@@ -182,6 +189,7 @@ class Stack:
             admin_port=self.config.admin_port,
             descriptor_set=str(REPO_ROOT / "gen" / "vocalbridge.pb"),
             upstreams={name: Upstream("127.0.0.1", port) for name, port in self.config.service_ports.items()},
+            console_upstream=Upstream("127.0.0.1", self.config.console_port),
         )
         path = self.config.data_dir / "envoy.json"
         path.write_text(render_envoy_config(params))
@@ -195,6 +203,10 @@ class Stack:
             self.children[name] = child
             await self._spawn(child)
             await self.wait_serving(name)
+        console = Child("console", self.console_command(), env)
+        self.children["console"] = console
+        await self._spawn(console)
+        await self.wait_http_ok("console", self.config.console_port, "/healthz")
         envoy_config = self.render_envoy()
         envoy = Child("envoy", envoy_command(envoy_config, envoy=envoy_binary()), env)
         self.children["envoy"] = envoy
@@ -202,6 +214,19 @@ class Stack:
         await self.wait_envoy_ready()
         if self.config.restart_children:
             self._supervisor = asyncio.create_task(self._supervise())
+
+    def console_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "vocalbridge_devstack.static",
+            "--port",
+            str(self.config.console_port),
+            "--root",
+            str(self.config.web_root),
+            "--openapi",
+            str(self.config.openapi_document),
+        ]
 
     async def _spawn(self, child: Child) -> None:
         if self.config.log_dir is not None:
@@ -256,14 +281,18 @@ class Stack:
                 await asyncio.sleep(0.1)
 
     async def wait_envoy_ready(self, timeout: float = 30.0) -> None:
+        await self.wait_http_ok("envoy", self.config.http_port, "/healthz", timeout)
+
+    async def wait_http_ok(self, name: str, port: int, path: str, timeout: float = 30.0) -> None:
+        """Waits until the child `name` answers 200 on `GET path` at 127.0.0.1:`port`."""
         deadline = time.monotonic() + timeout
         while True:
-            envoy = self.children["envoy"].started()
-            if envoy.returncode is not None:
-                raise RuntimeError(f"envoy exited with code {envoy.returncode} during start-up")
+            process = self.children[name].started()
+            if process.returncode is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode} during start-up")
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.config.http_port)
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
                 await writer.drain()
                 status_line = await reader.readline()
                 writer.close()
@@ -272,7 +301,7 @@ class Stack:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"envoy did not become ready within {timeout:.0f}s")
+                raise RuntimeError(f"{name} did not become ready within {timeout:.0f}s")
             await asyncio.sleep(0.1)
 
     async def _supervise(self) -> None:
@@ -339,6 +368,6 @@ class Stack:
         for child in self.children.values():
             child.stopping = True
         # Envoy first, so no new request reaches a stopping service.
-        for name in ["envoy", *reversed(self.config.services)]:
+        for name in ["envoy", "console", *reversed(self.config.services)]:
             if name in self.children:
                 await self._terminate(self.children[name])
