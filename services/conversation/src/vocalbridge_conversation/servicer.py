@@ -42,6 +42,13 @@ def _idempotency_key(context: Context) -> str | None:
     return found
 
 
+def _voice(request: pb.SendMessageRequest | pb.StreamMessageRequest) -> VoiceInput | None:
+    """The speech side of a spoken turn, when the voice service set one."""
+    if not request.HasField("voice"):
+        return None
+    return VoiceInput(request.voice.audio_seconds, request.voice.speech_provider)
+
+
 def new_session_from_proto(message: session_pb2.Session) -> NewSession:
     return NewSession(
         agent=message.agent,
@@ -95,10 +102,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         )
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> pb.SendMessageResponse:
-        voice = None
-        if request.HasField("voice"):
-            voice = VoiceInput(request.voice.audio_seconds, request.voice.speech_provider)
-        turn = TurnRequest(request.session, request.content, _idempotency_key(context), voice)
+        turn = TurnRequest(request.session, request.content, _idempotency_key(context), _voice(request))
         with _delivery_in_error_details():
             outcome = await self._turns.send_message(current_tenant_id(), turn, _deadline(context))
         if isinstance(outcome, Replay):
@@ -109,7 +113,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
     async def StreamMessage(
         self, request: pb.StreamMessageRequest, context: Context
     ) -> AsyncIterator[pb.StreamMessageResponse]:
-        turn = TurnRequest(request.session, request.content, _idempotency_key(context))
+        turn = TurnRequest(request.session, request.content, _idempotency_key(context), _voice(request))
         with _delivery_in_error_details():
             outcome = await self._turns.stream_message(current_tenant_id(), turn, _deadline(context))
             if isinstance(outcome, Replay):
