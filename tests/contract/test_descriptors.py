@@ -114,15 +114,16 @@ def _type_name(ref: str) -> str:
 
 def http_rule_violations(fds) -> list[str]:
     """Every RPC has a google.api.http rule, except the internal allow-list,
-    which must have none (and must name RPCs that exist)."""
+    which must have none (and must name RPCs that exist), and client-streaming
+    RPCs, which JSON/HTTP cannot carry (gRPC only)."""
     errors = []
     seen = set()
     for full, _, m in _methods(fds):
         seen.add(full)
         rule = _http_rule(m)
-        if full in INTERNAL_RPCS:
+        if full in INTERNAL_RPCS or m.client_streaming:
             if rule is not None:
-                errors.append(f"{full}: internal RPC must not be exposed over HTTP")
+                errors.append(f"{full}: internal or client-streaming RPC must not be exposed over HTTP")
         elif rule is None:
             errors.append(f"{full}: no google.api.http rule")
     for stale in sorted(INTERNAL_RPCS - seen):
@@ -375,7 +376,10 @@ def test_http_surface_of_design(descriptor_set):
     }
     assert {k: routes.get(k) for k in expected} == expected
     streaming = {full for full, _, m in _methods(descriptor_set) if m.server_streaming or m.client_streaming}
-    assert streaming == {"vocalbridge.conversation.v1.ConversationService.StreamMessage"}
+    assert streaming == {
+        "vocalbridge.conversation.v1.ConversationService.StreamMessage",
+        "vocalbridge.voice.v1.VoiceService.StreamingConverse",
+    }
 
 
 def test_json_numbers_and_strings_of_design(descriptor_set):
