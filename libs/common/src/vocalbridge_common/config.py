@@ -87,8 +87,9 @@ class CommonSettings:
     log_level: str
     known_providers: tuple[str, ...]
     shutdown_grace_seconds: float
-    # Connections per process (plus as many again under bursts): replicas × services × 2 × this
-    # must stay under the PostgreSQL server's max_connections.
+    # Connections per process, opened once and kept (a burst waits for a free one): processes
+    # (replicas × workers) × services × this must stay under the PostgreSQL server's
+    # max_connections.
     database_pool_size: int = 5
 
     @classmethod

@@ -113,8 +113,13 @@ class Database:
         self.schema = schema
         self.postgres = is_postgres(self.url)
         if self.postgres:
+            # A fixed pool: connections are opened once and kept. Overflow connections would be
+            # opened and closed under every burst (a PostgreSQL backend forked each time), and
+            # on two cores a few connections per process keep the server busy. No pre-ping: it
+            # is a round trip on every checkout; a connection the server dropped fails one
+            # transaction, and SQLAlchemy then replaces every connection of the pool.
             self.engine: AsyncEngine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=False
             )
             event.listen(self.engine.sync_engine, "connect", self._on_postgres_connect)
         else:

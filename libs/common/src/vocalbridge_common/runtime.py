@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+import uvloop
+
 from vocalbridge_common.config import CommonSettings, ConfigError
 from vocalbridge_common.logging import configure_logging
 from vocalbridge_common.migrations import migrate
@@ -60,5 +62,7 @@ def service_main(
         running = await create_server(settings)
         await serve_until_signalled(running, common.shutdown_grace_seconds)
 
-    asyncio.run(serve())
+    # uvloop: the same asyncio API on libuv, with a cheaper loop iteration per request.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve())
     return 0
