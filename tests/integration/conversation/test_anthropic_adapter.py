@@ -1,7 +1,5 @@
-"""The Anthropic Messages adapter against a real HTTP server on loopback.
-
-The server is a minimal HTTP/1.1 responder on asyncio streams (one request per
-connection, `Connection: close`); each test tells it how to answer, in the shapes
+"""The Anthropic Messages adapter against a real HTTP server on loopback
+(loopback_http.LoopbackServer); each test tells it how to answer, in the shapes
 Anthropic's API documents: message bodies, SSE event streams, and error bodies
 `{"type": "error", "error": {"type", "message"}}`."""
 
@@ -9,14 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from tests.integration.conversation.loopback_http import (
+    Handler,
+    Received,
+    drain,
+    event_stream,
+    failure_of,
+    free_port,
+    hang,
+    head,
+    loopback_server,
+    raw,
+    reply,
+)
 from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, Done, Restart, RetryPolicy
 from vocalbridge_conversation.providers import (
@@ -25,9 +33,7 @@ from vocalbridge_conversation.providers import (
     Completion,
     CompletionRequest,
     FailureKind,
-    ProviderError,
     ProviderRegistry,
-    StreamChunk,
     count_prompt_tokens,
     count_tokens,
 )
@@ -48,82 +54,6 @@ REQUEST = CompletionRequest(
     top_p=0.9,
     max_output_tokens=64,
 )
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests", 529: "Overloaded"}
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self):
-        return json.loads(self.body)
-
-
-Handler = Callable[[Received, asyncio.StreamWriter], Awaitable[None]]
-
-
-class MessagesServer:
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.handlers: list[Handler] = []  # one per request, the last one repeats
-        self._tasks: set[asyncio.Task] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-
-    async def stop(self) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        try:
-            method, path, _ = (await reader.readline()).decode().split(" ", 2)
-            headers = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.received.append(Received(method, path, headers, body))
-            handler = self.handlers[min(len(self.received) - 1, len(self.handlers) - 1)]
-            await handler(self.received[-1], writer)
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-
-def head(status: int, content_type: str, extra: dict[str, str] | None = None, length: int | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"Content-Type: {content_type}", "Connection: close"]
-    if length is not None:
-        lines.append(f"Content-Length: {length}")
-    lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def raw(
-    status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
-) -> Handler:
-    async def handler(request: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(head(status, content_type, headers, len(body)) + body)
-
-    return handler
-
-
-def reply(status: int, payload, headers: dict[str, str] | None = None) -> Handler:
-    return raw(status, json.dumps(payload).encode(), headers=headers)
 
 
 def error(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> Handler:
@@ -146,21 +76,13 @@ def message_body(content=None, stop_reason="end_turn", usage=None):
 def sse(events: list, pause: float = 0.0, then_hang: bool = False) -> Handler:
     """Server-sent events as Anthropic sends them (`event: <type>` then `data: <json>`);
     a string item is sent as a raw data line."""
+    return event_stream([_frame(event) for event in events], pause, then_hang)
 
-    async def handler(request: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(head(200, "text/event-stream"))
-        for event in events:
-            if isinstance(event, str):
-                writer.write(f"data: {event}\n\n".encode())
-            else:
-                writer.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
-            await writer.drain()
-            if pause:
-                await asyncio.sleep(pause)
-        if then_hang:
-            await asyncio.sleep(3600)
 
-    return handler
+def _frame(event) -> str:
+    if isinstance(event, str):
+        return f"data: {event}\n\n"
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
 def message_start(input_tokens=25):
@@ -203,16 +125,10 @@ def stream_of(*texts, input_tokens=25, output_tokens=3, stop_reason="end_turn"):
     ]
 
 
-async def hang(request: Received, writer: asyncio.StreamWriter) -> None:
-    await asyncio.sleep(3600)
-
-
 @pytest.fixture
 async def server():
-    messages = MessagesServer()
-    await messages.start()
-    yield messages
-    await messages.stop()
+    async with loopback_server() as messages:
+        yield messages
 
 
 @pytest.fixture
@@ -224,31 +140,6 @@ async def client():
 @pytest.fixture
 def provider(server, client):
     return AnthropicProvider("claude", server.base_url, API_KEY, "claude-default", client)
-
-
-async def failure_of(call: Awaitable) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        await call
-    return raised.value
-
-
-async def drain(stream) -> tuple[list[str], Completion | None, ProviderError | None]:
-    deltas, final = [], None
-    try:
-        async for event in stream:
-            if isinstance(event, StreamChunk):
-                deltas.append(event.text_delta)
-            else:
-                final = event
-    except ProviderError as failure:
-        return deltas, final, failure
-    return deltas, final, None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- Success --------------------------------------------------------------------------------
@@ -550,10 +441,8 @@ def engine_for(*providers, sleep=None) -> DeliveryEngine:
 
 @pytest.fixture
 async def fallback_server():
-    messages = MessagesServer()
-    await messages.start()
-    yield messages
-    await messages.stop()
+    async with loopback_server() as messages:
+        yield messages
 
 
 async def test_delivery_retries_overloaded_then_falls_back_after_repeated_overloads(

@@ -1,21 +1,29 @@
-"""The OpenAI-compatible adapter against a real HTTP server on loopback.
-
-The server is a minimal HTTP/1.1 responder on asyncio streams (one request per
-connection, `Connection: close`); each test tells it how to answer."""
+"""The OpenAI-compatible adapter against a real HTTP server on loopback
+(loopback_http.LoopbackServer); each test tells it how to answer."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import json
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
+from tests.integration.conversation.loopback_http import (
+    Handler,
+    Received,
+    drain,
+    event_stream,
+    failure_of,
+    free_port,
+    hang,
+    head,
+    loopback_server,
+    raw,
+    reply,
+)
 from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, RetryPolicy
 from vocalbridge_conversation.providers import (
@@ -24,13 +32,11 @@ from vocalbridge_conversation.providers import (
     CompletionRequest,
     FailureKind,
     OpenAICompatibleProvider,
-    ProviderError,
     ProviderRegistry,
-    StreamChunk,
     count_prompt_tokens,
     count_tokens,
 )
-from vocalbridge_conversation.providers.openai_compat import parse_retry_after
+from vocalbridge_conversation.providers.http_transport import parse_retry_after
 
 API_KEY = "sk-test-0123456789"
 REQUEST = CompletionRequest(
@@ -40,94 +46,6 @@ REQUEST = CompletionRequest(
     top_p=0.9,
     max_output_tokens=64,
 )
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
-
-
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self):
-        return json.loads(self.body)
-
-
-Handler = Callable[[Received, asyncio.StreamWriter], Awaitable[None]]
-
-
-class ChatServer:
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.handlers: list[Handler] = []  # one per request, the last one repeats
-        self._tasks: set[asyncio.Task] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-
-    async def stop(self) -> None:
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        try:
-            method, path, _ = (await reader.readline()).decode().split(" ", 2)
-            headers = {}
-            while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-                name, _, value = line.decode().partition(":")
-                headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            self.received.append(Received(method, path, headers, body))
-            handler = self.handlers[min(len(self.received) - 1, len(self.handlers) - 1)]
-            await handler(self.received[-1], writer)
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
-
-
-def head(status: int, content_type: str, extra: dict[str, str] | None = None, length: int | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"Content-Type: {content_type}", "Connection: close"]
-    if length is not None:
-        lines.append(f"Content-Length: {length}")
-    lines += [f"{name}: {value}" for name, value in (extra or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def raw(
-    status: int, body: bytes, content_type: str = "application/json", headers: dict[str, str] | None = None
-) -> Handler:
-    async def handler(request: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(head(status, content_type, headers, len(body)) + body)
-
-    return handler
-
-
-def reply(status: int, payload, headers: dict[str, str] | None = None) -> Handler:
-    return raw(status, json.dumps(payload).encode(), headers=headers)
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Handler:
@@ -149,22 +67,13 @@ def completion_body(text="Hi! How can I help?", finish_reason="stop", usage=(12,
 def sse(events: list, pause: float = 0.0, then_hang: bool = False) -> Handler:
     """Server-sent events: each item a JSON chunk (dict), a raw data string, or a
     comment line (a string starting with ":")."""
+    return event_stream([_frame(event) for event in events], pause, then_hang)
 
-    async def handler(request: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(head(200, "text/event-stream"))
-        for event in events:
-            if isinstance(event, str) and event.startswith(":"):
-                writer.write(f"{event}\n\n".encode())
-            else:
-                data = event if isinstance(event, str) else json.dumps(event)
-                writer.write(f"data: {data}\n\n".encode())
-            await writer.drain()
-            if pause:
-                await asyncio.sleep(pause)
-        if then_hang:
-            await asyncio.sleep(3600)
 
-    return handler
+def _frame(event) -> str:
+    if isinstance(event, str) and event.startswith(":"):
+        return f"{event}\n\n"
+    return f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n"
 
 
 def chunk(content=None, finish_reason=None, role=None):
@@ -190,16 +99,10 @@ USAGE_CHUNK = {
 }
 
 
-async def hang(request: Received, writer: asyncio.StreamWriter) -> None:
-    await asyncio.sleep(3600)
-
-
 @pytest.fixture
 async def server():
-    chat = ChatServer()
-    await chat.start()
-    yield chat
-    await chat.stop()
+    async with loopback_server("/v1") as chat:
+        yield chat
 
 
 @pytest.fixture
@@ -211,25 +114,6 @@ async def client():
 @pytest.fixture
 def provider(server, client):
     return OpenAICompatibleProvider("myllm", server.base_url, API_KEY, "default-model", client)
-
-
-async def failure_of(call: Awaitable) -> ProviderError:
-    with pytest.raises(ProviderError) as raised:
-        await call
-    return raised.value
-
-
-async def drain(stream) -> tuple[list[str], Completion | None, ProviderError | None]:
-    deltas, final = [], None
-    try:
-        async for event in stream:
-            if isinstance(event, StreamChunk):
-                deltas.append(event.text_delta)
-            else:
-                final = event
-    except ProviderError as failure:
-        return deltas, final, failure
-    return deltas, final, None
 
 
 async def test_completion_text_usage_and_the_request_sent(server, provider):
@@ -433,10 +317,7 @@ async def test_a_slowly_trickling_stream_is_bounded_by_the_overall_timeout(serve
 
 
 async def test_connection_refused_is_unavailable(client):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    provider = OpenAICompatibleProvider("gone", f"http://127.0.0.1:{port}/v1", API_KEY, "m", client)
+    provider = OpenAICompatibleProvider("gone", f"http://127.0.0.1:{free_port()}/v1", API_KEY, "m", client)
     failure = await failure_of(provider.complete(REQUEST, timeout=2.0))
     assert failure.kind is FailureKind.UNAVAILABLE and "gone unreachable" in failure.message
     _deltas, _final, stream_failure = await drain(provider.stream(REQUEST, timeout=2.0))

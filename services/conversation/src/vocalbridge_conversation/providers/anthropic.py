@@ -35,8 +35,6 @@ Each call is bounded by the delivery engine's attempt timeout, as for every prov
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,11 +50,17 @@ from vocalbridge_conversation.providers.base import (
     Provider,
     ProviderError,
     StreamChunk,
-    count_prompt_tokens,
-    count_tokens,
     provider_env_key,
 )
-from vocalbridge_conversation.providers.openai_compat import parse_retry_after
+from vocalbridge_conversation.providers.http_transport import (
+    HttpEndpoint,
+    clip,
+    completion,
+    error_detail,
+    json_object,
+    reading_reply,
+    status_failure,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 # Every Claude model accepts at least this many output tokens.
@@ -65,7 +69,6 @@ API_VERSION = "2023-06-01"
 # Put in front of a history that starts with an assistant reply.
 OPENING_USER_TURN = "(conversation continues)"
 
-_MAX_ERROR_CHARS = 300
 _TRUNCATED = frozenset({"max_tokens", "model_context_window_exceeded"})
 # Anthropic's error types, for `error` events mid-stream (HTTP errors go by status).
 _ERROR_TYPES: Mapping[str, FailureKind] = {
@@ -122,11 +125,10 @@ class AnthropicProvider(Provider):
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
         self.name = name
-        self._url = base_url.rstrip("/") + "/v1/messages"
-        self._api_key = api_key
         self._default_model = default_model
         self._default_max_tokens = default_max_tokens
-        self._client = client
+        headers = {"Accept": "application/json", "x-api-key": api_key, "anthropic-version": API_VERSION}
+        self._http = HttpEndpoint(name, client, base_url.rstrip("/") + "/v1/messages", headers, self._failure)
 
     @classmethod
     def from_settings(cls, settings: AnthropicSettings, client: httpx.AsyncClient) -> AnthropicProvider:
@@ -141,20 +143,8 @@ class AnthropicProvider(Provider):
 
     async def complete(self, request: CompletionRequest, timeout: float) -> Completion:
         model, payload = self._payload(request, stream=False)
-        try:
-            # httpx's timeout bounds each phase (connect, each read); asyncio's the whole call.
-            async with asyncio.timeout(timeout):
-                response = await self._client.post(
-                    self._url, json=payload, headers=self._headers(), timeout=httpx.Timeout(timeout)
-                )
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(FailureKind.TIMEOUT, f"{self.name} did not answer within {timeout:.3f}s") from None
-        except httpx.HTTPError as error:
-            raise _transport_failure(self.name, error) from None
-        if not response.is_success:
-            raise _status_failure(self.name, response.status_code, response.headers, response.content)
-        try:
-            body = response.json()
+        body = await self._http.post(payload, timeout)
+        with reading_reply(self.name):
             blocks = body["content"]
             if not isinstance(blocks, list):
                 raise TypeError("content is not a list")
@@ -162,100 +152,55 @@ class AnthropicProvider(Provider):
             stop_reason = body.get("stop_reason")
             usage = body.get("usage")
             reported_model = body.get("model") or model
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-            raise ProviderError(
-                FailureKind.PROVIDER_ERROR, f"{self.name} sent a malformed reply: {type(error).__name__}: {error}"
-            ) from None
-        prompt_tokens, completion_tokens = _usage(self.name, usage, usage, request, text)
-        return Completion(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=str(reported_model),
-            truncated=stop_reason in _TRUNCATED,
-        )
+        return self._completion(request, text, reported_model, stop_reason, usage, usage)
 
     async def stream(
         self, request: CompletionRequest, timeout: float
     ) -> AsyncGenerator[StreamChunk | Completion, None]:
         model, payload = self._payload(request, stream=True)
-        ends_at = asyncio.get_running_loop().time() + timeout
         parts: list[str] = []
         stop_reason: str | None = None
         start_usage: Any = None  # message_start's: the input tokens
         final_usage: Any = None  # the last message_delta's: cumulative output tokens
         reported_model = model
-        try:
-            async with asyncio.timeout_at(ends_at):
-                context = self._client.stream(
-                    "POST", self._url, json=payload, headers=self._headers(), timeout=httpx.Timeout(timeout)
-                )
-                response = await context.__aenter__()
-            try:
-                if not response.is_success:
-                    async with asyncio.timeout_at(ends_at):
-                        content = await response.aread()
-                    raise _status_failure(self.name, response.status_code, response.headers, content)
-                lines = response.aiter_lines()
-                stopped = False
-                while not stopped:
-                    # The overall timeout covers only our own awaits, never the consumer's
-                    # code that runs while this generator is suspended at a yield.
-                    async with asyncio.timeout_at(ends_at):
-                        try:
-                            line = await anext(lines)
-                        except StopAsyncIteration:
-                            break
-                    # Every data payload names its own type, so `event:` lines add nothing.
-                    if not line.startswith("data:"):
-                        continue
-                    event = _json_object(self.name, line[5:].strip())
-                    kind = event.get("type")
-                    if kind == "content_block_delta":
-                        delta = event.get("delta")
-                        if not isinstance(delta, dict):
-                            raise _malformed_stream(self.name, "content_block_delta without a delta")
-                        if delta.get("type") == "text_delta":
-                            text = delta.get("text")
-                            if not isinstance(text, str):
-                                raise _malformed_stream(self.name, "text_delta without text")
-                            if text:
-                                parts.append(text)
-                                yield StreamChunk(text)
-                    elif kind == "message_start":
-                        message = event.get("message")
-                        if not isinstance(message, dict):
-                            raise _malformed_stream(self.name, "message_start without a message")
-                        reported_model = message.get("model") or reported_model
-                        start_usage = message.get("usage")
-                    elif kind == "message_delta":
-                        delta = event.get("delta")
-                        if isinstance(delta, dict) and delta.get("stop_reason"):
-                            stop_reason = str(delta["stop_reason"])
-                        if event.get("usage") is not None:
-                            final_usage = event["usage"]
-                    elif kind == "message_stop":
-                        stopped = True
-                    elif kind == "error":
-                        raise _stream_error(self.name, event.get("error"))
-                    # ping, content_block_start/stop and types added later carry no text.
-                if not stopped and stop_reason is None:
-                    raise _malformed_stream(self.name, "the stream ended before message_stop")
-            finally:
-                await context.__aexit__(None, None, None)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ProviderError(FailureKind.TIMEOUT, f"{self.name} did not finish within {timeout:.3f}s") from None
-        except httpx.HTTPError as error:
-            raise _transport_failure(self.name, error) from None
-        text = "".join(parts)
-        prompt_tokens, completion_tokens = _usage(self.name, start_usage, final_usage, request, text)
-        yield Completion(
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=str(reported_model),
-            truncated=stop_reason in _TRUNCATED,
-        )
+        async with self._http.events(payload, timeout) as events:
+            stopped = False
+            # Every data payload names its own type, so `event:` lines add nothing.
+            async for data in events:
+                event = json_object(data, f"{self.name} sent a malformed stream: an event")
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event.get("delta")
+                    if not isinstance(delta, dict):
+                        raise _malformed_stream(self.name, "content_block_delta without a delta")
+                    if delta.get("type") == "text_delta":
+                        text = delta.get("text")
+                        if not isinstance(text, str):
+                            raise _malformed_stream(self.name, "text_delta without text")
+                        if text:
+                            parts.append(text)
+                            yield StreamChunk(text)
+                elif kind == "message_start":
+                    message = event.get("message")
+                    if not isinstance(message, dict):
+                        raise _malformed_stream(self.name, "message_start without a message")
+                    reported_model = message.get("model") or reported_model
+                    start_usage = message.get("usage")
+                elif kind == "message_delta":
+                    delta = event.get("delta")
+                    if isinstance(delta, dict) and delta.get("stop_reason"):
+                        stop_reason = str(delta["stop_reason"])
+                    if event.get("usage") is not None:
+                        final_usage = event["usage"]
+                elif kind == "message_stop":
+                    stopped = True
+                    break
+                elif kind == "error":
+                    raise _stream_error(self.name, event.get("error"))
+                # ping, content_block_start/stop and types added later carry no text.
+            if not stopped and stop_reason is None:
+                raise _malformed_stream(self.name, "the stream ended before message_stop")
+        yield self._completion(request, "".join(parts), reported_model, stop_reason, start_usage, final_usage)
 
     def _payload(self, request: CompletionRequest, *, stream: bool) -> tuple[str, dict[str, Any]]:
         model = request.model or self._default_model
@@ -279,8 +224,34 @@ class AnthropicProvider(Provider):
             payload["stream"] = True
         return model, payload
 
-    def _headers(self) -> dict[str, str]:
-        return {"Accept": "application/json", "x-api-key": self._api_key, "anthropic-version": API_VERSION}
+    def _completion(
+        self, request: CompletionRequest, text: str, model: Any, stop_reason: Any, start_usage: Any, final_usage: Any
+    ) -> Completion:
+        """`start_usage` is message_start's usage (the input), `final_usage` the last
+        message_delta's (cumulative output, and in newer API versions the input restated);
+        a plain reply passes its one usage as both."""
+
+        def read_usage() -> tuple[int, int]:
+            restated = isinstance(final_usage, dict) and final_usage.get("input_tokens") is not None
+            return _input_tokens(final_usage if restated else start_usage), int(final_usage["output_tokens"])
+
+        if start_usage is None and final_usage is None:
+            # Anthropic always reports usage; a compatible server might not.
+            usage = None
+        elif start_usage is final_usage:
+            usage = final_usage
+        else:
+            usage = {"message_start": start_usage, "message_delta": final_usage}
+        truncated = stop_reason in _TRUNCATED
+        return completion(
+            self.name, request, text, model=model, truncated=truncated, usage=usage, read_usage=read_usage
+        )
+
+    def _failure(self, status: int, headers: httpx.Headers, content: bytes) -> ProviderError:
+        detail = error_detail(content, _error_detail)
+        message = f"{self.name} answered HTTP {status}" + (f" {detail}" if detail else "")
+        # 529 is Anthropic's "overloaded"; 402 its billing_error.
+        return status_failure(message, status, headers, authentication=(401, 402, 403))
 
 
 def anthropic_messages(conversation: Iterable[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
@@ -312,40 +283,10 @@ def _block_text(block: Any) -> str:
     return text
 
 
-def _usage(name: str, start: Any, final: Any, request: CompletionRequest, text: str) -> tuple[int, int]:
-    """(prompt, completion) tokens from Anthropic's usage objects: `start` is message_start's
-    (the input), `final` the last message_delta's (cumulative output, and in newer API
-    versions the input restated); a plain reply passes its one usage as both."""
-    if start is None and final is None:
-        # Anthropic always reports usage; a compatible server might not. Billing still needs
-        # numbers, so estimate them with the gateway's own tokenizer.
-        return count_prompt_tokens(request.messages), count_tokens(text)
-    try:
-        restated = isinstance(final, dict) and final.get("input_tokens") is not None
-        prompt_tokens = _input_tokens(final if restated else start)
-        completion_tokens = int(final["output_tokens"])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        seen = final if start is final else {"message_start": start, "message_delta": final}
-        raise ProviderError(FailureKind.PROVIDER_ERROR, f"{name} sent malformed usage: {_clip(seen)}") from None
-    if prompt_tokens < 0 or completion_tokens < 0:
-        raise ProviderError(FailureKind.PROVIDER_ERROR, f"{name} sent negative token counts")
-    return prompt_tokens, completion_tokens
-
-
 def _input_tokens(usage: Any) -> int:
     """Input tokens, counting prompt-cache writes and reads: they are input too."""
     cached = (usage.get(field) or 0 for field in ("cache_creation_input_tokens", "cache_read_input_tokens"))
     return int(usage["input_tokens"]) + sum(int(count) for count in cached)
-
-
-def _json_object(name: str, data: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise _malformed_stream(name, "an event that is not JSON") from None
-    if not isinstance(value, dict):
-        raise _malformed_stream(name, "an event that is not a JSON object")
-    return value
 
 
 def _malformed_stream(name: str, what: str) -> ProviderError:
@@ -358,49 +299,18 @@ def _stream_error(name: str, error: Any) -> ProviderError:
     return ProviderError(kind, f"{name} stream error {error_type or 'of unknown type'}: {message}".rstrip(": "))
 
 
-def _transport_failure(name: str, error: httpx.HTTPError) -> ProviderError:
-    if isinstance(error, httpx.TransportError):
-        detail = f"{type(error).__name__}: {error}".rstrip(": ")
-        return ProviderError(FailureKind.UNAVAILABLE, f"{name} unreachable: {detail}")
-    return ProviderError(FailureKind.PROVIDER_ERROR, f"{name} HTTP error: {type(error).__name__}: {error}")
-
-
-def _status_failure(name: str, status: int, headers: httpx.Headers, content: bytes) -> ProviderError:
-    detail = _error_detail(content)
-    message = f"{name} answered HTTP {status}" + (f" {detail}" if detail else "")
-    if status == 429:
-        return ProviderError(FailureKind.RATE_LIMITED, message, retry_after=parse_retry_after(headers))
-    if status in (408, 409) or status >= 500:  # 529 is Anthropic's "overloaded"
-        return ProviderError(FailureKind.UNAVAILABLE, message, retry_after=parse_retry_after(headers))
-    if status in (401, 402, 403):
-        return ProviderError(FailureKind.AUTHENTICATION, message)
-    if 400 <= status < 500:
-        return ProviderError(FailureKind.BAD_REQUEST, message)
-    return ProviderError(FailureKind.PROVIDER_ERROR, message)
-
-
-def _error_detail(content: bytes) -> str:
-    """`<type>: <message>` from Anthropic's `{"type": "error", "error": {"type", "message"}}`,
-    else the start of whatever the body was."""
-    try:
-        error = json.loads(content)["error"]
-    except (ValueError, KeyError, TypeError):
-        return _clip(content.decode("utf-8", "replace").strip())
+def _error_detail(error: Any) -> str:
+    """`<type>: <message>` from Anthropic's `{"type": "error", "error": {"type", "message"}}`."""
     error_type, message = _error_fields(error)
     return f"{error_type}: {message}" if error_type else message
 
 
 def _error_fields(error: Any) -> tuple[str, str]:
     if not isinstance(error, dict):
-        return "", _clip(error) if error is not None else ""
+        return "", clip(error) if error is not None else ""
     error_type = error.get("type")
     message = error.get("message")
     return (
         error_type if isinstance(error_type, str) else "",
-        _clip(message) if message is not None else "",
+        clip(message) if message is not None else "",
     )
-
-
-def _clip(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
