@@ -1,0 +1,1 @@
+"""VocalBridge voice service: speech-to-text, a conversation turn, text-to-speech."""

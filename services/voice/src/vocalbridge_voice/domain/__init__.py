@@ -1,0 +1,1 @@
+"""The voice domain: audio, voices, text, end of utterance; pure values and rules."""

@@ -1,0 +1,57 @@
+"""PocketSphinx with its bundled US English model: the default speech-to-text engine, fast,
+incremental, with partial results while audio streams in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vocalbridge_voice.engines.base import STT_SAMPLE_RATE, EngineUnavailable, SpeechToText, SttStream
+
+
+class _PocketsphinxStream(SttStream):
+    def __init__(self, decoder: Any, done: list[Any]) -> None:
+        self._decoder = decoder
+        self._done = done
+        decoder.start_utt()
+
+    def feed(self, pcm16k: bytes) -> str | None:
+        self._decoder.process_raw(pcm16k, False, False)
+        hypothesis = self._decoder.hyp()
+        return hypothesis.hypstr if hypothesis is not None else ""
+
+    def finish(self) -> str:
+        self._decoder.end_utt()
+        hypothesis = self._decoder.hyp()
+        self._done.append(self._decoder)  # free for the next utterance
+        return str(hypothesis.hypstr) if hypothesis is not None else ""
+
+
+class PocketsphinxStt(SpeechToText):
+    name = "pocketsphinx"
+    streaming_partials = True
+
+    def __init__(self) -> None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError as error:
+            raise EngineUnavailable(f"speech-to-text engine 'pocketsphinx': {error}") from error
+        self._decoder_class = Decoder
+        # Decoders free for an utterance. Streams on one worker may speak at the same time,
+        # and a decoder holds one utterance, so each open utterance has its own.
+        self._free: list[Any] = [self._new_decoder()]
+
+    def _new_decoder(self) -> Any:
+        try:
+            # loglevel FATAL: the decoder otherwise logs every utterance to stderr.
+            return self._decoder_class(samprate=STT_SAMPLE_RATE, loglevel="FATAL")
+        except (RuntimeError, ValueError) as error:
+            raise EngineUnavailable(f"speech-to-text engine 'pocketsphinx': model: {error}") from error
+
+    def transcribe(self, pcm16k: bytes) -> str:
+        stream = self.open_stream()
+        stream.feed(pcm16k)
+        return stream.finish()
+
+    def open_stream(self) -> SttStream:
+        decoder = self._free.pop() if self._free else self._new_decoder()
+        return _PocketsphinxStream(decoder, self._free)

@@ -1,0 +1,178 @@
+"""The worker processes, as the service's event loop sees them.
+
+Engine work is CPU-bound, so it runs in separate processes (fresh interpreters, not
+forks: the service process has gRPC threads), each with every configured engine loaded once. A job
+goes to the worker with the fewest jobs waiting; a stream's jobs all go to the worker
+that holds its state. Each worker has one thread of the service process that sends it a
+job and waits for the answer, so the event loop never blocks on a pipe. A worker that
+dies is started again on its next job; the job it was running fails with UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import logging
+import signal
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from vocalbridge_common.config import ConfigError
+from vocalbridge_common.errors import Unavailable
+from vocalbridge_voice.engines.worker import EngineSpec
+
+log = logging.getLogger(__name__)
+
+# Time a worker may take to load its models before the service gives up starting.
+START_TIMEOUT_SECONDS = 120.0
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the service dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class EngineFailed(RuntimeError):
+    """A job raised inside the worker: `kind` is the exception's class name there."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class _Worker:
+    def __init__(self, index: int, spec: EngineSpec) -> None:
+        self.index = index
+        self.spec = spec
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"voice-worker-{index}")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.connection: Connection | None = None
+        self.waiting = 0
+        self.streams = 0
+        self.description: dict[str, Any] = {}
+
+    def start(self) -> dict[str, Any]:
+        """Starts the process and waits until its engines are loaded (runs on self.thread)."""
+        ours, theirs = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "vocalbridge_voice.engines.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        theirs.close()
+        parent = Connection(ours.detach())
+        parent.send(self.spec)
+        if not parent.poll(START_TIMEOUT_SECONDS):
+            process.kill()
+            raise ConfigError(f"speech worker {self.index} did not load its engines within {START_TIMEOUT_SECONDS:g}s")
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            process.wait(5)
+            raise ConfigError(f"speech worker {self.index} exited while loading (code {process.returncode})") from None
+        if status != "ready":
+            process.wait(5)
+            raise ConfigError(f"speech engines cannot start: {payload}")
+        self.process, self.connection, self.description = process, parent, payload
+        return dict(payload)
+
+    def call(self, operation: str, args: tuple[Any, ...]) -> Any:
+        """One job, start to finish (runs on self.thread)."""
+        if self.process is None or self.process.poll() is not None or self.connection is None:
+            log.warning("speech worker %d is not running; starting it again", self.index)
+            self.stop()
+            self.start()
+        assert self.connection is not None
+        try:
+            self.connection.send((operation, args))
+            answer = self.connection.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            self.stop()
+            raise Unavailable(
+                "a speech worker stopped during the request; retry", reason="SPEECH_ENGINE_FAILED"
+            ) from None
+        if answer[0] == "ok":
+            return answer[1]
+        raise EngineFailed(answer[1], answer[2])
+
+    def stop(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+        self.process, self.connection = None, None
+
+
+@dataclass(frozen=True)
+class StreamHandle:
+    """A stream's place in the pool: the worker that holds its state."""
+
+    stream_id: str
+    worker: int
+
+
+class EnginePool:
+    def __init__(self, spec: EngineSpec, size: int) -> None:
+        if size < 1:
+            raise ConfigError("the speech worker pool needs at least one process")
+        self._workers = [_Worker(index, spec) for index in range(size)]
+        self._ids = itertools.count(1)
+        self.description: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        """Starts every worker; a missing engine, model or voice fails with its name."""
+        loop = asyncio.get_running_loop()
+        started = await asyncio.gather(
+            *(loop.run_in_executor(worker.thread, worker.start) for worker in self._workers), return_exceptions=True
+        )
+        for outcome in started:
+            if isinstance(outcome, BaseException):
+                await self.stop()
+                raise outcome
+        self.description = self._workers[0].description
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for worker in self._workers:
+            await loop.run_in_executor(worker.thread, worker.stop)
+            worker.thread.shutdown(wait=False)
+
+    async def _run(self, worker: _Worker, operation: str, *args: Any) -> Any:
+        worker.waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(worker.thread, worker.call, operation, args)
+        finally:
+            worker.waiting -= 1
+
+    async def run(self, operation: str, *args: Any) -> Any:
+        """A stateless job on the least busy worker."""
+        worker = min(self._workers, key=lambda w: (w.waiting, w.streams))
+        return await self._run(worker, operation, *args)
+
+    async def open_stream(self, engine: str, sample_rate: int) -> StreamHandle:
+        worker = min(self._workers, key=lambda w: (w.streams, w.waiting))
+        handle = StreamHandle(f"s{next(self._ids)}", worker.index)
+        await self._run(worker, "stream_open", handle.stream_id, engine, sample_rate)
+        worker.streams += 1
+        return handle
+
+    async def feed_stream(self, handle: StreamHandle, pcm: bytes) -> list[tuple[Any, ...]]:
+        events: list[tuple[Any, ...]] = await self._run(
+            self._workers[handle.worker], "stream_feed", handle.stream_id, pcm
+        )
+        return events
+
+    async def close_stream(self, handle: StreamHandle) -> None:
+        worker = self._workers[handle.worker]
+        worker.streams -= 1
+        await self._run(worker, "stream_close", handle.stream_id)

@@ -1,0 +1,100 @@
+"""Builds and starts the voice gRPC server: the speech workers (every engine and voice
+loaded, or the start fails naming what is missing), the clients of the conversation,
+agents and billing services, and the relay of standalone speech usage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import grpc
+
+from vocalbridge.voice.v1 import voice_service_pb2, voice_service_pb2_grpc
+from vocalbridge_common.clients import insecure_channel
+from vocalbridge_common.config import ConfigError
+from vocalbridge_common.db import Database
+from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.server import RunningServer, start_grpc_server
+from vocalbridge_common.telemetry import instrument_engine
+from vocalbridge_voice import presenters
+from vocalbridge_voice.agents_client import AgentVoices
+from vocalbridge_voice.config import SERVICE, VoiceSettings
+from vocalbridge_voice.conversation_client import PACED_CHANNEL_OPTIONS, ConversationTurns
+from vocalbridge_voice.engines.pool import EnginePool
+from vocalbridge_voice.relay import UsageRelay
+from vocalbridge_voice.service.converse import ConverseService
+from vocalbridge_voice.service.speech import Capacity, Speech
+from vocalbridge_voice.service.standalone import Encoders, StandaloneService
+from vocalbridge_voice.service.streaming import StreamingService
+from vocalbridge_voice.servicer import VoiceServicer
+
+SCHEMA = SERVICE
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> RunningServer:
+    pool = EnginePool(settings.engines, settings.workers)
+    await pool.start()  # ConfigError naming the engine, model or voice that is missing
+    speech = Speech(pool, settings.stt_engine, settings.default_voice)
+    problem = speech.check_default_voice()
+    if problem is not None:
+        await pool.stop()
+        raise ConfigError(f"VB_VOICE_DEFAULT_VOICE: {problem}")
+    db = Database(settings.common.database_url, SCHEMA, pool_size=settings.common.database_pool_size)
+    instrument_engine(db.engine)
+    signer = IdentitySigner(settings.common.identity_secret)
+    conversation_channel = insecure_channel(settings.conversation_address)
+    paced_channel = grpc.aio.insecure_channel(settings.conversation_address, options=PACED_CHANNEL_OPTIONS)
+    agents_channel = insecure_channel(settings.agents_address)
+    billing_channel = insecure_channel(settings.billing_address)
+    turns = ConversationTurns(conversation_channel, paced_channel)
+    requests = Capacity("requests", settings.max_requests)
+    converse = ConverseService(turns, AgentVoices(agents_channel), speech, requests, settings.audio)
+    standalone = StandaloneService(
+        db,
+        speech,
+        requests,
+        settings.audio,
+        Encoders(presenters.transcription_bytes, presenters.synthesis_bytes, presenters.usage_event_bytes),
+    )
+    streaming = StreamingService(
+        converse,
+        turns,
+        speech,
+        Capacity("streams", settings.max_streams),
+        reply_lead=settings.reply_lead_seconds,
+        pacing_limit=settings.reply_pacing_limit_seconds,
+    )
+    background: list[asyncio.Task[None]] = []
+
+    async def stop_background() -> None:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def close() -> None:
+        for channel in (conversation_channel, paced_channel, agents_channel, billing_channel):
+            await channel.close()
+        await db.dispose()
+        await pool.stop()
+
+    def register(server: grpc.aio.Server) -> None:
+        voice_service_pb2_grpc.add_VoiceServiceServicer_to_server(
+            VoiceServicer(converse, standalone, streaming), server
+        )
+
+    running = await start_grpc_server(
+        service_names=(voice_service_pb2.DESCRIPTOR.services_by_name["VoiceService"].full_name,),
+        register=register,
+        signer=signer,
+        host=settings.common.listen_host,
+        port=settings.common.port,
+        on_stop=(stop_background, close),
+    )
+    if run_relay:
+        relay = UsageRelay(db, billing_channel, signer, settings.relay)
+        background.append(asyncio.create_task(relay.run_forever(), name="usage-relay"))
+    return running

@@ -1,0 +1,89 @@
+"""The speech engines as the use cases see them: typed calls to the worker pool, the
+installed voices as a catalogue, and a limit on the work in progress."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from vocalbridge_common.errors import ResourceExhausted
+from vocalbridge_common.pricing import DEFAULT_SPEECH_PROVIDER
+from vocalbridge_voice.domain.audio import Pcm
+from vocalbridge_voice.domain.voices import VoiceCatalogue, VoiceChoice, VoiceInfo
+from vocalbridge_voice.engines.pool import EnginePool, StreamHandle
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    heard_speech: bool
+
+
+class Capacity:
+    """At most `limit` of one kind of work at once; the next is refused, not queued."""
+
+    def __init__(self, kind: str, limit: int) -> None:
+        self.kind = kind
+        self.limit = limit
+        self.in_use = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.in_use >= self.limit:
+            raise ResourceExhausted(
+                f"the voice service is busy: {self.limit} {self.kind} already in progress; retry shortly",
+                reason="VOICE_CAPACITY_EXHAUSTED",
+                metadata={"kind": self.kind, "limit": str(self.limit)},
+            )
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
+
+
+class Speech:
+    # Every offline engine bills as the one local speech provider (its rows in billing's prices).
+    speech_provider = DEFAULT_SPEECH_PROVIDER
+
+    def __init__(self, pool: EnginePool, stt_engine: str, default_voice: str) -> None:
+        self._pool = pool
+        self.stt_engine = stt_engine
+        description = pool.description
+        tts = description["tts"]
+        # The default voice's engine first: a bare voice name is looked up there first.
+        default_engine = default_voice.partition("/")[0]
+        engines = tuple(sorted(tts, key=lambda name: name != default_engine))
+        self.catalogue = VoiceCatalogue(
+            engines=engines,
+            voices=tuple(
+                VoiceInfo(engine, name, language) for engine in engines for name, language in tts[engine]["voices"]
+            ),
+            default_voice=default_voice,
+            variants={engine: frozenset(tts[engine]["variants"]) for engine in engines},
+        )
+        self.partials = bool(description["stt"][stt_engine]["partials"])
+
+    def check_default_voice(self) -> str | None:
+        """Why the configured default voice cannot be spoken, if it cannot."""
+        found = self.catalogue.lookup(self.catalogue.default_voice)
+        return found if isinstance(found, str) else None
+
+    async def transcribe(self, pcm: Pcm) -> Transcript:
+        text, heard = await self._pool.run("transcribe", self.stt_engine, pcm.samples, pcm.sample_rate)
+        return Transcript(str(text).strip(), bool(heard))
+
+    async def synthesize(self, choice: VoiceChoice, text: str) -> Pcm:
+        samples, rate = await self._pool.run("synthesize", choice.engine, choice.voice, text, choice.words_per_minute)
+        return Pcm(bytes(samples), int(rate))
+
+    async def open_stream(self, sample_rate: int) -> StreamHandle:
+        return await self._pool.open_stream(self.stt_engine, sample_rate)
+
+    async def feed_stream(self, handle: StreamHandle, pcm: bytes) -> list[tuple[Any, ...]]:
+        return await self._pool.feed_stream(handle, pcm)
+
+    async def close_stream(self, handle: StreamHandle) -> None:
+        await self._pool.close_stream(handle)
