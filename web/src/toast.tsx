@@ -11,8 +11,8 @@ export interface Toast {
   requestId?: string;
 }
 
+// Stable functions only (no state): pages may depend on them in effects without re-running.
 interface ToastApi {
-  toasts: Toast[];
   error(err: unknown, context?: string): void;
   success(title: string): void;
   dismiss(id: number): void;
@@ -49,7 +49,7 @@ export function ToastProvider({ children }: { children: ReactNode }) {
   const error = useCallback((err: unknown, context?: string) => push(toastFromError(err, context), 0), [push]);
   const success = useCallback((title: string) => push({ kind: "success", title }, 4000), [push]);
 
-  const value = useMemo(() => ({ toasts, error, success, dismiss }), [toasts, error, success, dismiss]);
+  const value = useMemo(() => ({ error, success, dismiss }), [error, success, dismiss]);
   return (
     <ToastContext.Provider value={value}>
       {children}

@@ -166,10 +166,19 @@ export interface Audio {
   duration?: string | null;
 }
 
+/** Where the time of a spoken turn went, from when the gateway had the whole utterance. */
+export interface VoiceLatency {
+  speechRecognized?: string | null;
+  firstReplyToken?: string | null;
+  firstReplyAudio?: string | null;
+  total?: string | null;
+}
+
 export interface ConverseResponse {
   transcript: string;
   replyText: string;
   replyAudio?: Audio | null;
   delivery?: Delivery | null;
   usage?: Usage | null;
+  latency?: VoiceLatency | null;
 }

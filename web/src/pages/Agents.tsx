@@ -162,6 +162,7 @@ function EditAgent({ agent, onSaved, onClose }: { agent: Agent; onSaved(agent: A
         body: { ...Object.fromEntries(fields.map((f) => [f, draft[f]])), etag: current.etag },
       });
       setConflict(null);
+      setCurrent(updated);
       toast.success(`Saved ${updated.displayName} as version ${updated.version}`);
       onSaved(updated);
     } catch (err) {
@@ -176,6 +177,7 @@ function EditAgent({ agent, onSaved, onClose }: { agent: Agent; onSaved(agent: A
       setCurrent(fresh);
       setConflict(null);
       setFormKey((k) => k + 1);
+      onSaved(fresh);
     } catch (err) {
       toast.error(err, "Could not reload the agent");
     }
@@ -277,6 +279,7 @@ export function AgentsPage() {
       )}
       {data && agents.length === 0 && <Empty>No agents yet. Create one to start a session.</Empty>}
       {agents.length > 0 && (
+        <div className="scroll">
         <table className="table" data-testid="agents-table">
           <caption className="sr-only">Agents</caption>
           <thead>
@@ -318,6 +321,7 @@ export function AgentsPage() {
             ))}
           </tbody>
         </table>
+        </div>
       )}
       <div className="pager">
         <button type="button" disabled={tokens.length < 2} onClick={() => setTokens(tokens.slice(0, -1))}>

@@ -58,7 +58,10 @@ export function Chat({ session }: { session: Session }) {
     };
   }, [session.name, toast]);
 
-  useEffect(() => endRef.current?.scrollIntoView?.({ block: "nearest" }), [turns]);
+  useEffect(() => {
+    // Chromium's scrollIntoView returns a promise: not a cleanup for React.
+    void endRef.current?.scrollIntoView?.({ block: "nearest" });
+  }, [turns]);
 
   async function send(event: FormEvent) {
     event.preventDefault();

@@ -155,7 +155,9 @@ function Performance({ providers }: { providers: ProviderPerformance[] }) {
 
 function Events({ range, agentName }: { range: { startTime: string; endTime: string }; agentName(key: string): string }) {
   const [tokens, setTokens] = useState<string[]>([""]);
-  useEffect(() => setTokens([""]), [range.startTime, range.endTime]);
+  useEffect(() => {
+    setTokens([""]);
+  }, [range.startTime, range.endTime]);
   const pageToken = tokens[tokens.length - 1];
   const { data, loading, error } = useLoad(
     () => api<{ usageEvents: UsageEvent[]; nextPageToken: string }>("/v1/usageEvents", { query: { ...range, pageSize: EVENTS_PAGE, pageToken } }),

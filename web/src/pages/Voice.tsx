@@ -1,6 +1,6 @@
 import { useEffect, useRef, useState } from "react";
 import { api, ApiError, newIdempotencyKey } from "../api/client";
-import type { ConverseResponse, Session } from "../api/types";
+import type { ConverseResponse, Session, VoiceLatency } from "../api/types";
 import { fromBase64, recordingToWav, toBase64 } from "../audio";
 import { DeliveryRecord } from "../components/Delivery";
 import { SessionPicker } from "../components/SessionPicker";
@@ -22,6 +22,13 @@ export async function probeVoice(): Promise<ApiError | null> {
   }
 }
 
+const SERVER_LATENCY: [keyof VoiceLatency, string][] = [
+  ["speechRecognized", "Speech recognized"],
+  ["firstReplyToken", "First reply text"],
+  ["firstReplyAudio", "First reply audio ready"],
+  ["total", "Whole reply spoken"],
+];
+
 export interface LatencyRow {
   label: string;
   ms: number;
@@ -37,11 +44,12 @@ export function latencyBreakdown(measured: { recordMs: number; encodeMs: number;
     { label: "  of which the agent's turn (provider calls)", ms: turnMs },
     { label: "  of which speech and transport", ms: Math.max(0, measured.roundTripMs - turnMs) },
   ];
-  // Any server-side timings the response carries (Durations under `latency` or `timings`).
-  const extra = (response as unknown as Record<string, unknown>).latency ?? (response as unknown as Record<string, unknown>).timings;
-  if (extra && typeof extra === "object") {
-    for (const [k, v] of Object.entries(extra as Record<string, unknown>)) {
-      if (typeof v === "string" && /s$/.test(v)) rows.push({ label: `  server: ${k}`, ms: durationMs(v) });
+  // The gateway's own timings (ConverseResponse.latency), each from when it had the whole utterance.
+  const server = response.latency;
+  if (server) {
+    for (const [key, label] of SERVER_LATENCY) {
+      const value = server[key];
+      if (value) rows.push({ label: `  ${label} (server)`, ms: durationMs(value) });
     }
   }
   const reply = durationMs(response.replyAudio?.duration);
