@@ -248,10 +248,19 @@ def validate_event(
     before = len(violations)
     event_id = _name_id(violations, f"{prefix}.name", draft.name, USAGE_EVENTS, EVENT_ID)
     tenant_id = _name_id(violations, f"{prefix}.tenant", draft.tenant, TENANTS, TENANT_ID)
-    agent_id = _name_id(violations, f"{prefix}.agent", draft.agent, AGENTS, RESOURCE_ID)
-    session_id = _name_id(violations, f"{prefix}.session", draft.session, SESSIONS, RESOURCE_ID)
+    # Speech used on its own (the voice service's Transcribe and Synthesize) belongs to no
+    # agent or session: such an event bills no tokens and names neither.
+    standalone = (
+        draft.channel is Channel.VOICE
+        and not (draft.agent or draft.session or draft.message)
+        and draft.prompt_tokens == draft.completion_tokens == 0
+    )
+    agent_id = _name_id(violations, f"{prefix}.agent", draft.agent, AGENTS, RESOURCE_ID, required=not standalone)
+    session_id = _name_id(
+        violations, f"{prefix}.session", draft.session, SESSIONS, RESOURCE_ID, required=not standalone
+    )
     message_id = _message_id(violations, f"{prefix}.message", draft.message, session_id)
-    if draft.agent_version < 1:
+    if draft.agent_version < 1 and not standalone:
         violations.add(f"{prefix}.agent_version", "must be at least 1")
     if draft.channel is None:
         violations.add(f"{prefix}.channel", "must be CHANNEL_TEXT or CHANNEL_VOICE")

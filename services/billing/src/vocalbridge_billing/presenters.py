@@ -121,11 +121,12 @@ def performance_query(request: pb.GetProviderPerformanceRequest) -> UsageQuery:
 
 
 def event_to_proto(event: RecordedEvent) -> usage_event_pb2.UsageEvent:
-    session = f"{SESSIONS}/{event.session_id}"
+    # Standalone speech usage (Transcribe, Synthesize) has no agent or session.
+    session = f"{SESSIONS}/{event.session_id}" if event.session_id else ""
     message = usage_event_pb2.UsageEvent(
         name=f"{USAGE_EVENTS}/{event.event_id}",
         tenant=f"{TENANTS}/{event.tenant_id}",
-        agent=f"{AGENTS}/{event.agent_id}",
+        agent=f"{AGENTS}/{event.agent_id}" if event.agent_id else "",
         agent_version=event.agent_version,
         session=session,
         message=f"{session}/{MESSAGES}/{event.message_id}" if event.message_id else "",
