@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import grpc
-import pytest
-
 from tests.integration.voice.conftest import wav_frames, with_key
-from tests.support import error_reason
 from vocalbridge.conversation.v1 import conversation_service_pb2, message_pb2
 from vocalbridge.voice.v1 import audio_pb2, voice_service_pb2
 

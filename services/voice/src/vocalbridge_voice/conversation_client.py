@@ -155,14 +155,20 @@ class ConversationTurns:
         return _stored(response, replayed)
 
     async def stream(
-        self, session: str, transcript: str, audio_seconds: float, speech_provider: str, timeout: float
+        self,
+        session: str,
+        transcript: str,
+        audio_seconds: float,
+        speech_provider: str,
+        idempotency_key: str,
+        timeout: float,
     ) -> AsyncIterator[ReplyDelta | StoredTurn]:
         """The reply as it is produced, then the stored turn. Leaving the iteration early
         cancels the call: the conversation service stores the reply as far as it was taken,
         marked truncated, and bills that much."""
         call = self._paced.StreamMessage(
             pb.StreamMessageRequest(session=session, content=transcript, voice=_voice(audio_seconds, speech_provider)),
-            metadata=forwarded_metadata(),
+            metadata=(*forwarded_metadata(), (IDEMPOTENCY_KEY_HEADER, idempotency_key)),
             timeout=timeout,
         )
         try:

@@ -11,11 +11,8 @@ dies is started again on its next job; the job it was running fails with UNAVAIL
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import itertools
 import logging
-import signal
 import socket
 import subprocess
 import sys
@@ -32,12 +29,6 @@ log = logging.getLogger(__name__)
 
 # Time a worker may take to load its models before the service gives up starting.
 START_TIMEOUT_SECONDS = 120.0
-
-
-def _die_with_parent() -> None:
-    """In the worker, before exec: SIGTERM when the service dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class EngineFailed(RuntimeError):
@@ -66,7 +57,8 @@ class _Worker:
             [sys.executable, "-m", "vocalbridge_voice.engines.worker", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            # No preexec_fn: Python code between fork and exec is unsafe in a process with
+            # threads. A worker whose service dies sees its socket close and exits.
         )
         theirs.close()
         parent = Connection(ours.detach())

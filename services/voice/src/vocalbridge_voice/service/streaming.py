@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from vocalbridge_common.ids import new_id
 from vocalbridge_voice.conversation_client import ConversationTurns, ReplyDelta, StoredTurn
 from vocalbridge_voice.domain.audio import Pcm, validate_stream_rate
 from vocalbridge_voice.domain.text import SentenceSplitter, speakable
@@ -148,6 +149,9 @@ class StreamingService:
         events: asyncio.Queue[StreamEvent | BaseException | None],
     ) -> None:
         reply: _Reply | None = None
+        # Each turn of the stream runs once under a key of its own.
+        stream_key = new_id("vst")
+        turn_number = 0
 
         async def interrupt() -> None:
             nonlocal reply
@@ -177,7 +181,11 @@ class StreamingService:
                         if transcript:
                             await interrupt()
                             spoken: list[str] = []
-                            task = asyncio.create_task(self._reply(session, voice, transcript, seconds, spoken, events))
+                            turn_number += 1
+                            key = f"{stream_key}-{turn_number}"
+                            task = asyncio.create_task(
+                                self._reply(session, voice, transcript, seconds, key, spoken, events)
+                            )
                             reply = _Reply(task, spoken)
             if reply is not None:
                 await reply.task  # the caller stopped sending: finish the reply in progress
@@ -197,6 +205,7 @@ class StreamingService:
         voice: VoiceChoice,
         transcript: str,
         audio_seconds: float,
+        key: str,
         spoken: list[str],
         events: asyncio.Queue[StreamEvent | BaseException | None],
     ) -> None:
@@ -224,7 +233,7 @@ class StreamingService:
 
         try:
             async for item in self._turns.stream(
-                session, transcript, audio_seconds, self._speech.speech_provider, TURN_TIMEOUT_SECONDS
+                session, transcript, audio_seconds, self._speech.speech_provider, key, TURN_TIMEOUT_SECONDS
             ):
                 if isinstance(item, ReplyDelta):
                     if first_token is None:
