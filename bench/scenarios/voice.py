@@ -1,0 +1,198 @@
+"""Voice: real-time factor of each speech engine, word error rate of each speech-to-text
+engine on sentences synthesised at bench time (Piper), and voice-to-voice latency (end of
+the caller's speech → first reply audio byte, simulated LLM at 0 ms) at 1 and 4 concurrent
+streams through the whole stack and Envoy. Numbers, not pass/fail."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import statistics
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import grpc
+import httpx
+
+from bench.support import throwaway_database
+from vocalbridge.voice.v1 import voice_service_pb2 as pb
+from vocalbridge.voice.v1 import voice_service_pb2_grpc
+from vocalbridge_devstack.stack import Stack, StackConfig
+from vocalbridge_voice.engines.pool import EnginePool
+from vocalbridge_voice.engines.worker import EngineSpec
+
+SENTENCES = (
+    "please book a table for two at seven tonight",
+    "what time does the museum open on sunday",
+    "i would like to change my delivery address",
+    "can you tell me the weather in paris tomorrow",
+    "my order number is four five six seven",
+    "cancel the meeting with the design team",
+)
+NUMBERS = {"two": "2", "four": "4", "five": "5", "six": "6", "seven": "7"}
+
+
+def _normalise(text: str) -> list[str]:
+    words = "".join(ch if ch.isalnum() or ch.isspace() else " " for ch in text.lower()).split()
+    return [NUMBERS.get(word, word) for word in words]
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    ref, hyp = _normalise(reference), _normalise(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (r != h))
+    return row[-1], len(ref)
+
+
+def _row(metric: str, value: float, unit: str, **labels: str) -> dict:
+    return {"scenario": "voice", "metric": metric, "value": round(value, 4), "unit": unit, "labels": labels}
+
+
+async def engines(quick: bool) -> list[dict]:
+    rows: list[dict] = []
+    pool = EnginePool(EngineSpec(stt=("pocketsphinx", "whisper"), tts=("piper", "espeak")), 1)
+    await pool.start()
+    try:
+        sentences = SENTENCES[:3] if quick else SENTENCES
+        clips = []
+        for engine, voice in (("piper", "en_US-joe-medium"), ("espeak", "en-us")):
+            busy = spoken = 0.0
+            for text in sentences:
+                began = time.perf_counter()
+                samples, rate = await pool.run("synthesize", engine, voice, text, 175)
+                busy += time.perf_counter() - began
+                spoken += len(samples) / 2 / rate
+                if engine == "piper":
+                    clips.append((text, samples, rate))
+            rows.append(_row("real-time factor", busy / spoken, "x", engine=engine))
+        for engine in ("pocketsphinx", "whisper"):
+            busy = spoken = 0.0
+            errors = words = 0
+            for text, samples, rate in clips:
+                began = time.perf_counter()
+                transcript, _ = await pool.run("transcribe", engine, samples, rate)
+                busy += time.perf_counter() - began
+                spoken += len(samples) / 2 / rate
+                wrong, total = word_errors(text, transcript)
+                errors, words = errors + wrong, words + total
+            rows.append(_row("real-time factor", busy / spoken, "x", engine=engine))
+            rows.append(_row("word error rate", 100 * errors / words, "%", engine=engine))
+    finally:
+        await pool.stop()
+    return rows
+
+
+async def _stream_latencies(stack: Stack, key: str, session: str, audio: bytes, rate: int, turns: int) -> list[float]:
+    """Sends each utterance in real time; per turn, end of speech → first reply audio."""
+    latencies: list[float] = []
+    outgoing: asyncio.Queue = asyncio.Queue()
+    chunk = rate // 50 * 2  # 20 ms
+
+    async def requests():
+        yield pb.StreamingConverseRequest(config=pb.StreamingConverseConfig(session=session, sample_rate_hertz=rate))
+        while (item := await outgoing.get()) is not None:
+            yield item
+
+    async def speak() -> float:
+        for i in range(0, len(audio), chunk):
+            outgoing.put_nowait(pb.StreamingConverseRequest(audio=audio[i : i + chunk]))
+            await asyncio.sleep(0.02)
+        ended = time.perf_counter()
+        for _ in range(60):  # silence, in real time, until the reply starts
+            outgoing.put_nowait(pb.StreamingConverseRequest(audio=b"\0" * chunk))
+            await asyncio.sleep(0.02)
+        return ended
+
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        call = voice_service_pb2_grpc.VoiceServiceStub(channel).StreamingConverse(
+            requests(), metadata=(("authorization", f"Bearer {key}"),), timeout=600
+        )
+        events = aiter(call)
+        for _ in range(turns):
+            speaking = asyncio.create_task(speak())
+            while (await anext(events)).WhichOneof("event") != "reply_audio":
+                pass
+            first_audio = time.perf_counter()
+            latencies.append(first_audio - await speaking)
+            while (await anext(events)).WhichOneof("event") != "turn_completed":
+                pass
+        outgoing.put_nowait(None)
+        call.cancel()
+    return latencies
+
+
+async def latency(quick: bool) -> list[dict]:
+    rows: list[dict] = []
+    turns = 3 if quick else 6
+    with throwaway_database("vb_bench_voice") as (database_url, _), tempfile.TemporaryDirectory() as root:
+        config = StackConfig.with_free_ports(
+            data_dir=Path(root) / "var",
+            database_url=database_url,
+            log_dir=Path(root) / "logs",
+            extra_env={
+                "VB_PROVIDER_VENDORA_LATENCY_MS": "0",
+                "VB_PROVIDER_VENDORA_FAILURE_RATE": "0",
+                "VB_VOICE_MAX_STREAMS": "8",
+            },
+        )
+        stack = Stack(config)
+        await stack.start()
+        try:
+            async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
+                operator = {"Authorization": f"Bearer {stack.operator_key}"}
+                tenant = (await http.post("/v1/tenants", json={"displayName": "Bench"}, headers=operator)).json()
+                auth = {"Authorization": f"Bearer {tenant['apiKey']['secret']}"}
+                said = await http.post(
+                    "/v1/voice:synthesize",
+                    json={"text": "What time do you open tomorrow?", "voice": "piper/en_US-joe-medium"},
+                    headers=auth,
+                )
+                with wave.open(io.BytesIO(base64.b64decode(said.json()["audio"]["content"]))) as reader:
+                    rate, audio = reader.getframerate(), reader.readframes(reader.getnframes())
+                for voice in ("piper/en_US-joe-medium", "espeak/en-us"):
+                    agent = await http.post(
+                        "/v1/agents",
+                        json={"displayName": "Bench", "primaryProvider": "vendorA", "voice": {"voice": voice}},
+                        headers=auth,
+                    )
+                    for streams in (1, 4):
+                        sessions = [
+                            (
+                                await http.post("/v1/sessions", json={"agent": agent.json()["name"]}, headers=auth)
+                            ).json()["name"]
+                            for _ in range(streams)
+                        ]
+                        results = await asyncio.gather(
+                            *(
+                                _stream_latencies(stack, tenant["apiKey"]["secret"], s, audio, rate, turns)
+                                for s in sessions
+                            )
+                        )
+                        samples = sorted(x for r in results for x in r)
+                        p95 = samples[min(len(samples) - 1, int(0.95 * len(samples)))]
+                        labels = {"voice": voice.split("/")[0], "streams": str(streams)}
+                        rows.append(_row("voice-to-voice p50", 1000 * statistics.median(samples), "ms", **labels))
+                        rows.append(_row("voice-to-voice p95", 1000 * p95, "ms", **labels))
+        finally:
+            await stack.stop()
+    return rows
+
+
+async def run(quick: bool = False) -> list[dict]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return await engines(quick) + await latency(quick)
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'metric':<22} {'labels':<32} {'value':>10}  unit", "-" * 74]
+    for row in rows:
+        labels = ", ".join(f"{k}={v}" for k, v in row["labels"].items())
+        lines.append(f"{row['metric']:<22} {labels:<32} {row['value']:>10}  {row['unit']}")
+    return "\n".join(lines)
