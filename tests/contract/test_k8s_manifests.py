@@ -342,3 +342,73 @@ def test_every_service_image_is_the_shared_base_plus_its_own_code():
         assert f"COPY services/{service}/src /app/service" in text, service
         assert f'ENTRYPOINT ["python", "-m", "vocalbridge_{service}"]' in text, service
         assert text.rstrip().splitlines()[-3].startswith("USER 10001"), service
+
+
+def test_the_console_is_deployed_behind_envoy_only(rendered):
+    """The console image (web/Dockerfile) on the topology's port, reached only from Envoy, which
+    routes the console's paths to it without authentication."""
+    overlay, objects = rendered
+    port = topology.CONSOLE_PORT
+    deployment = _of_kind(objects, "Deployment")["console"]
+    template = deployment["spec"]["template"]
+    assert _label(template, "app.kubernetes.io/component") == "frontend"
+    (container,) = template["spec"]["containers"]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", port)]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, (overlay, probe)
+    service = _of_kind(objects, "Service")["console"]["spec"]
+    assert service.get("clusterIP") == "None"
+    assert [(p["name"], p["port"]) for p in service["ports"]] == [("http", port)]
+    assert service["selector"].items() <= template["metadata"]["labels"].items()
+    assert "console" in _of_kind(objects, "PodDisruptionBudget")
+    assert template["spec"]["serviceAccountName"] == "console"
+
+    (policy,) = [
+        p
+        for p in _of_kind(objects, "NetworkPolicy").values()
+        if p["spec"].get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "console"
+    ]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}]
+    assert [p["port"] for p in rule["ports"]] == ["http"]
+
+    config = json.loads(
+        next(
+            iter(
+                _of_kind(objects, "ConfigMap")[n]
+                for n in _of_kind(objects, "ConfigMap")
+                if n.startswith("envoy-config")
+            )
+        )["data"]["envoy.json"]
+    )
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    (endpoint,) = clusters["console"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {
+        "address": f"console.{NAMESPACE}.svc.cluster.local",
+        "port_value": port,
+    }
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes = {r["name"]: r for r in manager["route_config"]["virtual_hosts"][0]["routes"]}
+    console_routes = {name: r for name, r in routes.items() if r.get("route", {}).get("cluster") == "console"}
+    assert {str(r["match"]) for r in console_routes.values()} == {
+        str({"path": "/"}),
+        str({"prefix": "/assets/"}),
+        str({"path": "/v1/openapi.json"}),
+    }
+    for route in console_routes.values():
+        assert route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"] is True
+    # Every other route keeps authentication on.
+    for name, route in routes.items():
+        if name not in console_routes and name != "healthz":
+            assert "disabled" not in route.get("typed_per_filter_config", {}).get("envoy.filters.http.ext_authz", {})
+
+
+def test_the_console_image_serves_the_built_app_as_a_non_root_user():
+    text = (REPO_ROOT / "web" / "Dockerfile").read_text()
+    assert "COPY libs/devstack/src/vocalbridge_devstack/static.py /app/static.py" in text
+    assert f"EXPOSE {topology.CONSOLE_PORT}" in text and f'"--port", "{topology.CONSOLE_PORT}"' in text
+    assert "npm ci" in text and "tools/gen_openapi.py" in text
+    assert text.rstrip().splitlines()[-3].startswith("USER 10001")
+    allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    for path in ("!web/src/", "!web/package-lock.json", "!tools/gen_openapi.py"):
+        assert path in allowed, f".dockerignore keeps {path} from the build context"
