@@ -10,7 +10,7 @@ MYPY_PACKAGES := vocalbridge_common vocalbridge_devstack vocalbridge_edge \
   $(notdir $(patsubst %/,%,$(wildcard services/*/src/vocalbridge_*/)))
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench clean
+.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench clean web test-web chromium
 
 all: gen
 
@@ -42,23 +42,51 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
+# The web console (web/): its own package.json and lock file, npm ci from the npm registry, then
+# Vite builds it into web/dist, which the stack serves at / (vocalbridge_devstack.static).
+WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json -type f 2>/dev/null)
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --silent --no-audit --no-fund
+	touch $@
+
+web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	cd web && node_modules/.bin/vite build --logLevel warn
+
+web: web/dist/index.html
+
+# The console's component tests (Vitest); its browser tests run in the e2e layer
+# (tests/e2e/test_console.py starts the stack and runs web/e2e with Playwright).
+test-web: web/node_modules/.installed
+	cd web && node_modules/.bin/vitest run
+
+# Debian's Chromium drives the console's browser tests (playwright-core never downloads a
+# browser); installed here when missing and we are root, like wrk for the bench.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	  else echo "the browser tests need Debian's chromium: sudo apt-get install -y chromium" >&2; exit 1; fi; }
+
 # The habits, checked: proto style, no breaking change to the contract, Python lint and
 # format, types. `buf breaking` compares with the commit before the change under review
 # (tools/buf_breaking.sh): with uncommitted edits under protos/ that is HEAD, so an edit is
 # checked before it is committed; in a clean tree (CI's fresh clone) it is HEAD~1, so the
 # last commit is checked. Set BUF_AGAINST=<rev> to compare with something else.
-lint: venv gen node_modules/.installed
+lint: venv gen node_modules/.installed web/node_modules/.installed
 	node_modules/.bin/buf lint
 	tools/buf_breaking.sh
 	$(PY) -m ruff check
 	$(PY) -m ruff format --check
 	$(PY) -m mypy $(addprefix -p ,$(MYPY_PACKAGES))
+	cd web && npm run -s typecheck
 
-run: gen
+run: gen web
 	$(PY) -m vocalbridge_devstack
 
 # Lint first: CI (.ci/run calls `make test`) fails on a lint or type error too.
-test: lint
+test: lint web chromium test-web
 	$(PY) -m pytest
 
 test-unit: gen
@@ -70,7 +98,7 @@ test-contract: gen node_modules/.installed
 test-integration: gen
 	$(PY) -m pytest tests/integration
 
-test-e2e: gen
+test-e2e: gen web chromium
 	$(PY) -m pytest tests/e2e
 
 # wrk (the load generator) comes from Debian; installed here when missing and we are root.
