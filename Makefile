@@ -102,7 +102,7 @@ test-e2e: gen web chromium
 	$(PY) -m pytest tests/e2e
 
 # wrk (the load generator) comes from Debian; installed here when missing and we are root.
-bench: gen
+bench: gen web chromium
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || \

@@ -19,7 +19,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCENARIOS = ("send_message", "usage_summary", "voice")
+SCENARIOS = ("send_message", "usage_summary", "console_usage", "voice")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # --quick: smaller and shorter, for a smoke run (set before the scenario modules are imported,
 # as usage_summary reads its sizes at import time; an explicit setting wins).

@@ -107,14 +107,15 @@ def throwaway_database():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def load(url: str, now: datetime) -> dict[str, float]:
-    """Bulk-loads the ledger as the database owner; returns load timings in seconds."""
+def load(url: str, now: datetime, tenant: str = TENANT) -> dict[str, float]:
+    """Bulk-loads the ledger (EVENTS for `tenant`, some for other tenants) as the database owner;
+    returns load timings in seconds."""
     start = now - SPAN
     timings = {}
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f"SET search_path TO {SCHEMA}")
         began = time.perf_counter()
-        tenants = [(TENANT, EVENTS)] + [(f"ten_bench_other_{i}", OTHER_EVENTS) for i in range(OTHER_TENANTS)]
+        tenants = [(tenant, EVENTS)] + [(f"ten_bench_other_{i}", OTHER_EVENTS) for i in range(OTHER_TENANTS)]
         for tenant, count in tenants:
             step = SPAN // timedelta(microseconds=1) // count
             connection.execute(_LOAD_EVENTS, {"tenant": tenant, "count": count, "start": start, "step": step})

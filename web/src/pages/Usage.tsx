@@ -225,8 +225,14 @@ export default function UsagePage() {
   const toast = useToast();
   const today = new Date();
   const monthAgo = new Date(today.getTime() - 29 * 86_400_000);
-  const [from, setFrom] = useState(isoDay(monthAgo));
-  const [to, setTo] = useState(isoDay(today));
+  // `#/usage?from=YYYY-MM-DD&to=YYYY-MM-DD` opens a range directly (and is kept in the URL).
+  const initial = new URLSearchParams(window.location.hash.split("?")[1] ?? "");
+  const day = /^\d{4}-\d{2}-\d{2}$/;
+  const [from, setFrom] = useState(day.test(initial.get("from") ?? "") ? initial.get("from")! : isoDay(monthAgo));
+  const [to, setTo] = useState(day.test(initial.get("to") ?? "") ? initial.get("to")! : isoDay(today));
+  useEffect(() => {
+    window.history.replaceState(null, "", `#/usage?from=${from}&to=${to}`);
+  }, [from, to]);
   const range = useMemo(() => rangeOf(from, to), [from, to]);
   const invalid = from > to;
   const agents = useLoad(() => api<{ agents: Agent[] }>("/v1/agents", { query: { pageSize: 1000 } }).catch(() => ({ agents: [] as Agent[] })), []);
