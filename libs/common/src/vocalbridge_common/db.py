@@ -1,8 +1,9 @@
 """The database layer: one async engine per process, tenant-scoped transactions.
 
 SQLite (aiosqlite) is the embedded default, one file per service. On
-PostgreSQL (psycopg 3) each service owns one schema, and row-level security
-enforces tenant isolation under the code's own `tenant_id` filters:
+PostgreSQL (asyncpg; Alembic migrates with psycopg) each service owns one schema,
+and row-level security enforces tenant isolation under the code's own `tenant_id`
+filters:
 
 - every connection switches to the non-owner role APP_ROLE, whose rows are
   filtered by the policy `tenant_id = current_setting('app.tenant_id', true)`;
@@ -11,10 +12,16 @@ enforces tenant isolation under the code's own `tenant_id` filters:
 - the few cross-tenant reads (an API-key lookup before the tenant is known,
   an outbox relay) run in a system transaction, `SET LOCAL ROLE SYSTEM_ROLE`,
   a role with BYPASSRLS, visible as such at the call site.
+
+A hot path may skip the ORM on PostgreSQL: `tenant_connection` / `system_connection`
+give the driver's own connection inside the same kind of transaction, for a few
+hand-written statements (prepared once per connection by the driver). BEGIN and the
+tenant's `set_config` then travel to the server together, in one round trip.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -25,7 +32,7 @@ from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -62,11 +69,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# What a tenant id may be when it is written into a statement as a literal (the ids this
+# gateway issues are `ten_` and 26 base32 characters).
+_TENANT_LITERAL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 def async_url(url: str) -> str:
     """Accepts `postgresql://…` / `sqlite:///…` and picks the async driver."""
     parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
-        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     if parsed.drivername in ("sqlite", "sqlite+aiosqlite"):
         return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} (use postgresql:// or sqlite:///)")
@@ -163,6 +175,55 @@ class Database:
             if self.postgres:
                 await session.execute(text(f"SET LOCAL ROLE {SYSTEM_ROLE}"))
             yield session
+
+    @asynccontextmanager
+    async def tenant_connection(self, tenant_id: str) -> AsyncIterator[Any]:
+        """PostgreSQL only: the driver's connection (an asyncpg.Connection) in a transaction that
+        can see and write only `tenant_id`'s rows, for a hot path's hand-written statements.
+        Committed when the block ends, rolled back when it raises."""
+        if not tenant_id:
+            raise ValueError("tenant transaction without a tenant")
+        if not _TENANT_LITERAL.match(tenant_id):
+            raise ValueError(f"not a tenant id: {tenant_id!r}")
+        # One round trip: the simple-query protocol runs both statements.
+        begin = f"BEGIN; SELECT set_config('app.tenant_id', '{tenant_id}', true)"
+        async with self._driver_transaction(begin) as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def system_connection(self) -> AsyncIterator[Any]:
+        """PostgreSQL only: the driver's connection in a cross-tenant (system) transaction."""
+        async with self._driver_transaction(f"BEGIN; SET LOCAL ROLE {SYSTEM_ROLE}") as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def _driver_transaction(self, begin: str) -> AsyncIterator[Any]:
+        if not self.postgres:
+            raise RuntimeError("driver transactions are for PostgreSQL")
+        async with self.engine.connect() as pooled:
+            driver = (await pooled.get_raw_connection()).driver_connection
+            if driver is None:  # pragma: no cover - a pooled connection always has one
+                raise RuntimeError("no driver connection")
+            try:
+                await driver.execute(begin)
+                yield driver
+                await driver.execute("COMMIT")
+            except BaseException:
+                await self._discard(pooled, driver)
+                raise
+
+    @staticmethod
+    async def _discard(pooled: AsyncConnection, driver: Any) -> None:
+        """Leaves no transaction open on a connection going back to the pool: rolls it back, or,
+        when that cannot be done (the statement was cancelled midway), closes the connection."""
+        try:
+            if not driver.is_closed() and driver.is_in_transaction():
+                await driver.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the caller's error is the one to report
+            await pooled.invalidate()
+        except BaseException:
+            await pooled.invalidate()
+            raise
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
