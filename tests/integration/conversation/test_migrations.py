@@ -1,6 +1,7 @@
 """Migration 0002 turns the stored channel numbers into their names, on PostgreSQL
 (row-level security intact) and on SQLite (batch mode: indexes and the foreign key
-survive the table copy), and back again on downgrade."""
+survive the table copy), and back again on downgrade. Migration 0003 numbers every
+tenant's existing messages per session in conversation order."""
 
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ async def test_channels_become_names_and_back(empty_database):
 
     alembic(url, "upgrade", "0002")
     assert stored_channels(url) == CONVERTED
+    alembic(url, "upgrade", "head")  # the service's repositories know the newest schema
     await read_through_the_service(url)
 
     alembic(url, "downgrade", "0001")
@@ -179,9 +181,48 @@ def test_sqlite_keeps_indexes_and_the_foreign_key_through_the_table_copy(tmp_pat
     engine = connect(url)
     inspector = sa.inspect(engine)
     assert {index["name"] for index in inspector.get_indexes("sessions")} == {"ix_sessions_tenant_agent"}
-    assert {index["name"] for index in inspector.get_indexes("messages")} == {"ix_messages_session"}
+    assert {index["name"] for index in inspector.get_indexes("messages")} == {
+        "ix_messages_session",
+        "uq_messages_session_seq",
+    }
     assert [fk["referred_table"] for fk in inspector.get_foreign_keys("messages")] == ["sessions"]
     assert {column["name"]: str(column["type"]) for column in inspector.get_columns("messages")}["channel"] == (
         "VARCHAR(16)"
     )
     engine.dispose()
+
+
+def numbering(url: str) -> tuple[dict[str, int | None], dict[str, int]]:
+    engine = connect(url)
+    with engine.connect() as connection:
+        seqs = dict(connection.execute(sa.text("SELECT id, seq FROM messages")).all())
+        last = dict(connection.execute(sa.text("SELECT id, last_seq FROM sessions")).all())
+    engine.dispose()
+    return seqs, last
+
+
+async def test_existing_messages_are_numbered_in_conversation_order(empty_database):
+    url = empty_database
+    alembic(url, "upgrade", "0002")
+    add_version_1_rows(url)  # (0001's shape is a subset of 0002's: channels as numbers convert below)
+    engine = connect(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE sessions SET channel = 'CHANNEL_TEXT' WHERE channel = '1'"))
+        connection.execute(sa.text("UPDATE sessions SET channel = 'CHANNEL_VOICE' WHERE channel = '2'"))
+        connection.execute(sa.text("UPDATE messages SET channel = 'CHANNEL_TEXT' WHERE channel = '1'"))
+        connection.execute(sa.text("UPDATE messages SET channel = 'CHANNEL_VOICE' WHERE channel = '2'"))
+    engine.dispose()
+
+    alembic(url, "upgrade", "0003")
+    seqs, last = numbering(url)
+    # The voice session's two messages share a creation time: ids break the tie.
+    assert seqs == {
+        "msg_01m87srx2qrnbdce06p98dr0w0": 1,
+        "msg_01m87srx2qrnbdce06p98dr0w1": 1,
+        "msg_01m87srx2qrnbdce06p98dr0w2": 2,
+    }
+    assert last == {TEXT_SESSION: 1, VOICE_SESSION: 2}
+
+    alembic(url, "downgrade", "0002")
+    alembic(url, "upgrade", "head")
+    assert numbering(url) == (seqs, last)

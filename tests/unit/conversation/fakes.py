@@ -183,7 +183,7 @@ class FakeClock:
 class FakeIdempotencyStore:
     """One tenant's keys in memory, with the repository's semantics: one record per key
     (the unique constraint), take-over only of the record the caller saw, and complete /
-    release acting on a record id, never on a key."""
+    release acting on a record id, never on a key, and only while it is unfinished."""
 
     def __init__(self) -> None:
         self.records: dict[str, IdempotencyRecord] = {}
@@ -207,12 +207,18 @@ class FakeIdempotencyStore:
     def _key_of(self, record_id: str) -> str | None:
         return next((key for key, record in self.records.items() if record.id == record_id), None)
 
-    async def complete(self, record_id: str, response: bytes) -> None:
+    def _unfinished(self, record_id: str) -> str | None:
         key = self._key_of(record_id)
+        return key if key is not None and self.records[key].state is KeyState.IN_PROGRESS else None
+
+    async def complete(self, record_id: str, response: bytes) -> bool:
+        key = self._unfinished(record_id)
         if key is not None:
             self.records[key] = dataclasses.replace(self.records[key], state=KeyState.COMPLETED, response=response)
+        return key is not None
 
-    async def release(self, record_id: str) -> None:
-        key = self._key_of(record_id)
+    async def release(self, record_id: str) -> bool:
+        key = self._unfinished(record_id)
         if key is not None:
             del self.records[key]
+        return key is not None

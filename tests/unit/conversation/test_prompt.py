@@ -4,11 +4,10 @@ recent history as the token budget allows: the oldest turns are dropped first.""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
 
-from vocalbridge_common.vocabulary import Channel
+from vocalbridge_conversation.domain.history import MAX_HISTORY_MESSAGES, HistoryMessage, within_budget
 from vocalbridge_conversation.domain.prompt import build_prompt
-from vocalbridge_conversation.domain.sessions import Message, MessageStatus, Role
+from vocalbridge_conversation.domain.sessions import Role
 from vocalbridge_conversation.domain.turns import AgentConfig
 from vocalbridge_conversation.providers.base import count_tokens
 
@@ -25,16 +24,8 @@ AGENT = AgentConfig(
 )
 
 
-def message(i: int, role: Role, words: int) -> Message:
-    return Message(
-        id=f"msg_{i:02d}",
-        session_id="s",
-        role=role,
-        content=" ".join(f"w{i}" for _ in range(words)),
-        status=MessageStatus.COMPLETE,
-        channel=Channel.TEXT,
-        create_time=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+def message(i: int, role: Role, words: int) -> HistoryMessage:
+    return HistoryMessage.of(i + 1, role, " ".join(f"w{i}" for _ in range(words)))
 
 
 HISTORY = [message(i, Role.USER if i % 2 == 0 else Role.ASSISTANT, 10) for i in range(6)]
@@ -72,3 +63,23 @@ def test_history_stops_at_the_first_message_that_does_not_fit():
 def test_without_a_system_prompt_only_history_and_the_message_go():
     request = build_prompt(replace(AGENT, system_prompt=""), HISTORY[-2:], "new question", 1000)
     assert [m.role for m in request.messages] == ["user", "assistant", "user"]
+
+
+def test_a_message_counts_its_tokens_once():
+    assert message(0, Role.USER, 7).tokens == count_tokens(message(0, Role.USER, 7).content) == 7
+
+
+def test_the_window_a_budget_can_use_is_what_any_prompt_keeps():
+    # 6 messages of 10 tokens: a budget of 25 can use the newest two, whatever else the prompt holds.
+    assert within_budget(HISTORY, 25) == tuple(HISTORY[4:])
+    assert within_budget(HISTORY, 1000) == tuple(HISTORY)
+    assert within_budget(HISTORY, 5) == ()
+    for budget in (30, 45, 60):
+        kept = within_budget(HISTORY, budget)
+        request = build_prompt(replace(AGENT, system_prompt=""), HISTORY, "q", budget + count_tokens("q"))
+        assert [m.content for m in request.messages[:-1]] == [m.content for m in kept]
+
+
+def test_the_window_holds_at_most_the_history_a_turn_reads():
+    long = [message(i, Role.USER, 1) for i in range(MAX_HISTORY_MESSAGES + 50)]
+    assert within_budget(long, 10**6) == tuple(long[-MAX_HISTORY_MESSAGES:])

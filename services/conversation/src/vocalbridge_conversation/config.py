@@ -27,6 +27,9 @@ class TurnSettings:
     idempotency_lease: timedelta = timedelta(minutes=2)
     # A key is kept at least this long (24 h or more, as clients expect).
     idempotency_ttl: timedelta = timedelta(hours=24)
+    # Sessions whose recent history a process keeps, so a turn reads only what is new (each
+    # at most the context budget: 1000 sessions of a 4000-token budget hold under 20 MB).
+    history_cache_sessions: int = 1000
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,9 @@ class ConversationSettings:
         budget = env.int("VB_CONVERSATION_CONTEXT_TOKENS", 4000)
         if budget < 100:
             raise ConfigError("VB_CONVERSATION_CONTEXT_TOKENS must be at least 100")
+        history_cache = env.int("VB_CONVERSATION_HISTORY_CACHE_SESSIONS", TurnSettings.history_cache_sessions)
+        if history_cache < 0:
+            raise ConfigError("VB_CONVERSATION_HISTORY_CACHE_SESSIONS must not be negative")
         price_refresh = env.float("VB_CONVERSATION_PRICE_REFRESH_SECONDS", PriceSettings.refresh_seconds)
         if price_refresh <= 0:
             raise ConfigError("VB_CONVERSATION_PRICE_REFRESH_SECONDS must be positive")
@@ -79,6 +85,7 @@ class ConversationSettings:
                 context_budget_tokens=budget,
                 idempotency_lease=timedelta(seconds=env.float("VB_IDEMPOTENCY_LEASE_SECONDS", 120)),
                 idempotency_ttl=timedelta(hours=env.float("VB_IDEMPOTENCY_TTL_HOURS", 24)),
+                history_cache_sessions=history_cache,
             ),
             retry_policy=RetryPolicy.from_env(environ),
             relay=RelaySettings(

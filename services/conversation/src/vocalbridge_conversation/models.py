@@ -27,13 +27,19 @@ class SessionRow(ConversationBase):
     metadata_json: Mapped[str] = mapped_column(Text)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The number of the session's newest message (0: none yet); see MessageRow.seq.
+    last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class MessageRow(ConversationBase):
-    """A message; ids sort by creation, so the conversation order is id order."""
+    """A message; ids sort by creation. `seq` numbers a session's messages in the order their
+    turns committed (the store increments sessions.last_seq in the same transaction)."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_session", "tenant_id", "session_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_session", "tenant_id", "session_id", "id"),
+        Index("uq_messages_session_seq", "tenant_id", "session_id", "seq", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40))
@@ -43,6 +49,8 @@ class MessageRow(ConversationBase):
     status: Mapped[int] = mapped_column(Integer)  # a domain.MessageStatus number
     channel: Mapped[str] = mapped_column(String(16))  # a vocabulary.Channel value
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    # None only for messages a version before migration 0003 wrote during a rolling update.
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class IdempotencyRow(ConversationBase):

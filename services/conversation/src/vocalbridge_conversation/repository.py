@@ -2,23 +2,47 @@
 becomes a domain value and back). Tenant repositories filter every query on their
 tenant (row-level security enforces the same on PostgreSQL); the outbox relay's reads
 span tenants and run in a system transaction. Flushes, never commits: the service
-layer owns transactions."""
+layer owns transactions.
+
+A turn's data goes through `TurnStore` (its transactions) and the turn repository it
+hands out, in two implementations behind one interface (`service.turns.TurnTransaction`):
+
+- `PgTurns`, PostgreSQL's fast path: a few hand-written statements on the driver's own
+  connection (asyncpg prepares each once per connection). Opening a turn (the session,
+  the idempotency claim and the new history) is one statement, storing it (the key's
+  completion, the messages, the usage event, the session's numbering) is another; each
+  runs in a transaction of three round trips (BEGIN with the tenant, the statement,
+  COMMIT). Row-level security applies as everywhere.
+- `SqlTurns`, the same operations with SQLAlchemy, for SQLite (the embedded default) and
+  for any other backend. Both keep the same promises (tests/integration/conversation/
+  test_turn_store.py runs the same checks on both).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
 
-from vocalbridge_common.db import insert_or_ignore
+from vocalbridge_common.db import Database, insert_or_ignore
 from vocalbridge_common.repository import SystemRepository, TenantRepository
 from vocalbridge_common.vocabulary import Channel
+from vocalbridge_conversation.domain.history import HistoryMessage, OpenedTurn
 from vocalbridge_conversation.domain.idempotency import IdempotencyRecord, KeyState
-from vocalbridge_conversation.domain.sessions import Message, MessageStatus, Role, Session
+from vocalbridge_conversation.domain.sessions import (
+    HISTORY_STATUSES,
+    Message,
+    MessageStatus,
+    Role,
+    Session,
+    SessionState,
+)
+from vocalbridge_conversation.domain.usage import OutboxEntry
 from vocalbridge_conversation.models import IdempotencyRow, MessageRow, OutboxRow, SessionRow
 
 # -- sessions ----------------------------------------------------------------------
@@ -50,6 +74,7 @@ class SessionRepository(TenantRepository):
                 metadata_json=json.dumps(dict(session.metadata), sort_keys=True),
                 create_time=session.create_time,
                 update_time=session.update_time,
+                last_seq=0,
             )
         )
 
@@ -57,6 +82,13 @@ class SessionRepository(TenantRepository):
         query = select(SessionRow).where(SessionRow.tenant_id == self.tenant_id, SessionRow.id == session_id)
         row = (await self.session.scalars(query)).one_or_none()
         return _session_of(row) if row else None
+
+    async def state(self, session_id: str) -> SessionState | None:
+        query = select(SessionRow.agent_id, SessionRow.agent_version, SessionRow.last_seq).where(
+            SessionRow.tenant_id == self.tenant_id, SessionRow.id == session_id
+        )
+        row = (await self.session.execute(query)).one_or_none()
+        return SessionState(session_id, row[0], row[1], row[2]) if row else None
 
     async def page(self, agent_id: str | None, before_id: str | None, limit: int) -> list[Session]:
         """Newest first (ids sort by creation)."""
@@ -69,12 +101,17 @@ class SessionRepository(TenantRepository):
             query = query.where(SessionRow.id < before_id)
         return [_session_of(row) for row in await self.session.scalars(query)]
 
-    async def touch(self, session_id: str, when: datetime) -> None:
-        await self.session.execute(
+    async def advance(self, session_id: str, when: datetime, added: int) -> int | None:
+        """Marks the session updated at `when` and reserves the next `added` message numbers;
+        the last of them (None: no such session). The row stays locked until commit, so the
+        stores of one session number their messages one after the other."""
+        result = await self.session.execute(
             update(SessionRow)
             .where(SessionRow.tenant_id == self.tenant_id, SessionRow.id == session_id)
-            .values(update_time=when)
+            .values(update_time=when, last_seq=SessionRow.last_seq + added)
+            .returning(SessionRow.last_seq)
         )
+        return result.scalar_one_or_none()
 
 
 # -- messages ----------------------------------------------------------------------
@@ -93,7 +130,8 @@ def _message_of(row: MessageRow) -> Message:
 
 
 class MessageRepository(TenantRepository):
-    async def add(self, *messages: Message) -> None:
+    async def add(self, first_seq: int, *messages: Message) -> None:
+        """Stores `messages` numbered from `first_seq` on, in order."""
         await self.session.execute(
             insert(MessageRow),
             [
@@ -106,8 +144,9 @@ class MessageRepository(TenantRepository):
                     "status": int(message.status),
                     "channel": message.channel.value,
                     "create_time": message.create_time,
+                    "seq": first_seq + offset,
                 }
-                for message in messages
+                for offset, message in enumerate(messages)
             ],
         )
 
@@ -129,19 +168,22 @@ class MessageRepository(TenantRepository):
             )
         return [_message_of(row) for row in await self.session.scalars(query)]
 
-    async def latest(self, session_id: str, statuses: Sequence[MessageStatus], limit: int) -> list[Message]:
-        """The newest `limit` messages with one of `statuses`, returned oldest first."""
+    async def history(self, session_id: str, after_seq: int, limit: int) -> tuple[HistoryMessage, ...]:
+        """The newest `limit` history messages (what a provider sees) numbered above `after_seq`,
+        oldest first."""
         query = (
-            select(MessageRow)
+            select(MessageRow.seq, MessageRow.role, MessageRow.content)
             .where(
                 MessageRow.tenant_id == self.tenant_id,
                 MessageRow.session_id == session_id,
-                MessageRow.status.in_([int(status) for status in statuses]),
+                MessageRow.status.in_([int(status) for status in HISTORY_STATUSES]),
+                MessageRow.seq > after_seq,
             )
-            .order_by(MessageRow.create_time.desc(), MessageRow.id.desc())
+            .order_by(MessageRow.seq.desc())
             .limit(limit)
         )
-        return [_message_of(row) for row in reversed((await self.session.scalars(query)).all())]
+        rows = (await self.session.execute(query)).all()
+        return tuple(HistoryMessage.of(seq, Role(role), content) for seq, role, content in reversed(rows))
 
 
 # -- idempotency keys --------------------------------------------------------------
@@ -197,17 +239,24 @@ class IdempotencyRepository(TenantRepository):
         )
         return _rowcount(result) == 1
 
-    async def complete(self, record_id: str, response: bytes) -> None:
-        await self.session.execute(
+    def _unfinished(self, record_id: str) -> list[Any]:
+        return [
+            IdempotencyRow.tenant_id == self.tenant_id,
+            IdempotencyRow.id == record_id,
+            IdempotencyRow.state == KeyState.IN_PROGRESS.value,
+        ]
+
+    async def complete(self, record_id: str, response: bytes) -> bool:
+        result = await self.session.execute(
             update(IdempotencyRow)
-            .where(IdempotencyRow.tenant_id == self.tenant_id, IdempotencyRow.id == record_id)
+            .where(*self._unfinished(record_id))
             .values(state=KeyState.COMPLETED.value, response=response)
         )
+        return _rowcount(result) == 1
 
-    async def release(self, record_id: str) -> None:
-        await self.session.execute(
-            delete(IdempotencyRow).where(IdempotencyRow.tenant_id == self.tenant_id, IdempotencyRow.id == record_id)
-        )
+    async def release(self, record_id: str) -> bool:
+        result = await self.session.execute(delete(IdempotencyRow).where(*self._unfinished(record_id)))
+        return _rowcount(result) == 1
 
 
 # -- the billing outbox ------------------------------------------------------------
@@ -246,8 +295,10 @@ class OutboxRepository(TenantRepository):
 class OutboxRelayRepository(SystemRepository):
     """The relay's view of the outbox: every tenant's events (system transactions only)."""
 
-    async def pending(self, limit: int) -> list[PendingEvent]:
-        """The oldest undelivered events."""
+    async def pending(self, limit: int, *, lock: bool = False) -> list[PendingEvent]:
+        """The oldest undelivered events. With `lock`, they stay locked until the transaction
+        ends and events another transaction holds are skipped, so relays running side by side
+        (several processes or replicas) send disjoint batches (PostgreSQL; SQLite has one writer)."""
         query = (
             select(OutboxRow.event_id, OutboxRow.payload)
             .where(OutboxRow.delivered_time.is_(None))
@@ -255,6 +306,8 @@ class OutboxRelayRepository(SystemRepository):
             .order_by(OutboxRow.attempts, OutboxRow.create_time, OutboxRow.event_id)
             .limit(limit)
         )
+        if lock:
+            query = query.with_for_update(skip_locked=True)
         return [PendingEvent(event_id, payload) for event_id, payload in await self.session.execute(query)]
 
     async def mark_delivered(self, event_ids: Sequence[str], when: datetime) -> None:
@@ -271,3 +324,338 @@ class OutboxRelayRepository(SystemRepository):
         query = select(func.count(), func.min(OutboxRow.create_time)).where(OutboxRow.delivered_time.is_(None))
         count, oldest = (await self.session.execute(query)).one()
         return OutboxLag(int(count), oldest)
+
+
+# -- turns: SQLAlchemy ---------------------------------------------------------------
+
+
+class SqlTurns(TenantRepository):
+    """A tenant's turns through SQLAlchemy (SQLite, the embedded default; any backend)."""
+
+    def __init__(self, session: Any, tenant_id: str) -> None:
+        super().__init__(session, tenant_id)
+        self._sessions = SessionRepository(session, tenant_id)
+        self._messages = MessageRepository(session, tenant_id)
+        self._keys = IdempotencyRepository(session, tenant_id)
+
+    async def open_turn(
+        self, session_id: str, claim: IdempotencyRecord, after_seq: int, limit: int
+    ) -> OpenedTurn | None:
+        state = await self._sessions.state(session_id)
+        if state is None:
+            return None
+        if not await self._keys.insert_if_absent(claim):
+            return OpenedTurn(state, claimed=False, history=())
+        return OpenedTurn(state, claimed=True, history=await self._messages.history(session_id, after_seq, limit))
+
+    async def read_history(self, session_id: str, after_seq: int, limit: int) -> OpenedTurn | None:
+        state = await self._sessions.state(session_id)
+        if state is None:
+            return None
+        return OpenedTurn(state, claimed=True, history=await self._messages.history(session_id, after_seq, limit))
+
+    async def insert_if_absent(self, record: IdempotencyRecord) -> bool:
+        return await self._keys.insert_if_absent(record)
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        return await self._keys.get(key)
+
+    async def take_over(self, key: str, old_id: str, record: IdempotencyRecord) -> bool:
+        return await self._keys.take_over(key, old_id, record)
+
+    async def complete(self, record_id: str, response: bytes) -> bool:
+        return await self._keys.complete(record_id, response)
+
+    async def release(self, record_id: str) -> bool:
+        return await self._keys.release(record_id)
+
+    async def store_turn(
+        self, record_id: str, response: bytes, messages: Sequence[Message], event: OutboxEntry | None, when: datetime
+    ) -> int | None:
+        if not messages or not await self._keys.complete(record_id, response):
+            return None
+        return await self._write(messages, event, when)
+
+    async def fail_turn(self, record_id: str, message: Message, when: datetime) -> int | None:
+        if not await self._keys.release(record_id):
+            return None
+        return await self._write([message], None, when)
+
+    async def _write(self, messages: Sequence[Message], event: OutboxEntry | None, when: datetime) -> int:
+        last_seq = await self._sessions.advance(messages[0].session_id, when, len(messages))
+        if last_seq is None:
+            raise LookupError(f"session {messages[0].session_id} vanished during its turn")
+        await self._messages.add(last_seq - len(messages) + 1, *messages)
+        if event is not None:
+            await OutboxRepository(self.session, self.tenant_id).add(event.event_id, event.payload, event.create_time)
+        return last_seq
+
+
+class SqlTurnStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @asynccontextmanager
+    async def transaction(self, tenant_id: str) -> AsyncIterator[SqlTurns]:
+        async with self._db.tenant_transaction(tenant_id) as session:
+            yield SqlTurns(session, tenant_id)
+
+
+# -- turns: PostgreSQL's fast path ------------------------------------------------------
+
+_HISTORY_STATUSES = ", ".join(str(int(status)) for status in HISTORY_STATUSES)
+_RECORD_COLUMNS = "id, key, fingerprint, state, response, create_time, lease_expire_time, expire_time"
+
+# The session; the claim, inserted only for an existing session and only if the key is
+# free; and when it was made, the history after $9 (the newest $10 messages), as arrays.
+_OPEN_TURN = f"""
+WITH session AS (
+    SELECT agent_id, agent_version, last_seq FROM sessions WHERE tenant_id = $1 AND id = $2
+), claimed AS (
+    INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, response, create_time,
+                                  lease_expire_time, expire_time)
+    SELECT $3, $1, $4, $5, '{KeyState.IN_PROGRESS.value}', NULL, $6, $7, $8 FROM session
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING id
+), history AS (
+    SELECT seq, role, content FROM messages
+    WHERE tenant_id = $1 AND session_id = $2 AND status IN ({_HISTORY_STATUSES}) AND seq > $9
+      AND EXISTS (SELECT FROM claimed)
+    ORDER BY seq DESC LIMIT $10
+)
+SELECT s.agent_id, s.agent_version, s.last_seq, EXISTS (SELECT FROM claimed),
+       (SELECT array_agg(seq ORDER BY seq) FROM history),
+       (SELECT array_agg(role ORDER BY seq) FROM history),
+       (SELECT array_agg(content ORDER BY seq) FROM history)
+FROM session AS s
+"""
+# The turn's messages, numbered after the session's newest, inserted with the usage event
+# only if this claim still holds its key: the claim is the gate ($2 completed, or freed
+# for a failed turn), and everything else is written only through it.
+_WRITE_MESSAGES = """
+, touched AS (
+    UPDATE sessions SET update_time = $3, last_seq = last_seq + cardinality($5::text[])
+    WHERE tenant_id = $1 AND id = $4 AND EXISTS (SELECT FROM gate)
+    RETURNING last_seq
+), stored AS (
+    INSERT INTO messages (id, tenant_id, session_id, role, content, status, channel, create_time, seq)
+    SELECT m.id, $1, $4, m.role, m.content, m.status, m.channel, m.create_time,
+           t.last_seq - cardinality($5::text[]) + m.n
+    FROM touched AS t,
+         unnest($5::text[], $6::int[], $7::text[], $8::int[], $9::text[], $10::timestamptz[])
+           WITH ORDINALITY AS m(id, role, content, status, channel, create_time, n)
+)
+"""
+_STORE_TURN = f"""
+WITH gate AS (
+    UPDATE idempotency_keys SET state = '{KeyState.COMPLETED.value}', response = $11
+    WHERE tenant_id = $1 AND id = $2 AND state = '{KeyState.IN_PROGRESS.value}'
+    RETURNING id
+){_WRITE_MESSAGES}, queued AS (
+    INSERT INTO usage_outbox (event_id, tenant_id, payload, create_time, delivered_time, attempts)
+    SELECT $12, $1, $13, $14, NULL, 0 FROM touched
+)
+SELECT (SELECT count(*) FROM gate), (SELECT last_seq FROM touched)
+"""
+_FAIL_TURN = f"""
+WITH gate AS (
+    DELETE FROM idempotency_keys
+    WHERE tenant_id = $1 AND id = $2 AND state = '{KeyState.IN_PROGRESS.value}'
+    RETURNING id
+){_WRITE_MESSAGES}
+SELECT (SELECT count(*) FROM gate), (SELECT last_seq FROM touched)
+"""
+_HISTORY_ONLY = f"""
+WITH session AS (
+    SELECT agent_id, agent_version, last_seq FROM sessions WHERE tenant_id = $1 AND id = $2
+), history AS (
+    SELECT seq, role, content FROM messages
+    WHERE tenant_id = $1 AND session_id = $2 AND status IN ({_HISTORY_STATUSES}) AND seq > $3
+    ORDER BY seq DESC LIMIT $4
+)
+SELECT s.agent_id, s.agent_version, s.last_seq, true,
+       (SELECT array_agg(seq ORDER BY seq) FROM history),
+       (SELECT array_agg(role ORDER BY seq) FROM history),
+       (SELECT array_agg(content ORDER BY seq) FROM history)
+FROM session AS s
+"""
+_INSERT_KEY = """
+INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, response, create_time, lease_expire_time,
+                              expire_time)
+VALUES ($2, $1, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (tenant_id, key) DO NOTHING
+RETURNING id
+"""
+_GET_KEY = f"SELECT {_RECORD_COLUMNS} FROM idempotency_keys WHERE tenant_id = $1 AND key = $2"
+_TAKE_OVER = """
+UPDATE idempotency_keys
+SET id = $4, fingerprint = $5, state = $6, response = $7, create_time = $8, lease_expire_time = $9, expire_time = $10
+WHERE tenant_id = $1 AND key = $2 AND id = $3
+RETURNING id
+"""
+_COMPLETE = f"""
+UPDATE idempotency_keys SET state = '{KeyState.COMPLETED.value}', response = $3
+WHERE tenant_id = $1 AND id = $2 AND state = '{KeyState.IN_PROGRESS.value}'
+RETURNING id
+"""
+_RELEASE = f"""
+DELETE FROM idempotency_keys WHERE tenant_id = $1 AND id = $2 AND state = '{KeyState.IN_PROGRESS.value}'
+RETURNING id
+"""
+
+
+def _opened(session_id: str, row: Any) -> OpenedTurn:
+    """An OpenedTurn from (agent_id, agent_version, last_seq, claimed, seqs, roles, contents)."""
+    agent_id, agent_version, last_seq, claimed, seqs, roles, contents = row
+    history = tuple(
+        HistoryMessage.of(seq, Role(role), content)
+        for seq, role, content in zip(seqs or (), roles or (), contents or (), strict=True)
+    )
+    return OpenedTurn(SessionState(session_id, agent_id, agent_version, last_seq), claimed=claimed, history=history)
+
+
+def _pg_record_of(row: Any) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        id=row[0],
+        key=row[1],
+        fingerprint=row[2],
+        state=KeyState(row[3]),
+        response=row[4],
+        create_time=row[5],
+        lease_expire_time=row[6],
+        expire_time=row[7],
+    )
+
+
+def _message_columns(messages: Sequence[Message]) -> list[list[Any]]:
+    return [
+        [message.id for message in messages],
+        [int(message.role) for message in messages],
+        [message.content for message in messages],
+        [int(message.status) for message in messages],
+        [message.channel.value for message in messages],
+        [message.create_time for message in messages],
+    ]
+
+
+class PgTurns:
+    """A tenant's turns on PostgreSQL through the driver's connection (asyncpg), inside a
+    tenant transaction (`Database.tenant_connection`): every statement filters on the tenant,
+    and row-level security enforces it again."""
+
+    def __init__(self, connection: Any, tenant_id: str) -> None:
+        if not tenant_id:
+            raise ValueError("PgTurns needs a tenant")
+        self._connection = connection
+        self.tenant_id = tenant_id
+
+    async def open_turn(
+        self, session_id: str, claim: IdempotencyRecord, after_seq: int, limit: int
+    ) -> OpenedTurn | None:
+        row = await self._connection.fetchrow(
+            _OPEN_TURN,
+            self.tenant_id,
+            session_id,
+            claim.id,
+            claim.key,
+            claim.fingerprint,
+            claim.create_time,
+            claim.lease_expire_time,
+            claim.expire_time,
+            after_seq,
+            limit,
+        )
+        return _opened(session_id, row) if row is not None else None
+
+    async def read_history(self, session_id: str, after_seq: int, limit: int) -> OpenedTurn | None:
+        row = await self._connection.fetchrow(_HISTORY_ONLY, self.tenant_id, session_id, after_seq, limit)
+        return _opened(session_id, row) if row is not None else None
+
+    async def insert_if_absent(self, record: IdempotencyRecord) -> bool:
+        inserted = await self._connection.fetchval(
+            _INSERT_KEY,
+            self.tenant_id,
+            record.id,
+            record.key,
+            record.fingerprint,
+            record.state.value,
+            record.response,
+            record.create_time,
+            record.lease_expire_time,
+            record.expire_time,
+        )
+        return inserted is not None
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        row = await self._connection.fetchrow(_GET_KEY, self.tenant_id, key)
+        return _pg_record_of(row) if row is not None else None
+
+    async def take_over(self, key: str, old_id: str, record: IdempotencyRecord) -> bool:
+        taken = await self._connection.fetchval(
+            _TAKE_OVER,
+            self.tenant_id,
+            key,
+            old_id,
+            record.id,
+            record.fingerprint,
+            record.state.value,
+            record.response,
+            record.create_time,
+            record.lease_expire_time,
+            record.expire_time,
+        )
+        return taken is not None
+
+    async def complete(self, record_id: str, response: bytes) -> bool:
+        return await self._connection.fetchval(_COMPLETE, self.tenant_id, record_id, response) is not None
+
+    async def release(self, record_id: str) -> bool:
+        return await self._connection.fetchval(_RELEASE, self.tenant_id, record_id) is not None
+
+    async def store_turn(
+        self, record_id: str, response: bytes, messages: Sequence[Message], event: OutboxEntry | None, when: datetime
+    ) -> int | None:
+        if not messages or event is None:
+            raise ValueError("a stored turn has its messages and its usage event")
+        owned, last_seq = await self._connection.fetchrow(
+            _STORE_TURN,
+            self.tenant_id,
+            record_id,
+            when,
+            messages[0].session_id,
+            *_message_columns(messages),
+            response,
+            event.event_id,
+            event.payload,
+            event.create_time,
+        )
+        return self._written(owned, last_seq, messages[0].session_id)
+
+    async def fail_turn(self, record_id: str, message: Message, when: datetime) -> int | None:
+        owned, last_seq = await self._connection.fetchrow(
+            _FAIL_TURN, self.tenant_id, record_id, when, message.session_id, *_message_columns([message])
+        )
+        return self._written(owned, last_seq, message.session_id)
+
+    @staticmethod
+    def _written(owned: int, last_seq: int | None, session_id: str) -> int | None:
+        if not owned:
+            return None  # the claim was lost: nothing was written
+        if last_seq is None:
+            raise LookupError(f"session {session_id} vanished during its turn")  # rolls the claim's change back
+        return last_seq
+
+
+class PgTurnStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @asynccontextmanager
+    async def transaction(self, tenant_id: str) -> AsyncIterator[PgTurns]:
+        async with self._db.tenant_connection(tenant_id) as connection:
+            yield PgTurns(connection, tenant_id)
+
+
+def turn_store(db: Database) -> PgTurnStore | SqlTurnStore:
+    """The turn store for this database: the fast path on PostgreSQL, SQLAlchemy elsewhere."""
+    return PgTurnStore(db) if db.postgres else SqlTurnStore(db)

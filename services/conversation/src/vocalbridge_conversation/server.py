@@ -27,6 +27,7 @@ from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine
 from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceRefresher
 from vocalbridge_conversation.providers import build_registry
 from vocalbridge_conversation.relay import HEALTH_NAME, OutboxRelay
+from vocalbridge_conversation.repository import turn_store
 from vocalbridge_conversation.service.sessions import SessionService
 from vocalbridge_conversation.service.turns import TurnService
 from vocalbridge_conversation.servicer import ConversationServicer
@@ -54,7 +55,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
     )
     sessions = SessionService(db, agents, Paginator(PageTokenCodec(settings.common.identity_secret)))
     turns = TurnService(
-        db,
+        turn_store(db),
         agents,
         engine,
         prices,

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from vocalbridge_common.errors import FieldViolation, InvalidArgument
+from vocalbridge_common.errors import Aborted, FieldViolation, InvalidArgument
 from vocalbridge_common.headers import IDEMPOTENCY_KEY_HEADER
 
 MAX_KEY_LENGTH = 255
@@ -57,3 +57,17 @@ def validate_key(key: str | None) -> str:
             field_violations=[FieldViolation("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable characters")],
         )
     return key
+
+
+class ClaimLost(Aborted):
+    """This request's claim on its key was taken over (its lease ran out while it was still
+    running, and a retry claimed the key): the retry's turn is the one stored and billed."""
+
+    default_reason = "IDEMPOTENCY_KEY_IN_USE"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "a retry with this Idempotency-Key took it over while this request was still running; "
+            "retry shortly to get the retry's result",
+            metadata={"idempotencyKey": key},
+        )

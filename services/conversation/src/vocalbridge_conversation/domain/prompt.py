@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vocalbridge_conversation.domain.sessions import Message, Role
+from vocalbridge_conversation.domain.history import HistoryMessage
+from vocalbridge_conversation.domain.sessions import Role
 from vocalbridge_conversation.domain.turns import AgentConfig
-from vocalbridge_conversation.providers.base import ChatMessage, CompletionRequest, count_prompt_tokens, count_tokens
-
-# History read per turn before the budget trims it: enough for any realistic budget.
-MAX_HISTORY_MESSAGES = 200
+from vocalbridge_conversation.providers.base import ChatMessage, CompletionRequest, count_prompt_tokens
 
 
-def build_prompt(agent: AgentConfig, history: Sequence[Message], content: str, budget_tokens: int) -> CompletionRequest:
+def build_prompt(
+    agent: AgentConfig, history: Sequence[HistoryMessage], content: str, budget_tokens: int
+) -> CompletionRequest:
     """`history` oldest first. The system prompt and the new message always go; history
     is added newest first while it fits what they leave of `budget_tokens`, and stops at
     the first message that does not fit, so what is sent is a contiguous recent stretch."""
@@ -22,10 +22,9 @@ def build_prompt(agent: AgentConfig, history: Sequence[Message], content: str, b
     budget = budget_tokens - count_prompt_tokens([*system, latest])
     kept: list[ChatMessage] = []
     for message in reversed(history):
-        cost = count_tokens(message.content)
-        if cost > budget:
+        if message.tokens > budget:
             break
-        budget -= cost
+        budget -= message.tokens
         kept.append(ChatMessage("user" if message.role is Role.USER else "assistant", message.content))
     kept.reverse()
     return CompletionRequest(

@@ -119,6 +119,17 @@ class Session:
 
 
 @dataclass(frozen=True)
+class SessionState:
+    """What a turn needs of its session: the agent version it is pinned to, and the number
+    of its newest message (messages are numbered in the order their turns committed)."""
+
+    id: str
+    agent_id: str
+    agent_version: int
+    last_seq: int
+
+
+@dataclass(frozen=True)
 class Message:
     id: str
     session_id: str

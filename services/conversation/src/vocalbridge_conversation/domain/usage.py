@@ -76,3 +76,13 @@ class UsageRecord:
     usage: TurnUsage
     delivery: DeliveryResult
     event_time: datetime
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A usage event as the billing outbox keeps it until the relay delivers it: its id,
+    the event encoded for billing, and when the turn it bills was stored."""
+
+    event_id: str
+    payload: bytes
+    create_time: datetime

@@ -35,11 +35,12 @@ class IdempotencyStore(Protocol):
     async def take_over(self, key: str, old_id: str, record: IdempotencyRecord) -> bool:
         """Replaces the claim `old_id` of `key` by `record`, only if it is still the one stored."""
 
-    async def complete(self, record_id: str, response: bytes) -> None:
-        """Stores the response of claim `record_id` (nothing, if that claim is gone)."""
+    async def complete(self, record_id: str, response: bytes) -> bool:
+        """Stores the response of claim `record_id`, if it still holds its key unfinished;
+        whether it did (nothing changes when the claim is gone)."""
 
-    async def release(self, record_id: str) -> None:
-        """Frees the key of claim `record_id` (nothing, if that claim is gone)."""
+    async def release(self, record_id: str) -> bool:
+        """Frees the key of claim `record_id`, if it still holds it unfinished; whether it did."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,20 @@ class Replay:
     response: bytes
 
 
+def new_claim(key: str, request_fingerprint: str, now: datetime, lease: timedelta, ttl: timedelta) -> IdempotencyRecord:
+    """The record a request claims `key` with: in progress until its lease runs out."""
+    return IdempotencyRecord(
+        id=new_id("idk"),
+        key=key,
+        fingerprint=request_fingerprint,
+        state=KeyState.IN_PROGRESS,
+        response=None,
+        create_time=now,
+        lease_expire_time=now + lease,
+        expire_time=now + ttl,
+    )
+
+
 async def claim(
     store: IdempotencyStore,
     key: str,
@@ -66,16 +81,7 @@ async def claim(
 ) -> Claimed | Replay:
     """Claims `key` for a request, or says why it must not run: a Replay of the stored
     response, AlreadyExists (IDEMPOTENCY_KEY_REUSED) or Aborted (IDEMPOTENCY_KEY_IN_USE)."""
-    fresh = IdempotencyRecord(
-        id=new_id("idk"),
-        key=key,
-        fingerprint=request_fingerprint,
-        state=KeyState.IN_PROGRESS,
-        response=None,
-        create_time=now,
-        lease_expire_time=now + lease,
-        expire_time=now + ttl,
-    )
+    fresh = new_claim(key, request_fingerprint, now, lease, ttl)
     if await store.insert_if_absent(fresh):
         return Claimed(fresh.id)
     existing = await store.get(key)

@@ -8,6 +8,13 @@ the user message, the reply, the usage event (the billing outbox) and the
 idempotency record's response in ONE transaction. A failed turn keeps the user
 message as failed, bills nothing and frees the key so a retry can run.
 
+Two transactions per turn, each one statement on PostgreSQL (repository.PgTurns):
+opening the turn reads the session, claims the key and reads the history the turn
+does not hold yet (HistoryCache); storing it completes the key, numbers and inserts the
+messages and queues the usage event. The store happens only while this request still
+holds its key: if its lease ran out and a retry took the key over, nothing is stored or
+billed for it (the retry's turn is), and the caller gets IDEMPOTENCY_KEY_IN_USE.
+
 What is stored as bytes (the response an idempotent replay returns, the usage event
 the outbox carries) is encoded by the functions the server passes in: the protobuf
 presenters.
@@ -18,27 +25,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
-from vocalbridge_common.db import Database, utcnow
+from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import SessionNotFound
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import DeliveryEngine, DeliveryResult, Delta, Done, Restart
-from vocalbridge_conversation.domain.idempotency import fingerprint, validate_key
-from vocalbridge_conversation.domain.prompt import MAX_HISTORY_MESSAGES, build_prompt
+from vocalbridge_conversation.domain.history import MAX_HISTORY_MESSAGES, HistoryMessage, OpenedTurn
+from vocalbridge_conversation.domain.idempotency import ClaimLost, IdempotencyRecord, fingerprint, validate_key
+from vocalbridge_conversation.domain.prompt import build_prompt
 from vocalbridge_conversation.domain.sessions import (
     HISTORY_STATUSES,
     MESSAGE_ID_PREFIX,
     Message,
     MessageStatus,
     Role,
-    Session,
+    SessionState,
     parse_session_name,
 )
 from vocalbridge_conversation.domain.turns import (
@@ -51,16 +60,11 @@ from vocalbridge_conversation.domain.turns import (
     fingerprint_fields,
     validate_turn,
 )
-from vocalbridge_conversation.domain.usage import UsageRecord, turn_usage
+from vocalbridge_conversation.domain.usage import OutboxEntry, UsageRecord, turn_usage
 from vocalbridge_conversation.price_book import PriceBook
 from vocalbridge_conversation.providers.base import Completion, CompletionRequest, count_prompt_tokens, count_tokens
-from vocalbridge_conversation.repository import (
-    IdempotencyRepository,
-    MessageRepository,
-    OutboxRepository,
-    SessionRepository,
-)
-from vocalbridge_conversation.service.idempotency import Replay, claim
+from vocalbridge_conversation.service.history import HistoryCache
+from vocalbridge_conversation.service.idempotency import IdempotencyStore, Replay, claim, new_claim
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +72,47 @@ log = logging.getLogger(__name__)
 AGENTS_TIMEOUT_SECONDS = 10.0
 
 
+class TurnTransaction(IdempotencyStore, Protocol):
+    """A tenant's turns inside one transaction (repository.PgTurns / repository.SqlTurns)."""
+
+    async def open_turn(
+        self, session_id: str, claim: IdempotencyRecord, after_seq: int, limit: int
+    ) -> OpenedTurn | None:
+        """The session (None: the tenant has no such session, and nothing was written); the
+        claim, made by inserting `claim` unless its key is held already (then nothing was
+        written); and when it was made, the session's newest `limit` history messages
+        numbered above `after_seq`."""
+
+    async def read_history(self, session_id: str, after_seq: int, limit: int) -> OpenedTurn | None:
+        """The session and its newest `limit` history messages numbered above `after_seq`."""
+
+    async def store_turn(
+        self, record_id: str, response: bytes, messages: Sequence[Message], event: OutboxEntry | None, when: datetime
+    ) -> int | None:
+        """If claim `record_id` still holds its key unfinished: completes it with `response`,
+        stores `messages` numbered after the session's newest and queues `event`; returns the
+        session's new last number. None, writing nothing, when the claim was lost."""
+
+    async def fail_turn(self, record_id: str, message: Message, when: datetime) -> int | None:
+        """If claim `record_id` still holds its key unfinished: frees it and stores `message`
+        (the failed user message); the session's new last number. None when the claim was lost."""
+
+
+class TurnStore(Protocol):
+    """Where turns are kept: one transaction of a tenant's turns at a time."""
+
+    def transaction(self, tenant_id: str) -> AbstractAsyncContextManager[TurnTransaction]: ...
+
+
 @dataclass(frozen=True)
 class _Running:
     """A turn that holds its key and is about to call a provider."""
 
     tenant_id: str
-    session: Session
+    session: SessionState
     agent: AgentConfig
     request: CompletionRequest
+    key: str
     record_id: str
     user_message_id: str
     user_time: datetime
@@ -90,7 +127,7 @@ class _Running:
 class TurnService:
     def __init__(
         self,
-        db: Database,
+        store: TurnStore,
         agents: AgentDirectory,
         engine: DeliveryEngine,
         prices: PriceBook,
@@ -98,16 +135,18 @@ class TurnService:
         *,
         encode_response: Callable[[CompletedTurn], bytes],
         encode_usage_event: Callable[[UsageRecord], bytes],
+        history: HistoryCache | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._db = db
+        self._turns = store
         self._agents = agents
         self._engine = engine
         self._prices = prices
         self._settings = settings
         self._encode_response = encode_response
         self._encode_usage_event = encode_usage_event
+        self._history = history or HistoryCache(settings.history_cache_sessions, settings.context_budget_tokens)
         self._clock = clock
         self._monotonic = monotonic
 
@@ -126,12 +165,7 @@ class TurnService:
             raise
         if result.completion is None:
             await self._fail(running, result)
-        try:
-            return await self._store(running, result, result.completion, MessageStatus.COMPLETE)
-        except BaseException:
-            # Nothing was stored or billed: free the key so a retry runs the turn again.
-            await asyncio.shield(self._release(running))
-            raise
+        return await self._store_or_release(running, result, result.completion, MessageStatus.COMPLETE)
 
     async def stream_message(
         self, tenant_id: str, turn: TurnRequest, deadline: float | None
@@ -156,36 +190,43 @@ class TurnService:
         session_id = parse_session_name(turn.session_name)
         request_fingerprint = fingerprint(operation, **fingerprint_fields(session_id, turn))
         now = self._clock()
-        async with self._db.tenant_transaction(tenant_id) as tx:
-            session = await SessionRepository(tx, tenant_id).get(session_id)
-            if session is None:
+        settings = self._settings
+        record = new_claim(key, request_fingerprint, now, settings.idempotency_lease, settings.idempotency_ttl)
+        known = self._history.window(session_id)
+        async with self._turns.transaction(tenant_id) as turns:
+            opened = await turns.open_turn(session_id, record, known.last_seq, MAX_HISTORY_MESSAGES)
+        if opened is None:
+            raise SessionNotFound(turn.session_name)
+        record_id = record.id
+        if not opened.claimed:
+            # The key is held: replay, refuse, or take over an abandoned claim (the rules of
+            # service.idempotency, in a transaction of their own).
+            async with self._turns.transaction(tenant_id) as turns:
+                claimed = await claim(
+                    turns, key, request_fingerprint, now, settings.idempotency_lease, settings.idempotency_ttl
+                )
+                if isinstance(claimed, Replay):
+                    return claimed
+                opened = await turns.read_history(session_id, known.last_seq, MAX_HISTORY_MESSAGES)
+            if opened is None:  # pragma: no cover - the session was there a moment ago and is never deleted
                 raise SessionNotFound(turn.session_name)
-            claimed = await claim(
-                IdempotencyRepository(tx, tenant_id),
-                key,
-                request_fingerprint,
-                now,
-                self._settings.idempotency_lease,
-                self._settings.idempotency_ttl,
-            )
-            if isinstance(claimed, Replay):
-                return claimed
-            # Read in the same transaction: one round trip less per turn.
-            history = await MessageRepository(tx, tenant_id).latest(session.id, HISTORY_STATUSES, MAX_HISTORY_MESSAGES)
+            record_id = claimed.record_id
+        history = self._history.merge(session_id, known, opened.session.last_seq, opened.history)
         try:
             agent = await self._agents.version(
-                tenant_id, session.agent_id, session.agent_version, self._timeout(deadline)
+                tenant_id, opened.session.agent_id, opened.session.agent_version, self._timeout(deadline)
             )
-            request = build_prompt(agent, history, turn.content, self._settings.context_budget_tokens)
+            request = build_prompt(agent, history, turn.content, settings.context_budget_tokens)
         except BaseException:
-            await asyncio.shield(self._release_key(tenant_id, claimed.record_id))
+            await asyncio.shield(self._release_key(tenant_id, record_id))
             raise
         return _Running(
             tenant_id=tenant_id,
-            session=session,
+            session=opened.session,
             agent=agent,
             request=request,
-            record_id=claimed.record_id,
+            key=key,
+            record_id=record_id,
             user_message_id=new_id(MESSAGE_ID_PREFIX),
             user_time=now,
             content=turn.content,
@@ -214,13 +255,12 @@ class TurnService:
                     text.clear()
                     yield event
                 elif isinstance(event, Done):
+                    # From here on the turn is stored, failed or released, never abandoned.
+                    finished = True
                     result = event.result
                     if result.completion is None:
-                        finished = True
                         await self._fail(running, result)
-                    stored = await self._store(running, result, result.completion, MessageStatus.COMPLETE)
-                    finished = True
-                    yield stored
+                    yield await self._store_or_release(running, result, result.completion, MessageStatus.COMPLETE)
         except (asyncio.CancelledError, GeneratorExit):
             if not finished:
                 await asyncio.shield(self._store_abandoned(running, "".join(text), provider))
@@ -248,7 +288,10 @@ class TurnService:
             attempts=(),
             latency=0.0,
         )
-        await self._store(running, result, completion, MessageStatus.TRUNCATED)
+        try:
+            await self._store(running, result, completion, MessageStatus.TRUNCATED)
+        except ClaimLost:
+            return  # the retry that took the key over stores its own turn
         log.info("stored a reply truncated by the caller leaving", extra={"session": running.session.id})
 
     def _user_message(self, running: _Running, status: MessageStatus) -> Message:
@@ -263,17 +306,33 @@ class TurnService:
         )
 
     async def _fail(self, running: _Running, result: DeliveryResult) -> NoReturn:
-        """Keeps the user message as failed, bills nothing, frees the key, and raises."""
-        async with self._db.tenant_transaction(running.tenant_id) as tx:
-            await MessageRepository(tx, running.tenant_id).add(self._user_message(running, MessageStatus.FAILED))
-            await SessionRepository(tx, running.tenant_id).touch(running.session.id, self._clock())
-            await IdempotencyRepository(tx, running.tenant_id).release(running.record_id)
+        """Keeps the user message as failed, bills nothing, frees the key, and raises. A request
+        whose claim was taken over stores nothing: the retry that holds the key keeps the turn."""
+        now = self._clock()
+        async with self._turns.transaction(running.tenant_id) as turns:
+            last_seq = await turns.fail_turn(running.record_id, self._user_message(running, MessageStatus.FAILED), now)
+        if last_seq is not None:
+            self._history.extend(running.session.id, last_seq, 1, ())
         raise ProvidersExhausted(result)
+
+    async def _store_or_release(
+        self, running: _Running, result: DeliveryResult, completion: Completion, status: MessageStatus
+    ) -> CompletedTurn:
+        """Stores the turn; if storing fails, nothing was stored or billed, and the key is freed
+        so a retry runs the turn again (unless the key belongs to a retry already)."""
+        try:
+            return await self._store(running, result, completion, status)
+        except ClaimLost:
+            raise
+        except BaseException:
+            await asyncio.shield(self._release(running))
+            raise
 
     async def _store(
         self, running: _Running, result: DeliveryResult, completion: Completion, status: MessageStatus
     ) -> CompletedTurn:
-        """Stores the turn, its usage event and the key's response in one transaction."""
+        """Stores the turn, its usage event and the key's response in one transaction, if this
+        request still holds its key; raises ClaimLost, having stored nothing, if it does not."""
         now = self._clock()
         if status is MessageStatus.COMPLETE and completion.truncated:
             status = MessageStatus.TRUNCATED
@@ -313,16 +372,27 @@ class TurnService:
             delivery=result,
             event_time=now,
         )
-        async with self._db.tenant_transaction(running.tenant_id) as tx:
-            await MessageRepository(tx, running.tenant_id).add(turn.user_message, reply)
-            await OutboxRepository(tx, running.tenant_id).add(record.event_id, self._encode_usage_event(record), now)
-            await SessionRepository(tx, running.tenant_id).touch(running.session.id, now)
-            await IdempotencyRepository(tx, running.tenant_id).complete(running.record_id, self._encode_response(turn))
+        event = OutboxEntry(record.event_id, self._encode_usage_event(record), now)
+        messages = (turn.user_message, reply)
+        async with self._turns.transaction(running.tenant_id) as turns:
+            last_seq = await turns.store_turn(running.record_id, self._encode_response(turn), messages, event, now)
+        if last_seq is None:
+            raise ClaimLost(running.key)
+        self._history.extend(
+            running.session.id,
+            last_seq,
+            len(messages),
+            [
+                HistoryMessage.of(last_seq - len(messages) + 1 + offset, message.role, message.content)
+                for offset, message in enumerate(messages)
+                if message.status in HISTORY_STATUSES
+            ],
+        )
         return turn
 
     async def _release(self, running: _Running) -> None:
         await self._release_key(running.tenant_id, running.record_id)
 
     async def _release_key(self, tenant_id: str, record_id: str) -> None:
-        async with self._db.tenant_transaction(tenant_id) as tx:
-            await IdempotencyRepository(tx, tenant_id).release(record_id)
+        async with self._turns.transaction(tenant_id) as turns:
+            await turns.release(record_id)
