@@ -1,10 +1,12 @@
 """Test doubles: for the delivery engine, a fake clock whose sleep only advances time
 and providers that play a script of outcomes; for idempotency keys, a wall clock that
-only moves when told and an in-memory key store."""
+only moves when told and an in-memory key store; for turns, an in-memory turn store and
+agents directory."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -12,7 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, RetryPolicy
+from vocalbridge_conversation.domain.history import HistoryMessage, OpenedTurn
 from vocalbridge_conversation.domain.idempotency import IdempotencyRecord, KeyState
+from vocalbridge_conversation.domain.sessions import HISTORY_STATUSES, Message, SessionState
+from vocalbridge_conversation.domain.turns import AgentConfig
+from vocalbridge_conversation.domain.usage import OutboxEntry
 from vocalbridge_conversation.providers.base import (
     ChatMessage,
     Completion,
@@ -222,3 +228,94 @@ class FakeIdempotencyStore:
         if key is not None:
             del self.records[key]
         return key is not None
+
+
+# --- Turns --------------------------------------------------------------------------------
+
+
+class FakeTurns(FakeIdempotencyStore):
+    """One tenant's sessions, messages, keys and outbox in memory, with the turn
+    repository's semantics (service.turns.TurnTransaction): messages numbered per session,
+    and a turn stored or failed only while its claim still holds its key unfinished."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: dict[str, SessionState] = {}
+        self.messages: list[tuple[int, Message]] = []
+        self.outbox: list[OutboxEntry] = []
+        self.opened_after: list[int] = []  # the after_seq of every open_turn and read_history
+        self.fail_next_store: BaseException | None = None
+
+    def add_session(self, session_id: str, agent_id: str = "agt_x", version: int = 1) -> None:
+        self.sessions[session_id] = SessionState(session_id, agent_id, version, 0)
+
+    def _history(self, session_id: str, after_seq: int, limit: int) -> tuple[HistoryMessage, ...]:
+        found = [
+            HistoryMessage.of(seq, message.role, message.content)
+            for seq, message in self.messages
+            if message.session_id == session_id and seq > after_seq and message.status in HISTORY_STATUSES
+        ]
+        return tuple(found[-limit:])
+
+    async def open_turn(self, session_id: str, claim: IdempotencyRecord, after_seq: int, limit: int):
+        self.opened_after.append(after_seq)
+        state = self.sessions.get(session_id)
+        if state is None:
+            return None
+        if not await self.insert_if_absent(claim):
+            return OpenedTurn(state, claimed=False, history=())
+        return OpenedTurn(state, claimed=True, history=self._history(session_id, after_seq, limit))
+
+    async def read_history(self, session_id: str, after_seq: int, limit: int):
+        self.opened_after.append(after_seq)
+        state = self.sessions.get(session_id)
+        if state is None:
+            return None
+        return OpenedTurn(state, claimed=True, history=self._history(session_id, after_seq, limit))
+
+    def _write(self, messages, when) -> int:
+        session_id = messages[0].session_id
+        state = self.sessions[session_id]
+        first = state.last_seq + 1
+        for offset, message in enumerate(messages):
+            self.messages.append((first + offset, message))
+        self.sessions[session_id] = dataclasses.replace(state, last_seq=state.last_seq + len(messages))
+        return state.last_seq + len(messages)
+
+    async def store_turn(self, record_id, response, messages, event, when):
+        if self.fail_next_store is not None:
+            error, self.fail_next_store = self.fail_next_store, None
+            raise error
+        if not await self.complete(record_id, response):
+            return None
+        if event is not None:
+            self.outbox.append(event)
+        return self._write(messages, when)
+
+    async def fail_turn(self, record_id, message, when):
+        if not await self.release(record_id):
+            return None
+        return self._write([message], when)
+
+
+class FakeTurnStore:
+    """Hands out the one FakeTurns (no isolation between transactions is needed in unit tests)."""
+
+    def __init__(self) -> None:
+        self.turns = FakeTurns()
+        self.transactions = 0
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, tenant_id: str):
+        self.transactions += 1
+        yield self.turns
+
+
+class FakeAgents:
+    """The agents service as the turn sees it: one agent config for every version."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    async def version(self, tenant_id: str, agent_id: str, version: int, timeout: float) -> AgentConfig:
+        return dataclasses.replace(self.config, agent_id=agent_id, version=version)
