@@ -218,7 +218,6 @@ function Events({ range, agentName }: { range: { startTime: string; endTime: str
 interface UsageData {
   totals: UsageSummary;
   groups: Record<Group, UsageGroup[]>;
-  providers: ProviderPerformance[];
 }
 
 export default function UsagePage() {
@@ -239,29 +238,30 @@ export default function UsagePage() {
   const names = useMemo(() => new Map((agents.data?.agents ?? []).map((a) => [a.name, a.displayName])), [agents.data]);
   const agentName = (key: string) => names.get(key) ?? resourceId(key);
 
-  const { data, loading, error, reload } = useLoad<UsageData>(async () => {
+  const { data, loading, error, reload: reloadSummaries } = useLoad<UsageData>(async () => {
     if (invalid) throw new Error("The start date is after the end date.");
-    const [totals, providers, ...grouped] = await Promise.all([
-      api<UsageSummary>("/v1/usage:summary", { query: range }),
-      api<{ providers: ProviderPerformance[] }>("/v1/usage:providerPerformance", { query: range }),
-      ...GROUPS.map((groupBy) => api<UsageSummary>("/v1/usage:summary", { query: { ...range, groupBy } })),
-    ]);
+    // Four grouped summaries; each also carries the totals over the whole range.
+    const grouped = await Promise.all(GROUPS.map((groupBy) => api<UsageSummary>("/v1/usage:summary", { query: { ...range, groupBy } })));
     return {
-      totals,
-      providers: providers.providers ?? [],
+      totals: grouped[0],
       groups: Object.fromEntries(GROUPS.map((g, i) => [g, grouped[i].groups ?? []])) as Record<Group, UsageGroup[]>,
     };
   }, [range.startTime, range.endTime]);
+  // The provider table is the costliest aggregate: it loads beside the rest, not before it.
+  const performance = useLoad(
+    () => (invalid ? Promise.resolve({ providers: [] }) : api<{ providers: ProviderPerformance[] }>("/v1/usage:providerPerformance", { query: range })),
+    [range.startTime, range.endTime],
+  );
 
   useEffect(() => {
     if (error && !invalid) toast.error(error, "Usage could not be loaded");
   }, [error, invalid, toast]);
-  useEffect(() => {
-    if (data && !loading) performance.mark("usage-ready");
-  }, [data, loading]);
-
   return (
-    <div data-testid="usage-page" data-ready={data && !loading ? "true" : "false"}>
+    <div
+      data-testid="usage-page"
+      data-ready={data && !loading ? "true" : "false"}
+      data-performance-ready={performance.data && !performance.loading ? "true" : "false"}
+    >
       <div className="page-head">
         <h1>Usage</h1>
         <form className="range" onSubmit={(e) => e.preventDefault()}>
@@ -271,7 +271,13 @@ export default function UsagePage() {
           <label>
             To <input type="date" value={to} min={from} onChange={(e) => e.target.value && setTo(e.target.value)} />
           </label>
-          <button type="button" onClick={reload}>
+          <button
+            type="button"
+            onClick={() => {
+              reloadSummaries();
+              performance.reload();
+            }}
+          >
             Refresh
           </button>
         </form>
@@ -287,10 +293,12 @@ export default function UsagePage() {
             <GroupChart title="Cost by provider" group="PROVIDER" rows={chartRows(data.groups.PROVIDER)} />
             <GroupChart title="Cost by channel" group="CHANNEL" rows={chartRows(data.groups.CHANNEL, (k) => k.replace("CHANNEL_", "").toLowerCase())} />
           </div>
-          <h2>Providers</h2>
-          <Performance providers={data.providers} />
         </>
       )}
+      <h2>Providers</h2>
+      {performance.loading && !performance.data && <Loading label="Loading provider performance…" />}
+      {performance.error != null && <p role="alert">Provider performance could not be loaded: {(performance.error as Error).message}</p>}
+      {performance.data && <Performance providers={performance.data.providers ?? []} />}
       {!invalid && <Events range={range} agentName={agentName} />}
     </div>
   );
