@@ -148,7 +148,9 @@ function Recorder({ session }: { session: Session }) {
             <tbody>
               {result.rows.map((r) => (
                 <tr key={r.label}>
-                  <th scope="row">{r.label}</th>
+                  <th scope="row" className={r.label.startsWith("  ") ? "indent" : undefined}>
+                    {r.label.trim()}
+                  </th>
                   <td>{formatMs(r.ms)}</td>
                 </tr>
               ))}
