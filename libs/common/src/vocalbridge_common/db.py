@@ -14,27 +14,37 @@ filters:
   a role with BYPASSRLS, visible as such at the call site.
 
 A hot path may skip the ORM on PostgreSQL: `tenant_connection` / `system_connection`
-give the driver's own connection inside the same kind of transaction, for a few
-hand-written statements (prepared once per connection by the driver). BEGIN and the
-tenant's `set_config` then travel to the server together, in one round trip.
+give a driver connection (asyncpg, from a pool of its own) inside the same kind of
+transaction, for a few hand-written statements (prepared once per connection by the
+driver). BEGIN and the tenant's `set_config` then travel to the server together, in one
+round trip.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
+import asyncpg
 from sqlalchemy import DateTime, Table, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:  # asyncpg's classes are generic in its type stubs only
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection of the driver's own pool, for hand-written statements (asyncpg's API).
+    DriverConnection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
 APP_ROLE = "vocalbridge_app"
 SYSTEM_ROLE = "vocalbridge_system"
@@ -141,6 +151,9 @@ class Database:
             self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
             event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._pool_lock = asyncio.Lock()
 
     def _on_postgres_connect(self, dbapi_connection: Any, _record: object) -> None:
         cursor = dbapi_connection.cursor()
@@ -177,7 +190,7 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def tenant_connection(self, tenant_id: str) -> AsyncIterator[Any]:
+    async def tenant_connection(self, tenant_id: str) -> AsyncIterator[DriverConnection]:
         """PostgreSQL only: the driver's connection (an asyncpg.Connection) in a transaction that
         can see and write only `tenant_id`'s rows, for a hot path's hand-written statements.
         Committed when the block ends, rolled back when it raises."""
@@ -191,43 +204,65 @@ class Database:
             yield connection
 
     @asynccontextmanager
-    async def system_connection(self) -> AsyncIterator[Any]:
+    async def system_connection(self) -> AsyncIterator[DriverConnection]:
         """PostgreSQL only: the driver's connection in a cross-tenant (system) transaction."""
         async with self._driver_transaction(f"BEGIN; SET LOCAL ROLE {SYSTEM_ROLE}") as connection:
             yield connection
 
     @asynccontextmanager
-    async def _driver_transaction(self, begin: str) -> AsyncIterator[Any]:
-        if not self.postgres:
-            raise RuntimeError("driver transactions are for PostgreSQL")
-        async with self.engine.connect() as pooled:
-            driver = (await pooled.get_raw_connection()).driver_connection
-            if driver is None:  # pragma: no cover - a pooled connection always has one
-                raise RuntimeError("no driver connection")
+    async def _driver_transaction(self, begin: str) -> AsyncIterator[DriverConnection]:
+        pool = await self._driver_pool()
+        async with pool.acquire() as connection:
+            await connection.execute(begin)
             try:
-                await driver.execute(begin)
-                yield driver
-                await driver.execute("COMMIT")
+                yield connection
             except BaseException:
-                await self._discard(pooled, driver)
+                await self._roll_back(connection)
                 raise
+            await connection.execute("COMMIT")
 
     @staticmethod
-    async def _discard(pooled: AsyncConnection, driver: Any) -> None:
-        """Leaves no transaction open on a connection going back to the pool: rolls it back, or,
-        when that cannot be done (the statement was cancelled midway), closes the connection."""
-        try:
-            if not driver.is_closed() and driver.is_in_transaction():
-                await driver.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001 - the caller's error is the one to report
-            await pooled.invalidate()
-        except BaseException:
-            await pooled.invalidate()
-            raise
+    async def _roll_back(connection: DriverConnection) -> None:
+        """Leaves no transaction open on a connection going back to the pool. When the rollback
+        cannot be sent (a statement was cancelled midway), the pool's release rolls back or
+        closes the connection."""
+        with contextlib.suppress(Exception):
+            if not connection.is_closed() and connection.is_in_transaction():
+                await connection.execute("ROLLBACK")
+
+    async def _driver_pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        """The pool of driver connections, opened on first use (only services with a hot path
+        on the driver use one); as big as the SQLAlchemy pool, its connections kept."""
+        if not self.postgres:
+            raise RuntimeError("driver transactions are for PostgreSQL")
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
+                    self._pool = await asyncpg.create_pool(
+                        dsn,
+                        min_size=0,
+                        max_size=self._pool_size,
+                        max_inactive_connection_lifetime=0,
+                        init=self._on_driver_connect,
+                        reset=self._keep_session,
+                    )
+        return self._pool
+
+    async def _on_driver_connect(self, connection: asyncpg.Connection[asyncpg.Record]) -> None:
+        await connection.execute(f'SET search_path TO "{self.schema}"; SET ROLE {APP_ROLE}')
+
+    @staticmethod
+    async def _keep_session(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+        """On release: nothing beyond the pool's own rollback of an open transaction. (Its default
+        reset runs RESET ALL, which would drop the role the connection switched to.)"""
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         await self.engine.dispose()

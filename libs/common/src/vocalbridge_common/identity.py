@@ -20,6 +20,7 @@ from vocalbridge_common import scopes as scope_policy
 
 DEFAULT_TTL_SECONDS = 300
 _VERSION = "v1"
+_MAX_VERIFIED = 10_000
 
 
 class InvalidIdentity(Exception):
@@ -55,6 +56,9 @@ class IdentitySigner:
             raise ValueError("identity secret must be at least 32 bytes")
         self._secret = secret
         self._ttl = ttl_seconds
+        # Tokens already verified (a caller's token repeats for every request within the
+        # second it was minted in): checked once, then only for expiry. Bounded.
+        self._verified: dict[str, Identity] = {}
 
     def _mac(self, signed_part: str) -> bytes:
         return hmac.new(self._secret, signed_part.encode(), hashlib.sha256).digest()
@@ -69,6 +73,18 @@ class IdentitySigner:
     def verify(self, token: str | None, now: float | None = None) -> Identity:
         if not token:
             raise InvalidIdentity("no identity")
+        known = self._verified.get(token)
+        if known is None:
+            known = self._check(token)
+            if len(self._verified) >= _MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[token] = known
+        if known.expires_at <= int(now if now is not None else time.time()):
+            raise InvalidIdentity("identity expired")
+        return known
+
+    def _check(self, token: str) -> Identity:
+        """The claims of a well-formed token whose signature matches (expiry not checked)."""
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _VERSION:
             raise InvalidIdentity("malformed identity")
@@ -89,6 +105,4 @@ class IdentitySigner:
             )
         except (ValueError, KeyError, TypeError):
             raise InvalidIdentity("malformed identity claims") from None
-        if identity.expires_at <= int(now if now is not None else time.time()):
-            raise InvalidIdentity("identity expired")
         return identity

@@ -12,13 +12,13 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_PATTERN = re.compile(r"^[a-z]{3}_[0-9a-hjkmnp-tv-z]{26}$")
 
 
+# Every 10-bit value as its two base32 characters: 13 lookups make an id's 26 characters.
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+
+
 def new_id(prefix: str) -> str:
     value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}_{''.join(_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10))}"
 
 
 def parse_resource_name(name: str, collection: str, prefix: str) -> str | None:

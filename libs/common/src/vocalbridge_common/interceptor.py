@@ -48,6 +48,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, signer: IdentitySigner, public_methods: tuple[str, ...] = ()) -> None:
         self._signer = signer
         self._public_methods = frozenset(public_methods)
+        # method → (the registered handler, its guarded version): wrapped once, not per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -60,6 +62,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(PUBLIC_METHOD_PREFIXES):
             return handler
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        guarded = self._guard(method, handler)
+        self._guarded[method] = (handler, guarded)
+        return guarded
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         codecs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
