@@ -15,6 +15,7 @@ from vocalbridge_auth.domain import (
     DEFAULT_KEY_SCOPES,
     ApiKey,
     authenticate,
+    digest,
     issue_key,
     key_scopes,
     key_violations,
@@ -76,7 +77,7 @@ def test_malformed_secrets_have_no_prefix(secret):
 
 def test_authenticate_accepts_the_secret_of_a_live_key():
     key, secret = issue(expire_time=NOW + timedelta(seconds=1))
-    assert authenticate(secret, key, NOW) is key
+    assert authenticate(digest(secret), key, NOW) is key
 
 
 @pytest.mark.parametrize(
@@ -92,7 +93,7 @@ def test_authenticate_says_why_a_key_is_refused(change, reason):
     key, secret = issue()
     stored = ApiKey(**{**key.__dict__, **change})
     with pytest.raises(Unauthenticated) as caught:
-        authenticate(secret, stored, NOW)
+        authenticate(digest(secret), stored, NOW)
     assert caught.value.reason == reason
 
 
@@ -100,12 +101,12 @@ def test_an_unknown_prefix_or_a_wrong_secret_is_just_invalid():
     key, secret = issue()
     for presented, found in ((secret, None), (secret[:-1] + ("A" if secret[-1] != "A" else "B"), key)):
         with pytest.raises(Unauthenticated) as caught:
-            authenticate(presented, found, NOW)
+            authenticate(digest(presented), found, NOW)
         assert caught.value.reason == "API_KEY_INVALID"
     # A revoked key presented with the wrong secret tells nothing about its state.
     revoked = ApiKey(**{**key.__dict__, "revoke_time": NOW})
     with pytest.raises(Unauthenticated) as caught:
-        authenticate(secret + "x", revoked, NOW)
+        authenticate(digest(secret + "x"), revoked, NOW)
     assert caught.value.reason == "API_KEY_INVALID"
 
 

@@ -28,7 +28,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc.aio import ServicerContext
 
 from vocalbridge_auth.domain import OPERATOR_KEY_ID, ApiKey, authenticate, digest, prefix_of
-from vocalbridge_auth.routes import Route, body_violations, match
+from vocalbridge_auth.routes import Route, RouteTable, body_violations
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import (
@@ -53,6 +53,9 @@ class Principal:
     tenant_id: str
     key_id: str
     scopes: frozenset[str]
+
+
+_OPERATOR = Principal("", OPERATOR_KEY_ID, frozenset({scope_policy.OPERATOR}))
 
 
 class KeyFinder(Protocol):
@@ -84,6 +87,8 @@ class KeyAuthenticator:
         self._monotonic = monotonic
         self._clock = clock
         self._cache: dict[str, _CachedKey] = {}
+        # One Principal per key, so later steps can cache by it.
+        self._principals: dict[str, Principal] = {}
 
     async def _lookup(self, prefix: str) -> ApiKey | None:
         now = self._monotonic()
@@ -102,11 +107,18 @@ class KeyAuthenticator:
                 "an API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
                 reason="API_KEY_MISSING",
             )
-        if hmac.compare_digest(digest(secret), self._operator_key_digest):
-            return Principal("", OPERATOR_KEY_ID, frozenset({scope_policy.OPERATOR}))
+        presented = digest(secret)  # once: the operator's key and a tenant's are both compared by digest
+        if hmac.compare_digest(presented, self._operator_key_digest):
+            return _OPERATOR
         prefix = prefix_of(secret)
-        key = authenticate(secret, await self._lookup(prefix) if prefix else None, self._clock())
-        return Principal(key.tenant_id, key.id, frozenset(key.scopes))
+        key = authenticate(presented, await self._lookup(prefix) if prefix else None, self._clock())
+        principal = self._principals.get(key.id)
+        if principal is None or principal.scopes != frozenset(key.scopes) or principal.tenant_id != key.tenant_id:
+            principal = Principal(key.tenant_id, key.id, frozenset(key.scopes))
+            if len(self._principals) >= _MAX_CACHE_ENTRIES:
+                self._principals.clear()
+            self._principals[key.id] = principal
+        return principal
 
 
 def presented_secret(headers: Mapping[str, str]) -> str | None:
@@ -134,16 +146,24 @@ class AuthorizationServicer:
     """Envoy's `envoy.service.auth.v3.Authorization` (registered with the generated
     `add_AuthorizationServicer_to_server`; its one method is Check)."""
 
-    def __init__(self, authenticator: KeyAuthenticator, signer: IdentitySigner, routes: list[Route]) -> None:
+    def __init__(
+        self,
+        authenticator: KeyAuthenticator,
+        signer: IdentitySigner,
+        routes: list[Route],
+    ) -> None:
         self._authenticator = authenticator
         self._signer = signer
-        self._routes = routes
+        self._routes = RouteTable(routes)
+        # The OK response for a principal, with its identity token, reused within the second
+        # the token was minted in (a minted token is the same for the whole second).
+        self._allowed: dict[Principal, tuple[int, external_auth_pb2.CheckResponse]] = {}
 
     def _resolve(self, http: attribute_context_pb2.AttributeContext.HttpRequest) -> tuple[str, Route | None]:
         """The RPC a request is for, and for a JSON request its HTTP route."""
         if _is_grpc(http.headers):
             return http.path, None
-        route = match(self._routes, http.method, http.path)
+        route = self._routes.match(http.method, http.path)
         if route is None:
             raise NotFound(f"no API method at {http.method} {http.path.split('?', 1)[0]}", reason="METHOD_NOT_FOUND")
         return route.full_method, route
@@ -180,8 +200,16 @@ class AuthorizationServicer:
             log.exception("key check failed")
             unavailable = Unavailable("authentication is temporarily unavailable")
             return self._deny(to_rpc_status(unavailable, request_id), grpc_client=_is_grpc(headers))
-        token = self._signer.mint(principal.tenant_id, principal.key_id, principal.scopes)
-        return external_auth_pb2.CheckResponse(
+        return self._allow(principal)
+
+    def _allow(self, principal: Principal) -> external_auth_pb2.CheckResponse:
+        now = time.time()
+        second = int(now)
+        cached = self._allowed.get(principal)
+        if cached is not None and cached[0] == second:
+            return cached[1]
+        token = self._signer.mint(principal.tenant_id, principal.key_id, principal.scopes, now=now)
+        response = external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[
@@ -194,6 +222,10 @@ class AuthorizationServicer:
                 headers_to_remove=[AUTHORIZATION_HEADER, API_KEY_HEADER],
             ),
         )
+        if len(self._allowed) >= _MAX_CACHE_ENTRIES:
+            self._allowed.clear()
+        self._allowed[principal] = (second, response)
+        return response
 
     @staticmethod
     def _deny(status: status_pb2.Status, grpc_client: bool) -> external_auth_pb2.CheckResponse:

@@ -202,10 +202,11 @@ def issue_key(
     return IssuedKey(key=key, secret=secret)
 
 
-def authenticate(secret: str, key: ApiKey | None, now: datetime) -> ApiKey:
-    """`key` (found by the secret's prefix, None if there was none) when `secret` proves
-    possession of it and it is usable at `now`; otherwise Unauthenticated, saying why."""
-    if key is None or not hmac.compare_digest(digest(secret), key.digest):
+def authenticate(presented_digest: str, key: ApiKey | None, now: datetime) -> ApiKey:
+    """`key` (found by the secret's prefix, None if there was none) when the presented
+    secret, whose `digest` is given, proves possession of it and it is usable at `now`;
+    otherwise Unauthenticated, saying why."""
+    if key is None or not hmac.compare_digest(presented_digest, key.digest):
         raise Unauthenticated("the API key is not valid", reason="API_KEY_INVALID")
     if key.revoke_time is not None:
         raise Unauthenticated("the API key has been revoked", reason="API_KEY_REVOKED")
