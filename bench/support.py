@@ -174,6 +174,13 @@ async def run_wrk(
 # PostgreSQL
 
 
+def database_url(name: str) -> str:
+    """The URL of database `name` on the server of ADMIN_URL (which may name a socket directory)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
 @contextmanager
 def throwaway_database(prefix: str = "vb_bench"):
     """A fresh, empty PostgreSQL database (its URL), dropped afterwards."""
@@ -181,7 +188,7 @@ def throwaway_database(prefix: str = "vb_bench"):
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"{ADMIN_URL.rpartition('/')[0]}/{name}", name
+        yield database_url(name), name
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -123,12 +123,18 @@ def _final_event(response: conversation_service_pb2.SendMessageResponse) -> Stre
     )
 
 
+def completed_response(turn: CompletedTurn) -> conversation_service_pb2.SendMessageResponse:
+    """A stored turn's response: parsed from what was stored (the same message, for less work
+    than building it again)."""
+    return send_response_from_bytes(turn.stored_response) if turn.stored_response else send_response(turn)
+
+
 def stream_event(event: TurnEvent) -> conversation_service_pb2.StreamMessageResponse:
     if isinstance(event, Delta):
         return StreamMessageResponse(text_delta=event.text)
     if isinstance(event, Restart):
         return StreamMessageResponse(restart=True)
-    return _final_event(send_response(event))
+    return _final_event(completed_response(event))
 
 
 def replay_stream(stored: bytes) -> list[conversation_service_pb2.StreamMessageResponse]:

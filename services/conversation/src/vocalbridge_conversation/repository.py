@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
 
@@ -44,6 +44,9 @@ from vocalbridge_conversation.domain.sessions import (
 )
 from vocalbridge_conversation.domain.usage import OutboxEntry
 from vocalbridge_conversation.models import IdempotencyRow, MessageRow, OutboxRow, SessionRow
+
+if TYPE_CHECKING:
+    from vocalbridge_common.db import DriverConnection
 
 # -- sessions ----------------------------------------------------------------------
 
@@ -543,7 +546,7 @@ class PgTurns:
     tenant transaction (`Database.tenant_connection`): every statement filters on the tenant,
     and row-level security enforces it again."""
 
-    def __init__(self, connection: Any, tenant_id: str) -> None:
+    def __init__(self, connection: DriverConnection, tenant_id: str) -> None:
         if not tenant_id:
             raise ValueError("PgTurns needs a tenant")
         self._connection = connection
@@ -617,7 +620,7 @@ class PgTurns:
     ) -> int | None:
         if not messages or event is None:
             raise ValueError("a stored turn has its messages and its usage event")
-        owned, last_seq = await self._connection.fetchrow(
+        row = await self._connection.fetchrow(
             _STORE_TURN,
             self.tenant_id,
             record_id,
@@ -629,21 +632,23 @@ class PgTurns:
             event.payload,
             event.create_time,
         )
-        return self._written(owned, last_seq, messages[0].session_id)
+        return self._written(row, messages[0].session_id)
 
     async def fail_turn(self, record_id: str, message: Message, when: datetime) -> int | None:
-        owned, last_seq = await self._connection.fetchrow(
+        row = await self._connection.fetchrow(
             _FAIL_TURN, self.tenant_id, record_id, when, message.session_id, *_message_columns([message])
         )
-        return self._written(owned, last_seq, message.session_id)
+        return self._written(row, message.session_id)
 
     @staticmethod
-    def _written(owned: int, last_seq: int | None, session_id: str) -> int | None:
+    def _written(row: Any, session_id: str) -> int | None:
+        """(claims changed, the session's last number) as the statement returned them."""
+        owned, last_seq = row
         if not owned:
             return None  # the claim was lost: nothing was written
         if last_seq is None:
             raise LookupError(f"session {session_id} vanished during its turn")  # rolls the claim's change back
-        return last_seq
+        return int(last_seq)
 
 
 class PgTurnStore:

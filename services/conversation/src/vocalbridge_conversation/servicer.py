@@ -108,7 +108,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         if isinstance(outcome, Replay):
             await context.send_initial_metadata(REPLAYED)
             return presenters.send_response_from_bytes(outcome.response)
-        return presenters.send_response(outcome)
+        return presenters.completed_response(outcome)
 
     async def StreamMessage(
         self, request: pb.StreamMessageRequest, context: Context

@@ -72,12 +72,14 @@ def fingerprint_fields(session_id: str, turn: TurnRequest) -> dict[str, object]:
 
 @dataclass(frozen=True)
 class CompletedTurn:
-    """A stored turn: the caller's message, the reply, how it was delivered and what it cost."""
+    """A stored turn: the caller's message, the reply, how it was delivered and what it cost;
+    once stored, also the response as stored for replays (encoded: what the caller is sent)."""
 
     user_message: Message
     assistant_message: Message
     delivery: DeliveryResult
     usage: TurnUsage
+    stored_response: bytes = b""
 
 
 # What a streamed turn produces: reply text, "discard the text so far" (another attempt

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import re
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
@@ -137,8 +138,20 @@ class ProviderRegistry:
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
+# Counts of the texts seen recently: a conversation's history is counted again at every turn.
+# Only short texts are kept, so the cache stays small (at most ~8 MB).
+_COUNTED_MAX_CHARS = 2048
+
+
+@functools.lru_cache(maxsize=4096)
+def _count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
 def count_tokens(text: str) -> int:
     """Tokens in `text` under the gateway's tokenizer (see above)."""
+    if len(text) <= _COUNTED_MAX_CHARS:
+        return _count_tokens(text)
     return len(_TOKEN.findall(text))
 
 

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
 
@@ -374,8 +374,9 @@ class TurnService:
         )
         event = OutboxEntry(record.event_id, self._encode_usage_event(record), now)
         messages = (turn.user_message, reply)
+        turn = replace(turn, stored_response=self._encode_response(turn))
         async with self._turns.transaction(running.tenant_id) as turns:
-            last_seq = await turns.store_turn(running.record_id, self._encode_response(turn), messages, event, now)
+            last_seq = await turns.store_turn(running.record_id, turn.stored_response, messages, event, now)
         if last_seq is None:
             raise ClaimLost(running.key)
         self._history.extend(
