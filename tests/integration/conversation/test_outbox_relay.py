@@ -103,3 +103,29 @@ async def test_events_queued_while_billing_is_down_are_delivered_once_when_it_is
         assert sorted(event.message for event in mine) == sorted(r.assistant_message.name for r in replies)
         relay = billing.identities("RecordUsage")
         assert relay and all(i.tenant_id == "" and i.scopes == frozenset({"internal"}) for i in relay)
+
+
+async def test_relays_side_by_side_send_disjoint_batches(database):
+    """Several processes (or replicas) each run a relay: a batch one of them is sending stays
+    locked, and the others skip it instead of sending it again."""
+    tenant = "ten_relays_side_by_side"
+    await add_events(database, tenant, 30, age=timedelta(days=365))  # older than any other test's
+    port = free_port()
+    fake = FakeBilling()
+    fake.answering.clear()  # billing holds the first batch until told to answer
+    settings = RelaySettings(batch_size=20)
+    signer = IdentitySigner(TEST_IDENTITY_SECRET)
+    async with billing_on(port, fake), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        first = OutboxRelay(database, channel, signer, settings)
+        second = OutboxRelay(database, channel, signer, settings)
+        holding = asyncio.create_task(first.deliver_once())
+        while not fake.callers:  # the first relay's batch is with billing, its rows locked
+            await asyncio.sleep(0.01)
+        other = asyncio.create_task(second.deliver_once())
+        while len(fake.callers) < 2:
+            await asyncio.sleep(0.01)
+        fake.answering.set()
+        assert await holding == 20 and await other >= 10
+    sent = Counter(event.name for event in fake.events if event.tenant == f"tenants/{tenant}")
+    assert len(sent) == 30 and set(sent.values()) == {1}
+    assert all((await outbox_of(database, tenant)).values())

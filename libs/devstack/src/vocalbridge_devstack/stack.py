@@ -78,6 +78,19 @@ def read_or_create_secret(path: Path, factory: Callable[[], str]) -> str:
     return value
 
 
+def workers_from_env(environ: dict[str, str] | None = None) -> dict[str, int]:
+    """Worker processes per service from `VB_<SVC>_WORKERS` (default 1 each)."""
+    environ = dict(os.environ) if environ is None else environ
+    workers = {}
+    for name in topology.SERVICES:
+        variable = f"VB_{name.upper()}_WORKERS"
+        raw = environ.get(variable, "").strip() or "1"
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"{variable} must be a whole number of at least 1, got {raw!r}")
+        workers[name] = int(raw)
+    return workers
+
+
 @dataclass
 class StackConfig:
     data_dir: Path = REPO_ROOT / "var"
@@ -90,6 +103,10 @@ class StackConfig:
     # Where child output goes: None → this process's stdout with a `[name]` prefix.
     log_dir: Path | None = None
     restart_children: bool = True
+    # Worker processes per service, all on the service's port (gRPC servers set SO_REUSEPORT
+    # on Linux, so the kernel spreads connections over them): what replicas are on
+    # Kubernetes. From VB_<SVC>_WORKERS by default.
+    workers: dict[str, int] = field(default_factory=workers_from_env)
     # The console's static file server (vocalbridge_devstack.static): the built web console
     # (`make web`) and the OpenAPI document (`make gen`), behind Envoy at / and /v1/openapi.json.
     console_port: int = topology.CONSOLE_PORT
@@ -106,9 +123,10 @@ class StackConfig:
 
 @dataclass
 class Child:
-    name: str
+    name: str  # the service's name for its first worker, `<service>#<n>` for the others
     argv: list[str]
     env: dict[str, str]
+    service: str = ""  # the service a worker belongs to ("" for Envoy and the console)
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     stopping: bool = False
@@ -199,10 +217,11 @@ class Stack:
         await self.migrate()
         env = self.service_env()
         for name in self.config.services:
-            child = Child(name, [sys.executable, "-m", f"vocalbridge_{name}", "serve"], env)
-            self.children[name] = child
-            await self._spawn(child)
-            await self.wait_serving(name)
+            for worker in self.worker_names(name):
+                child = Child(worker, [sys.executable, "-m", f"vocalbridge_{name}", "serve"], env, service=name)
+                self.children[worker] = child
+                await self._spawn(child)
+                await self.wait_serving(name)
         console = Child("console", self.console_command(), env)
         self.children["console"] = console
         await self._spawn(console)
@@ -214,6 +233,11 @@ class Stack:
         await self.wait_envoy_ready()
         if self.config.restart_children:
             self._supervisor = asyncio.create_task(self._supervise())
+
+    def worker_names(self, service: str) -> list[str]:
+        """The children of `service`: `<service>`, then `<service>#2`, `<service>#3`, ..."""
+        count = self.config.workers.get(service, 1)
+        return [service] + [f"{service}#{number}" for number in range(2, count + 1)]
 
     def console_command(self) -> list[str]:
         return [
@@ -320,9 +344,9 @@ class Stack:
                 )
                 await asyncio.sleep(delay)
                 await self._spawn(child)
-                if child.name in topology.SERVICE_PORTS:
+                if child.service:
                     try:
-                        await self.wait_serving(child.name)
+                        await self.wait_serving(child.service)
                         print(f"[stack] {child.name} is serving again", flush=True)
                     except RuntimeError as exc:
                         print(f"[stack] {exc}", flush=True)
@@ -333,18 +357,23 @@ class Stack:
         """Sends `sig` to a child; the supervisor (if on) restarts it."""
         self.children[name].started().send_signal(sig)
 
+    def _children_of(self, name: str) -> list[Child]:
+        """A service's workers, or the one child called `name`."""
+        workers = [child for child in self.children.values() if child.service == name]
+        return workers or [self.children[name]]
+
     async def stop_service(self, name: str) -> None:
-        """Stops a child and keeps it stopped until start_service()."""
-        child = self.children[name]
-        child.stopping = True
-        await self._terminate(child)
+        """Stops a child (every worker of a service) and keeps it stopped until start_service()."""
+        for child in self._children_of(name):
+            child.stopping = True
+            await self._terminate(child)
 
     async def start_service(self, name: str) -> None:
-        child = self.children[name]
-        await self._spawn(child)
-        child.stopping = False
-        if name in topology.SERVICE_PORTS:
-            await self.wait_serving(name)
+        for child in self._children_of(name):
+            await self._spawn(child)
+            child.stopping = False
+            if child.service:
+                await self.wait_serving(child.service)
 
     @staticmethod
     async def _terminate(child: Child, timeout: float = 10.0) -> None:
@@ -369,5 +398,5 @@ class Stack:
             child.stopping = True
         # Envoy first, so no new request reaches a stopping service.
         for name in ["envoy", "console", *reversed(self.config.services)]:
-            if name in self.children:
-                await self._terminate(self.children[name])
+            for child in self._children_of(name) if name in self.children else []:
+                await self._terminate(child)

@@ -42,6 +42,10 @@ class RelaySettings:
     backoff_cap_seconds: float = 30.0
     # Past this age of the oldest pending event the relay's health turns NOT_SERVING.
     lag_alert_seconds: float = 300.0
+    # After a batch smaller than batch_size, wait this long so the next one gathers events.
+    linger_seconds: float = 0.1
+    # The lag (pending events, oldest age) is measured at most this often while delivering.
+    report_interval_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class ConversationSettings:
                 backoff_base_seconds=env.float("VB_RELAY_BACKOFF_BASE_MS", 500) / 1000,
                 backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
                 lag_alert_seconds=env.float("VB_RELAY_LAG_ALERT_SECONDS", 300),
+                linger_seconds=env.float("VB_RELAY_LINGER_MS", 100) / 1000,
             ),
             prices=PriceSettings(refresh_seconds=price_refresh),
             provider_env={

@@ -37,6 +37,20 @@ _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDIT
 
 
 @dataclass(frozen=True)
+class _Sent:
+    """What became of a batch: delivered, refused by billing for good (they sink to the back of
+    the queue), or not sent at all (billing unavailable)."""
+
+    ids: list[str]
+    refused: list[str]
+    failed: bool = False
+
+    @property
+    def count(self) -> int:
+        return -1 if self.failed else len(self.ids)
+
+
+@dataclass(frozen=True)
 class Lag:
     pending: int
     oldest_age_seconds: float
@@ -66,6 +80,7 @@ class OutboxRelay:
         self._rng = rng or random.Random()
         self._failures = 0
         self._last_lag_log = 0.0
+        self._last_report = 0.0
 
     async def lag(self) -> Lag:
         async with self._db.system_transaction() as tx:
@@ -82,7 +97,8 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay iteration failed")
                 delivered = -1
-            await self._report()
+            if delivered <= 0 or time.monotonic() - self._last_report >= self._settings.report_interval_seconds:
+                await self._report()
             if delivered < 0:
                 self._failures += 1
                 ceiling = min(
@@ -93,16 +109,41 @@ class OutboxRelay:
                 self._failures = 0
                 await self._sleep(self._settings.poll_interval_seconds)
             else:
-                self._failures = 0  # more may be waiting: go again at once
+                self._failures = 0
+                if delivered < self._settings.batch_size:
+                    # Let the next batch gather: a batch costs about the same whatever its size.
+                    await self._sleep(self._settings.linger_seconds)
+                # A full batch: more may be waiting, go again at once.
 
     async def deliver_once(self) -> int:
-        """Sends one batch; returns events delivered, 0 when none were pending, -1 when billing failed."""
+        """Sends one batch; returns events delivered, 0 when none were pending, -1 when billing failed.
+
+        On PostgreSQL the batch stays locked (FOR UPDATE SKIP LOCKED) from the read until it is
+        marked delivered, in one transaction: relays of several processes or replicas send
+        disjoint batches. (Billing deduplicates anyway: this only saves sending twice.) On
+        SQLite, whose single writer cannot hold a transaction across the call, the batch is read,
+        sent and marked in turn."""
+        if not self._db.postgres:
+            async with self._db.system_transaction() as tx:
+                rows = await OutboxRelayRepository(tx).pending(self._settings.batch_size)
+            if not rows:
+                return 0
+            sent = await self._send(rows)
+            if sent.ids or sent.refused:
+                async with self._db.system_transaction() as tx:
+                    await self._settle(OutboxRelayRepository(tx), sent)
+            return sent.count
         async with self._db.system_transaction() as tx:
-            rows = await OutboxRelayRepository(tx).pending(self._settings.batch_size)
-        if not rows:
-            return 0
+            relay = OutboxRelayRepository(tx)
+            rows = await relay.pending(self._settings.batch_size, lock=True)
+            if not rows:
+                return 0
+            sent = await self._send(rows)
+            await self._settle(relay, sent)
+            return sent.count
+
+    async def _send(self, rows: Sequence[PendingEvent]) -> _Sent:
         events = [usage_event_pb2.UsageEvent.FromString(row.payload) for row in rows]
-        ids = [row.event_id for row in rows]
         try:
             await self._record(events)
         except grpc.aio.AioRpcError as error:
@@ -110,11 +151,16 @@ class OutboxRelay:
                 return await self._isolate(rows, events)
             log.warning(
                 "billing unavailable; usage events stay queued",
-                extra={"code": error.code().name, "pending_batch": len(ids)},
+                extra={"code": error.code().name, "pending_batch": len(rows)},
             )
-            return -1
-        await self._mark(ids)
-        return len(ids)
+            return _Sent([], [], failed=True)
+        return _Sent([row.event_id for row in rows], [])
+
+    async def _settle(self, relay: OutboxRelayRepository, sent: _Sent) -> None:
+        if sent.ids:
+            await relay.mark_delivered(sent.ids, self._clock())
+        if sent.refused:
+            await relay.note_attempt(sent.refused)
 
     async def _record(self, events: Sequence[usage_event_pb2.UsageEvent]) -> None:
         # The relay's own identity (no tenant, internal scope): each event names its tenant.
@@ -128,11 +174,12 @@ class OutboxRelay:
         self,
         rows: Sequence[PendingEvent],
         events: Sequence[usage_event_pb2.UsageEvent],
-    ) -> int:
+    ) -> _Sent:
         """A batch billing refuses outright: send its events one by one so one bad
         event cannot hold up the others; the bad one stays queued (and sinks to
         the back of the queue) for an operator, logged loudly."""
         delivered: list[str] = []
+        refused: list[str] = []
         for row, event in zip(rows, events, strict=True):
             try:
                 await self._record([event])
@@ -141,17 +188,11 @@ class OutboxRelay:
                 if single.code() not in _PERMANENT:
                     break
                 log.error("billing refused usage event %s: %s", row.event_id, single.details())
-                async with self._db.system_transaction() as tx:
-                    await OutboxRelayRepository(tx).note_attempt([row.event_id])
-        await self._mark(delivered)
-        return len(delivered)
-
-    async def _mark(self, ids: list[str]) -> None:
-        if ids:
-            async with self._db.system_transaction() as tx:
-                await OutboxRelayRepository(tx).mark_delivered(ids, self._clock())
+                refused.append(row.event_id)
+        return _Sent(delivered, refused)
 
     async def _report(self) -> None:
+        self._last_report = time.monotonic()
         lag = await self.lag()
         now = time.monotonic()
         if lag.pending and now - self._last_lag_log >= 10:
