@@ -226,3 +226,21 @@ async def test_existing_messages_are_numbered_in_conversation_order(empty_databa
     alembic(url, "downgrade", "0002")
     alembic(url, "upgrade", "head")
     assert numbering(url) == (seqs, last)
+
+
+def test_the_turn_functions_run_as_their_caller_under_row_level_security():
+    """Migration 0004's functions are SECURITY INVOKER: the service role calls them and
+    row-level security applies inside as everywhere (never the owner's rights)."""
+    with temporary_database() as url:
+        alembic(url, "upgrade", "head")
+        engine = connect(url)
+        with engine.connect() as connection:
+            functions = connection.execute(
+                sa.text(
+                    "SELECT proname, prosecdef FROM pg_proc JOIN pg_namespace n ON n.oid = pronamespace "
+                    "WHERE nspname = :s AND proname IN ('open_turn', 'store_turn', 'fail_turn')"
+                ),
+                {"s": SCHEMA},
+            ).all()
+        engine.dispose()
+        assert sorted(functions) == [("fail_turn", False), ("open_turn", False), ("store_turn", False)]

@@ -84,6 +84,16 @@ def utcnow() -> datetime:
 _TENANT_LITERAL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def tenant_begin(tenant_id: str) -> str:
+    """BEGIN of a transaction that can see and write only `tenant_id`'s rows, with its
+    set_config in the same simple query (one round trip; the tenant as a checked literal)."""
+    if not tenant_id:
+        raise ValueError("tenant transaction without a tenant")
+    if not _TENANT_LITERAL.match(tenant_id):
+        raise ValueError(f"not a tenant id: {tenant_id!r}")
+    return f"BEGIN; SELECT set_config('app.tenant_id', '{tenant_id}', true)"
+
+
 def async_url(url: str) -> str:
     """Accepts `postgresql://…` / `sqlite:///…` and picks the async driver."""
     parsed = make_url(url)
@@ -194,13 +204,7 @@ class Database:
         """PostgreSQL only: the driver's connection (an asyncpg.Connection) in a transaction that
         can see and write only `tenant_id`'s rows, for a hot path's hand-written statements.
         Committed when the block ends, rolled back when it raises."""
-        if not tenant_id:
-            raise ValueError("tenant transaction without a tenant")
-        if not _TENANT_LITERAL.match(tenant_id):
-            raise ValueError(f"not a tenant id: {tenant_id!r}")
-        # One round trip: the simple-query protocol runs both statements.
-        begin = f"BEGIN; SELECT set_config('app.tenant_id', '{tenant_id}', true)"
-        async with self._driver_transaction(begin) as connection:
+        async with self._driver_transaction(tenant_begin(tenant_id)) as connection:
             yield connection
 
     @asynccontextmanager
@@ -210,15 +214,24 @@ class Database:
             yield connection
 
     @asynccontextmanager
-    async def _driver_transaction(self, begin: str) -> AsyncIterator[DriverConnection]:
+    async def driver_connection(self) -> AsyncIterator[DriverConnection]:
+        """PostgreSQL only: a driver connection outside any transaction (each statement is one),
+        for statements that set the tenant themselves (server-side functions that begin with
+        set_config) or that begin a transaction with `tenant_begin`. Rolled back if a block that
+        raises left a transaction open."""
         pool = await self._driver_pool()
         async with pool.acquire() as connection:
-            await connection.execute(begin)
             try:
                 yield connection
             except BaseException:
                 await self._roll_back(connection)
                 raise
+
+    @asynccontextmanager
+    async def _driver_transaction(self, begin: str) -> AsyncIterator[DriverConnection]:
+        async with self.driver_connection() as connection:
+            await connection.execute(begin)
+            yield connection
             await connection.execute("COMMIT")
 
     @staticmethod

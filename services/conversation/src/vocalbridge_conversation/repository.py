@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
 
-from vocalbridge_common.db import Database, insert_or_ignore
+from vocalbridge_common.db import Database, insert_or_ignore, tenant_begin
 from vocalbridge_common.repository import SystemRepository, TenantRepository
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation.domain.history import HistoryMessage, OpenedTurn
@@ -409,65 +409,6 @@ class SqlTurnStore:
 _HISTORY_STATUSES = ", ".join(str(int(status)) for status in HISTORY_STATUSES)
 _RECORD_COLUMNS = "id, key, fingerprint, state, response, create_time, lease_expire_time, expire_time"
 
-# The session; the claim, inserted only for an existing session and only if the key is
-# free; and when it was made, the history after $9 (the newest $10 messages), as arrays.
-_OPEN_TURN = f"""
-WITH session AS (
-    SELECT agent_id, agent_version, last_seq FROM sessions WHERE tenant_id = $1 AND id = $2
-), claimed AS (
-    INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, response, create_time,
-                                  lease_expire_time, expire_time)
-    SELECT $3, $1, $4, $5, '{KeyState.IN_PROGRESS.value}', NULL, $6, $7, $8 FROM session
-    ON CONFLICT (tenant_id, key) DO NOTHING
-    RETURNING id
-), history AS (
-    SELECT seq, role, content FROM messages
-    WHERE tenant_id = $1 AND session_id = $2 AND status IN ({_HISTORY_STATUSES}) AND seq > $9
-      AND EXISTS (SELECT FROM claimed)
-    ORDER BY seq DESC LIMIT $10
-)
-SELECT s.agent_id, s.agent_version, s.last_seq, EXISTS (SELECT FROM claimed),
-       (SELECT array_agg(seq ORDER BY seq) FROM history),
-       (SELECT array_agg(role ORDER BY seq) FROM history),
-       (SELECT array_agg(content ORDER BY seq) FROM history)
-FROM session AS s
-"""
-# The turn's messages, numbered after the session's newest, inserted with the usage event
-# only if this claim still holds its key: the claim is the gate ($2 completed, or freed
-# for a failed turn), and everything else is written only through it.
-_WRITE_MESSAGES = """
-, touched AS (
-    UPDATE sessions SET update_time = $3, last_seq = last_seq + cardinality($5::text[])
-    WHERE tenant_id = $1 AND id = $4 AND EXISTS (SELECT FROM gate)
-    RETURNING last_seq
-), stored AS (
-    INSERT INTO messages (id, tenant_id, session_id, role, content, status, channel, create_time, seq)
-    SELECT m.id, $1, $4, m.role, m.content, m.status, m.channel, m.create_time,
-           t.last_seq - cardinality($5::text[]) + m.n
-    FROM touched AS t,
-         unnest($5::text[], $6::int[], $7::text[], $8::int[], $9::text[], $10::timestamptz[])
-           WITH ORDINALITY AS m(id, role, content, status, channel, create_time, n)
-)
-"""
-_STORE_TURN = f"""
-WITH gate AS (
-    UPDATE idempotency_keys SET state = '{KeyState.COMPLETED.value}', response = $11
-    WHERE tenant_id = $1 AND id = $2 AND state = '{KeyState.IN_PROGRESS.value}'
-    RETURNING id
-){_WRITE_MESSAGES}, queued AS (
-    INSERT INTO usage_outbox (event_id, tenant_id, payload, create_time, delivered_time, attempts)
-    SELECT $12, $1, $13, $14, NULL, 0 FROM touched
-)
-SELECT (SELECT count(*) FROM gate), (SELECT last_seq FROM touched)
-"""
-_FAIL_TURN = f"""
-WITH gate AS (
-    DELETE FROM idempotency_keys
-    WHERE tenant_id = $1 AND id = $2 AND state = '{KeyState.IN_PROGRESS.value}'
-    RETURNING id
-){_WRITE_MESSAGES}
-SELECT (SELECT count(*) FROM gate), (SELECT last_seq FROM touched)
-"""
 _HISTORY_ONLY = f"""
 WITH session AS (
     SELECT agent_id, agent_version, last_seq FROM sessions WHERE tenant_id = $1 AND id = $2
@@ -482,6 +423,10 @@ SELECT s.agent_id, s.agent_version, s.last_seq, true,
        (SELECT array_agg(content ORDER BY seq) FROM history)
 FROM session AS s
 """
+# The server-side functions of migration 0004: one statement, one transaction, one round trip.
+_OPEN_TURN = "SELECT * FROM open_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+_STORE_TURN = "SELECT store_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+_FAIL_TURN = "SELECT fail_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 _INSERT_KEY = """
 INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, response, create_time, lease_expire_time,
                               expire_time)
@@ -542,20 +487,41 @@ def _message_columns(messages: Sequence[Message]) -> list[list[Any]]:
 
 
 class PgTurns:
-    """A tenant's turns on PostgreSQL through the driver's connection (asyncpg), inside a
-    tenant transaction (`Database.tenant_connection`): every statement filters on the tenant,
-    and row-level security enforces it again."""
+    """A tenant's turns on PostgreSQL through a driver connection (asyncpg). Opening, storing
+    and failing a turn are calls of the functions of migration 0004, each a transaction of
+    its own that sets the tenant first (the service's blocks hold one such call alone); any
+    other statement runs in one tenant transaction, begun before the first of them (BEGIN
+    with the tenant's set_config) and ended by the store. Every statement filters on the
+    tenant, and row-level security enforces it again."""
 
     def __init__(self, connection: DriverConnection, tenant_id: str) -> None:
         if not tenant_id:
             raise ValueError("PgTurns needs a tenant")
         self._connection = connection
         self.tenant_id = tenant_id
+        self._in_transaction = False
+
+    async def _transaction(self) -> DriverConnection:
+        """The connection, inside this tenant's transaction (begun on first use)."""
+        if not self._in_transaction:
+            await self._connection.execute(tenant_begin(self.tenant_id))
+            self._in_transaction = True
+        return self._connection
+
+    def _alone(self) -> DriverConnection:
+        """The connection for a function call: its own transaction, committed when it returns,
+        unless this block began its transaction already (then it is part of that one)."""
+        return self._connection
+
+    async def end(self, commit: bool) -> None:
+        if self._in_transaction:
+            self._in_transaction = False
+            await self._connection.execute("COMMIT" if commit else "ROLLBACK")
 
     async def open_turn(
         self, session_id: str, claim: IdempotencyRecord, after_seq: int, limit: int
     ) -> OpenedTurn | None:
-        row = await self._connection.fetchrow(
+        row = await self._alone().fetchrow(
             _OPEN_TURN,
             self.tenant_id,
             session_id,
@@ -571,11 +537,11 @@ class PgTurns:
         return _opened(session_id, row) if row is not None else None
 
     async def read_history(self, session_id: str, after_seq: int, limit: int) -> OpenedTurn | None:
-        row = await self._connection.fetchrow(_HISTORY_ONLY, self.tenant_id, session_id, after_seq, limit)
+        row = await (await self._transaction()).fetchrow(_HISTORY_ONLY, self.tenant_id, session_id, after_seq, limit)
         return _opened(session_id, row) if row is not None else None
 
     async def insert_if_absent(self, record: IdempotencyRecord) -> bool:
-        inserted = await self._connection.fetchval(
+        inserted = await (await self._transaction()).fetchval(
             _INSERT_KEY,
             self.tenant_id,
             record.id,
@@ -590,11 +556,11 @@ class PgTurns:
         return inserted is not None
 
     async def get(self, key: str) -> IdempotencyRecord | None:
-        row = await self._connection.fetchrow(_GET_KEY, self.tenant_id, key)
+        row = await (await self._transaction()).fetchrow(_GET_KEY, self.tenant_id, key)
         return _pg_record_of(row) if row is not None else None
 
     async def take_over(self, key: str, old_id: str, record: IdempotencyRecord) -> bool:
-        taken = await self._connection.fetchval(
+        taken = await (await self._transaction()).fetchval(
             _TAKE_OVER,
             self.tenant_id,
             key,
@@ -610,17 +576,17 @@ class PgTurns:
         return taken is not None
 
     async def complete(self, record_id: str, response: bytes) -> bool:
-        return await self._connection.fetchval(_COMPLETE, self.tenant_id, record_id, response) is not None
+        return await (await self._transaction()).fetchval(_COMPLETE, self.tenant_id, record_id, response) is not None
 
     async def release(self, record_id: str) -> bool:
-        return await self._connection.fetchval(_RELEASE, self.tenant_id, record_id) is not None
+        return await (await self._transaction()).fetchval(_RELEASE, self.tenant_id, record_id) is not None
 
     async def store_turn(
         self, record_id: str, response: bytes, messages: Sequence[Message], event: OutboxEntry | None, when: datetime
     ) -> int | None:
         if not messages or event is None:
             raise ValueError("a stored turn has its messages and its usage event")
-        row = await self._connection.fetchrow(
+        last_seq = await self._alone().fetchval(
             _STORE_TURN,
             self.tenant_id,
             record_id,
@@ -632,23 +598,13 @@ class PgTurns:
             event.payload,
             event.create_time,
         )
-        return self._written(row, messages[0].session_id)
+        return int(last_seq) if last_seq is not None else None  # None: the claim was lost, nothing written
 
     async def fail_turn(self, record_id: str, message: Message, when: datetime) -> int | None:
-        row = await self._connection.fetchrow(
+        last_seq = await self._alone().fetchval(
             _FAIL_TURN, self.tenant_id, record_id, when, message.session_id, *_message_columns([message])
         )
-        return self._written(row, message.session_id)
-
-    @staticmethod
-    def _written(row: Any, session_id: str) -> int | None:
-        """(claims changed, the session's last number) as the statement returned them."""
-        owned, last_seq = row
-        if not owned:
-            return None  # the claim was lost: nothing was written
-        if last_seq is None:
-            raise LookupError(f"session {session_id} vanished during its turn")  # rolls the claim's change back
-        return int(last_seq)
+        return int(last_seq) if last_seq is not None else None
 
 
 class PgTurnStore:
@@ -657,8 +613,16 @@ class PgTurnStore:
 
     @asynccontextmanager
     async def transaction(self, tenant_id: str) -> AsyncIterator[PgTurns]:
-        async with self._db.tenant_connection(tenant_id) as connection:
-            yield PgTurns(connection, tenant_id)
+        """A tenant's turns on one connection: a function call alone is one round trip; other
+        statements share a transaction, committed when the block ends (rolled back if it raises)."""
+        async with self._db.driver_connection() as connection:
+            turns = PgTurns(connection, tenant_id)
+            try:
+                yield turns
+            except BaseException:
+                await turns.end(commit=False)
+                raise
+            await turns.end(commit=True)
 
 
 def turn_store(db: Database) -> PgTurnStore | SqlTurnStore:
