@@ -10,7 +10,7 @@ MYPY_PACKAGES := vocalbridge_common vocalbridge_devstack vocalbridge_edge \
   $(notdir $(patsubst %/,%,$(wildcard services/*/src/vocalbridge_*/)))
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench clean web test-web chromium
+.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench soak wrk clean web test-web chromium
 
 all: gen
 
@@ -102,13 +102,20 @@ test-e2e: gen web chromium
 	$(PY) -m pytest tests/e2e
 
 # wrk (the load generator) comes from Debian; installed here when missing and we are root.
-bench: gen web chromium
+wrk:
 	@command -v wrk >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null || \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }; \
 	  else echo "make bench needs wrk: sudo apt-get install -y wrk" >&2; exit 1; fi; }
+
+bench: gen web chromium wrk
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Ten minutes of steady load on the full stack: resident memory sampled throughout, and its
+# growth reported (bench/scenarios/soak.py; VB_SOAK_DURATION_S changes the length).
+soak: gen wrk
+	$(PY) -m bench --only soak $(BENCH_ARGS)
 
 clean:
 	rm -rf gen var/*.db .pytest_cache

@@ -199,8 +199,30 @@ def postmaster_pid() -> int | None:
     backend serving this connection); None for a remote server."""
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         backend = admin.execute("SELECT pg_backend_pid()").fetchone()[0]
-    stat = _read_stat(backend)
+        stat = _read_stat(backend)  # while the backend still exists
     return stat.ppid if stat is not None else None
+
+
+def rss_bytes(roots: list[int]) -> int:
+    """Resident memory of every process in the trees rooted at `roots` (VmRSS, bytes)."""
+    stats = _all_stats()
+    children: dict[int, list[int]] = {}
+    for pid, stat in stats.items():
+        children.setdefault(stat.ppid, []).append(pid)
+    total, todo, seen = 0, [pid for pid in roots if pid in stats], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        todo.extend(children.get(pid, ()))
+    return total
 
 
 # --------------------------------------------------------------------------------------------

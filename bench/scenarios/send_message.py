@@ -58,12 +58,13 @@ from bench.support import (
     cpu_seconds_between,
     envoy_path,
     postmaster_pid,
+    rss_bytes,
     run_wrk,
     throwaway_database,
     tree_cpu_snapshot,
 )
 from vocalbridge_devstack.seed import http_json
-from vocalbridge_devstack.stack import Stack, StackConfig, free_port
+from vocalbridge_devstack.stack import Stack, StackConfig, free_port, workers_from_env
 
 SCENARIO = "send_message"
 HERE = Path(__file__).resolve().parent
@@ -97,7 +98,7 @@ class Plan:
 
     @classmethod
     def from_env(cls, quick: bool) -> Plan:
-        levels = os.environ.get("VB_BENCH_LEVELS", "1,8,32")
+        levels = os.environ.get("VB_BENCH_LEVELS", "1,8,32,64")
         return cls(
             levels=tuple(int(v) for v in levels.split(",") if v.strip()),
             duration_s=float(os.environ.get("VB_BENCH_DURATION_S", "3" if quick else "10")),
@@ -105,6 +106,10 @@ class Plan:
             turns_per_session=int(os.environ.get("VB_BENCH_TURNS_PER_SESSION", "10")),
         )
 
+
+HALF_LOAD_CONNECTIONS = 16
+MIB = 1024 * 1024
+TEXT_PATH_SERVICES = ("auth", "agents", "billing", "conversation")
 
 # Sessions are created ahead of each run for the turns expected (the previous run's rate,
 # plus this margin); a run that outpaces them reuses sessions and says so ("wrapped").
@@ -138,6 +143,19 @@ class Target:
         raise NotImplementedError
 
 
+# Worker processes per service of the measured stack (VB_<SVC>_WORKERS overrides): on two cores,
+# one process each of auth and conversation would each saturate a core first.
+BENCH_WORKERS = {"conversation": 2, "auth": 2}
+
+
+def bench_workers() -> dict[str, int]:
+    configured = workers_from_env()
+    return {
+        name: count if os.environ.get(f"VB_{name.upper()}_WORKERS") else BENCH_WORKERS.get(name, count)
+        for name, count in configured.items()
+    }
+
+
 class FullStack(Target):
     def __init__(self, root: Path, database_url: str, database_name: str) -> None:
         self.database_url = database_url
@@ -148,6 +166,7 @@ class FullStack(Target):
             log_dir=root / "logs",
             extra_env=PROVIDER_ENV,
             restart_children=False,
+            workers=bench_workers(),
         )
         self.stack = Stack(config)
         self.database_name = database_name
@@ -189,6 +208,14 @@ class FullStack(Target):
 
     def cpu_roots(self) -> dict[str, int]:
         return {name: child.process.pid for name, child in self.stack.children.items() if child.process is not None}
+
+    def service_pids(self) -> dict[str, int]:
+        """Every service worker's process (Envoy and the console's file server left out)."""
+        return {
+            name: child.process.pid
+            for name, child in self.stack.children.items()
+            if child.service and child.process is not None
+        }
 
     def check_alive(self) -> None:
         for name, child in self.stack.children.items():
@@ -369,7 +396,7 @@ async def _drive(target: Target, connections: int, duration_s: float, plan: Plan
     return await _run(target, connections, duration_s, plan, sessions)
 
 
-async def _run(target: Target, connections: int, duration_s: float, plan: Plan, sessions: Path):
+async def _run(target: Target, connections: int, duration_s: float, plan: Plan, sessions: Path, pace_ms: int = 0):
     result = await run_wrk(
         target.base_url,
         LUA,
@@ -381,6 +408,7 @@ async def _run(target: Target, connections: int, duration_s: float, plan: Plan, 
             str(sessions),
             str(plan.turns_per_session),
             CONTENT,
+            str(pace_ms),
         ],
         connections=connections,
         duration_s=duration_s,
@@ -393,7 +421,7 @@ async def _run(target: Target, connections: int, duration_s: float, plan: Plan, 
     return result
 
 
-async def measure(target: Target, connections: int, plan: Plan, workdir: Path) -> Measurement:
+async def measure(target: Target, connections: int, plan: Plan, workdir: Path, pace_ms: int = 0) -> Measurement:
     full = isinstance(target, FullStack)
     await _drive(target, connections, plan.warmup_s, plan, workdir)
     # The measured run's sessions are made before its CPU window opens.
@@ -406,7 +434,7 @@ async def measure(target: Target, connections: int, plan: Plan, workdir: Path) -
         await asyncio.sleep(PG_STATS_DELAY_S)  # the warm-up's statistics reach pg_stat_database
         db_before = await asyncio.to_thread(target.database_stats)
     cpu_before, pg_before = _snapshot(target, postmaster)
-    result = await _run(target, connections, plan.duration_s, plan, sessions)
+    result = await _run(target, connections, plan.duration_s, plan, sessions, pace_ms)
     settle = None
     if full:
         _, committed_after, settle = await target.wait_ledger()
@@ -442,7 +470,7 @@ def _per_1k(seconds: float, turns: int) -> float | None:
 
 def rows_for(m: Measurement) -> list[dict]:
     w = m.wrk
-    key = "full" if m.target == "full stack" else "baseline"
+    key = {"full stack": "full", "half load": "half"}.get(m.target, "baseline")
     labels = {"target": key, "connections": m.connections}
     prefix = f"{key} c={m.connections}"
     rows = [
@@ -490,7 +518,7 @@ def rows_for(m: Measurement) -> list[dict]:
                 **labels,
             ),
         ]
-    if key == "full":
+    if key in ("full", "half"):
         rows.append(
             _row(
                 f"{prefix} ran out of sessions (some conversations longer than planned)",
@@ -587,6 +615,7 @@ async def run(quick: bool = False) -> list[dict]:
         try:
             await baseline.start()
             await full.start()
+            best = 0.0
             for connections in plan.levels:
                 base_m = await measure(baseline, connections, plan, root)
                 full_m = await measure(full, connections, plan, root)
@@ -594,6 +623,21 @@ async def run(quick: bool = False) -> list[dict]:
                     results += rows_for(m)
                     _progress(m)
                 results += ratio_rows(base_m, full_m)
+                if full_m.wrk.errors == 0:
+                    best = max(best, full_m.wrk.requests_per_s)
+            if best > 0:
+                # Half of the best throughput: HALF_LOAD_CONNECTIONS connections, each pausing
+                # between requests so that together they offer about best / 2 turns per second.
+                pace_ms = max(1, round(1000 * HALF_LOAD_CONNECTIONS / (best / 2)))
+                full.last_rate = best / 2
+                half = await measure(full, HALF_LOAD_CONNECTIONS, plan, root, pace_ms=pace_ms)
+                half.target = "half load"
+                results += rows_for(half)
+                results.append(
+                    _row("half load offered rate", round(best / 2, 1), "req/s", target="half", stat="offered")
+                )
+                _progress(half)
+            results += memory_rows(full)
             ledger, committed, _ = await full.wait_ledger()
             cut_off = committed - full.ok_total
             exact = ledger == committed and 0 <= cut_off <= full.cut_off_bound
@@ -623,6 +667,39 @@ async def run(quick: bool = False) -> list[dict]:
             await baseline.stop()
             await full.stop()
     return results
+
+
+def memory_rows(full: FullStack) -> list[dict]:
+    """Resident memory after the runs: each service worker, the services together, Envoy."""
+    pids = full.service_pids()
+    rows = [
+        _row(f"memory: {name}", round(rss_bytes([pid]) / MIB, 1), "MB", target="memory", stat=name)
+        for name, pid in sorted(pids.items())
+    ]
+    # A text turn's path; the voice service (its speech models) is reported apart.
+    text_path = [pid for name, pid in pids.items() if name.split("#", 1)[0] in TEXT_PATH_SERVICES]
+    rows += [
+        _row(
+            "memory: services of a text turn (auth, agents, billing, conversation; every worker)",
+            round(rss_bytes(text_path) / MIB, 1),
+            "MB",
+            target="memory",
+            stat="total",
+        ),
+        _row(
+            "memory: every service (voice included)",
+            round(rss_bytes(list(pids.values())) / MIB, 1),
+            "MB",
+            target="memory",
+            stat="all",
+        ),
+    ]
+    envoy = full.stack.children.get("envoy")
+    if envoy is not None and envoy.process is not None:
+        rows.append(
+            _row("memory: envoy", round(rss_bytes([envoy.process.pid]) / MIB, 1), "MB", target="memory", stat="envoy")
+        )
+    return rows
 
 
 def _progress(m: Measurement) -> None:
@@ -657,7 +734,7 @@ def format_table(rows: list[dict]) -> str:
         f"{'errors':>7} {'CPU s/1k':>9} {'+PG s/1k':>9} {'wrk s/1k':>9}"
     )
     out += [header, "-" * len(header)]
-    levels = sorted({c for (_, c) in cells})
+    levels = sorted({c for (t, c) in cells if t != "half"})
     for c in levels:
         for target in ("baseline", "full", "ratio"):
             v = cells.get((target, c))
@@ -675,14 +752,24 @@ def format_table(rows: list[dict]) -> str:
                     f"{_fmt(v.get('errors')):>7} {_fmt(v.get('cpu_per_1k')):>9} {_fmt(v.get('cpu_per_1k_with_pg')):>9} "
                     f"{_fmt(v.get('loadgen_cpu_per_1k')):>9}"
                 )
+    for (target, c), v in sorted(cells.items(), key=lambda item: str(item[0])):
+        if target == "half":
+            out.append(
+                f"{'half load':<10} {c:>5} {_fmt(v.get('throughput')):>9} {_fmt(v.get('p50')):>8} "
+                f"{_fmt(v.get('p95')):>8} {_fmt(v.get('p99')):>8} {_fmt(v.get('errors')):>7} "
+                f"{_fmt(v.get('cpu_per_1k')):>9} {_fmt(v.get('cpu_per_1k_with_pg')):>9} "
+                f"{_fmt(v.get('loadgen_cpu_per_1k')):>9}   (paced: about half of the best req/s)"
+            )
     for target in ("full", "baseline"):
         breakdown = []
         for c in levels:
             v = cells.get((target, c), {})
-            parts = sorted(
-                ((k.split(":", 1)[1], val) for k, val in v.items() if k.startswith("cpu_per_1k:")),
-                key=lambda kv: -(kv[1] or 0),
-            )
+            by_service: dict[str, float] = {}
+            for k, val in v.items():
+                if k.startswith("cpu_per_1k:") and val is not None:
+                    service = k.split(":", 1)[1].split("#", 1)[0]  # a service's workers together
+                    by_service[service] = round(by_service.get(service, 0.0) + val, 3)
+            parts = sorted(by_service.items(), key=lambda kv: -(kv[1] or 0))
             if parts:
                 breakdown.append(f"  c={c:<3} " + ", ".join(f"{name} {_fmt(val)}" for name, val in parts))
         if breakdown:
@@ -707,8 +794,11 @@ def format_table(rows: list[dict]) -> str:
         out.append(
             "billing caught up after each full-stack run in: " + ", ".join(f"c={c} {_fmt(s)} s" for c, s in settles)
         )
+    memory = [row for row in rows if (row.get("labels") or {}).get("target") == "memory"]
+    if memory:
+        out.append("resident memory after the runs: " + ", ".join(f"{r['metric'][8:]} {r['value']} MB" for r in memory))
     for row in other:
-        if row["labels"].get("stat") != "plan":
+        if row["labels"].get("stat") != "plan" and row["labels"].get("target") != "memory":
             out.append(f"{row['metric']}: {row['value']}")
     return "\n".join(out)
 

@@ -2,7 +2,7 @@
 --
 --   wrk -t2 -c8 -d10s -s bench/wrk/send_message.lua http://127.0.0.1:8080 -- \
 --       <run id> <threads, as -t> <connections, as -c> <api key> <file of session ids, one a line> \
---       <turns per session> [content]
+--       <turns per session> [content] [milliseconds between a connection's requests]
 --
 -- Conversations of a fixed length: thread t (of T) takes the session ids t, t+T, t+2T, ... of
 -- the file as its pool. With n connections per thread, n sessions are in use at a time, one
@@ -35,6 +35,14 @@ function init(args)
   file:close()
   turns_per_session = tonumber(args[6])
   local content = args[7] or "Hello! What can you tell me about my order?"
+  -- Optional pacing: each connection waits this many milliseconds before its next request
+  -- (a load below saturation). wrk looks for delay() after init, so it is defined only then.
+  local pace = tonumber(args[8] or "0")
+  if pace > 0 then
+    function delay()
+      return pace
+    end
+  end
   paths = {}
   for i = tid, #all, total_threads do
     table.insert(paths, "/v1/sessions/" .. all[i] .. "/messages")
