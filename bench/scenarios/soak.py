@@ -38,6 +38,7 @@ def _row(metric: str, value, unit: str, **labels) -> dict:
 
 
 def _memory_mb(full: FullStack) -> float:
+    """Resident memory of every service process (voice and its speech models included)."""
     return round(rss_bytes(list(full.service_pids().values())) / MIB, 1)
 
 

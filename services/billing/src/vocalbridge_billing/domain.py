@@ -164,8 +164,18 @@ class UsageEventDraft:
             raise TypeError(type(value))
 
         # The enums are StrEnums: they encode as their values, the names the ledger stores.
-        body = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"), default=encode)
+        body = json.dumps(_fields_of(self), sort_keys=True, separators=(",", ":"), default=encode)
         return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _fields_of(value: object) -> object:
+    """What dataclasses.asdict gives for a draft (nested dataclasses as dicts, tuples as
+    tuples), without its deep copies: the digest depends on it, byte for byte."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _fields_of(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return tuple(_fields_of(item) for item in value)
+    return value
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, case, func, insert, literal, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, case, func, insert, literal, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -35,6 +35,8 @@ from vocalbridge_common.vocabulary import AttemptOutcome, Channel
 
 E = UsageEventRow
 A = UsageAttemptRow
+_EVENTS = cast(Table, UsageEventRow.__table__)
+_ATTEMPTS = cast(Table, UsageAttemptRow.__table__)
 
 # The price row charged for each unit, one column per unit.
 _PRICE_COLUMN = {
@@ -220,7 +222,12 @@ class LedgerRepository(SystemRepository):
         if not entries:
             return set()
         dialect_insert = postgresql.insert if self._postgres else sqlite.insert
-        statement = dialect_insert(E).on_conflict_do_nothing(index_elements=[E.event_id]).returning(E.event_id)
+        # On the Table, not the mapped class: a Core insert is compiled once and cached, where
+        # the ORM's bulk insert compiles again for every batch.
+        table = _EVENTS
+        statement = (
+            dialect_insert(table).on_conflict_do_nothing(index_elements=[table.c.event_id]).returning(table.c.event_id)
+        )
         rows = sorted((_event_values(entry) for entry in entries), key=lambda row: str(row["event_id"]))
         return set((await self.session.execute(statement, rows)).scalars().all())
 
@@ -232,7 +239,7 @@ class LedgerRepository(SystemRepository):
     async def add_attempts(self, entries: Sequence[LedgerEntry]) -> None:
         rows = [row for entry in entries for row in _attempt_values(entry)]
         if rows:
-            await self.session.execute(insert(A), rows)
+            await self.session.execute(insert(_ATTEMPTS), rows)
 
 
 # -- the ledger: a tenant's reads -----------------------------------------------------------
