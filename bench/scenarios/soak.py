@@ -3,6 +3,9 @@ a minute, with the resident memory of every service sampled after each round. Re
 memory after a warm-up round and at the end, its growth, the turns served and the errors,
 and checks exactly-once billing at the end (ledger turns == committed turns).
 
+Between rounds the bench database is VACUUMed, as autovacuum would do (the project's
+PostgreSQL runs with autovacuum off).
+
 `make soak`, or `python -m bench --only soak`. VB_SOAK_DURATION_S (600), VB_SOAK_ROUND_S
 (60), VB_SOAK_CONNECTIONS (16) change the shape; --quick makes it a two-minute smoke run.
 
@@ -12,6 +15,7 @@ ROUND_HOOKS: each hook runs after a round, with the stack and the round's number
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import tempfile
@@ -95,6 +99,8 @@ async def run(quick: bool = False) -> list[dict]:
 
 
 async def _round(full: FullStack, connections: int, plan: Plan, root: Path):
+    # Between rounds, VACUUM as autovacuum would (it is off on the project's PostgreSQL).
+    await asyncio.to_thread(full.vacuum)
     expected = min(MAX_SESSIONS_PER_ROUND * plan.turns_per_session, full.last_rate * plan.duration_s * 1.2)
     full.last_rate = expected / plan.duration_s
     sessions = await session_pool(full, connections, plan.duration_s, plan, root)
