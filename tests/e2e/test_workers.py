@@ -74,11 +74,15 @@ async def test_two_workers_share_the_port_and_bill_every_turn_once(two_workers):
         ).json()
         session = (await http.post("/v1/sessions", json={"agent": agent["name"]}, headers=auth)).json()["name"]
 
-        # Each gRPC channel is a connection of its own, which the kernel gives to either worker.
+        # Each gRPC channel is a connection of its own (no subchannel shared between channels),
+        # which the kernel gives to either worker.
         signer = IdentitySigner(stack.identity_secret.encode())
         identity = ((IDENTITY_HEADER, signer.mint(created["tenant"]["name"].split("/")[1], "key_w", ["write"])),)
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]
         for number in range(24):
-            async with grpc.aio.insecure_channel(stack.service_target("conversation")) as channel:
+            async with grpc.aio.insecure_channel(
+                stack.service_target("conversation"), options=own_connection
+            ) as channel:
                 stub = conversation_service_pb2_grpc.ConversationServiceStub(channel)
                 await stub.SendMessage(
                     cs.SendMessageRequest(session=session, content=f"turn {number}"),
@@ -86,7 +90,7 @@ async def test_two_workers_share_the_port_and_bill_every_turn_once(two_workers):
                     timeout=10,
                 )
         logs = {name: (stack.config.log_dir / f"{name}.log").read_text() for name in ("conversation", "conversation#2")}
-        assert all("ConversationService/SendMessage" in text for text in logs.values()), "one worker served nothing"
+        assert all("ConversationService/SendMessage" in text for text in logs.values()), {k: v[-1500:] for k, v in logs.items()}
 
         # Both workers run a relay: every turn reaches the ledger exactly once.
         for _ in range(200):

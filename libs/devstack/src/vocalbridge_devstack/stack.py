@@ -53,6 +53,25 @@ def _die_with_parent() -> None:
         pass
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` has a listening TCP socket on `port` (from /proc; Linux)."""
+    try:
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                # local address "0100007F:C350", state 0A = LISTEN, inode in field 10
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in inodes:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -222,6 +241,8 @@ class Stack:
                 self.children[worker] = child
                 await self._spawn(child)
                 await self.wait_serving(name)
+                if worker != name:  # the port answers already: wait for this worker's own socket
+                    await self.wait_listening(child, self.config.service_ports[name])
         console = Child("console", self.console_command(), env)
         self.children["console"] = console
         await self._spawn(console)
@@ -304,6 +325,20 @@ class Stack:
                     raise RuntimeError(f"{name} did not become healthy within {timeout:.0f}s")
                 await asyncio.sleep(0.1)
 
+    async def wait_listening(self, child: Child, port: int, timeout: float = 30.0) -> None:
+        """Waits until `child` itself listens on `port` (Linux: its socket inodes in the kernel's
+        table of listening TCP sockets), for workers that share a port another one answers on."""
+        deadline = time.monotonic() + timeout
+        while True:
+            process = child.started()
+            if process.returncode is not None:
+                raise RuntimeError(f"{child.name} exited with code {process.returncode} during start-up")
+            if _listens(process.pid, port):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} did not listen on port {port} within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+
     async def wait_envoy_ready(self, timeout: float = 30.0) -> None:
         await self.wait_http_ok("envoy", self.config.http_port, "/healthz", timeout)
 
@@ -347,6 +382,7 @@ class Stack:
                 if child.service:
                     try:
                         await self.wait_serving(child.service)
+                        await self.wait_listening(child, self.config.service_ports[child.service])
                         print(f"[stack] {child.name} is serving again", flush=True)
                     except RuntimeError as exc:
                         print(f"[stack] {exc}", flush=True)
@@ -374,6 +410,7 @@ class Stack:
             child.stopping = False
             if child.service:
                 await self.wait_serving(child.service)
+                await self.wait_listening(child, self.config.service_ports[child.service])
 
     @staticmethod
     async def _terminate(child: Child, timeout: float = 10.0) -> None:
