@@ -90,7 +90,9 @@ async def test_two_workers_share_the_port_and_bill_every_turn_once(two_workers):
                     timeout=10,
                 )
         logs = {name: (stack.config.log_dir / f"{name}.log").read_text() for name in ("conversation", "conversation#2")}
-        assert all("ConversationService/SendMessage" in text for text in logs.values()), {k: v[-1500:] for k, v in logs.items()}
+        assert all("ConversationService/SendMessage" in text for text in logs.values()), {
+            k: v[-1500:] for k, v in logs.items()
+        }
 
         # Both workers run a relay: every turn reaches the ledger exactly once.
         for _ in range(200):
