@@ -4,7 +4,8 @@ Per call, whatever its kind (unary or streaming in either direction), it:
 assigns the request id (Envoy's x-request-id, or a new one), verifies the
 signed identity header and the scope the method needs, maps domain errors to
 rich google.rpc.Status, hides unexpected exceptions behind INTERNAL with a
-logged stack trace, and writes one JSON log line.
+logged stack trace, writes one JSON log line, and records the call's duration by
+method and status code (vocalbridge_common.metrics.REQUEST_SECONDS).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any, cast
 
 import grpc
 from grpc_status import rpc_status
+from prometheus_client import Histogram
 
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.context import identity_token_var, identity_var, request_id_var
 from vocalbridge_common.errors import DomainError, PermissionDenied, Unauthenticated, status_for
 from vocalbridge_common.headers import IDENTITY_HEADER, REQUEST_ID_HEADER
 from vocalbridge_common.identity import IdentitySigner, InvalidIdentity
+from vocalbridge_common.metrics import REQUEST_SECONDS
 
 log = logging.getLogger("vocalbridge.request")
 
@@ -42,6 +45,25 @@ Context = grpc.aio.ServicerContext[Any, Any]
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 _Reset = list[tuple[ContextVar[Any], Token[Any]]]
+
+
+class _MethodTimer:
+    """One method's latency histograms, one per status code, bound once: a call only observes."""
+
+    __slots__ = ("_by_code", "_method", "_service")
+
+    def __init__(self, method: str) -> None:
+        self._service, _, self._method = method.lstrip("/").rpartition("/")
+        self._by_code: dict[grpc.StatusCode, Histogram] = {}
+        self._bind(grpc.StatusCode.OK)
+
+    def _bind(self, code: grpc.StatusCode) -> Histogram:
+        child = self._by_code[code] = REQUEST_SECONDS.labels(self._service, self._method, code.name)
+        return child
+
+    def observe(self, code: grpc.StatusCode, seconds: float) -> None:
+        child = self._by_code.get(code)
+        (child if child is not None else self._bind(code)).observe(seconds)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -70,6 +92,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return guarded
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        timer = _MethodTimer(method)
         codecs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -77,16 +100,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # grpc.aio handlers are coroutine functions and async generators, whatever the stubs say.
         if handler.unary_unary:
             unary = cast(UnaryBehavior, handler.unary_unary)
-            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, unary), **codecs)
+            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, timer, unary), **codecs)
         if handler.unary_stream:
             stream = cast(StreamBehavior, handler.unary_stream)
-            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, stream), **codecs)
+            return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, timer, stream), **codecs)
         if handler.stream_unary:
             unary = cast(UnaryBehavior, handler.stream_unary)
-            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, unary), **codecs)
+            return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, timer, unary), **codecs)
         if handler.stream_stream:
             stream = cast(StreamBehavior, handler.stream_stream)
-            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, stream), **codecs)
+            return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, timer, stream), **codecs)
         # A handler of no known kind would run unguarded: refuse to serve it at all.
         raise RuntimeError(f"{method}: handler of an unknown kind cannot be guarded")
 
@@ -118,13 +141,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             var.reset(token)
 
     @staticmethod
-    def _log(method: str, code: grpc.StatusCode, started: float) -> None:
+    def _log(method: str, code: grpc.StatusCode, seconds: float) -> None:
         log.info(
             "request",
             extra={
                 "method": method,
                 "status": code.name,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "latency_ms": round(seconds * 1000, 2),
             },
         )
 
@@ -136,7 +159,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, context: Context) -> AsyncIterator[None]:
+    async def _call(self, method: str, timer: _MethodTimer, context: Context) -> AsyncIterator[None]:
         """One call's scope, the same for every RPC kind: context in, errors mapped, one log line out."""
         started = time.perf_counter()
         reset: _Reset = []
@@ -154,24 +177,26 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
             await self._fail(context, error, request_id_var.get(), method)
         finally:
-            self._log(method, code, started)
+            seconds = time.perf_counter() - started
+            self._log(method, code, seconds)
+            timer.observe(code, seconds)
             self._leave(reset)
 
-    def _wrap_unary(self, method: str, inner: UnaryBehavior) -> UnaryBehavior:
+    def _wrap_unary(self, method: str, timer: _MethodTimer, inner: UnaryBehavior) -> UnaryBehavior:
         """For handlers that return one response: unary-unary and stream-unary."""
 
         async def behavior(request: Any, context: Context) -> Any:
-            async with self._call(method, context):
+            async with self._call(method, timer, context):
                 return await inner(request, context)
             return None  # unreachable: the scope re-raises or aborts
 
         return behavior
 
-    def _wrap_stream(self, method: str, inner: StreamBehavior) -> StreamBehavior:
+    def _wrap_stream(self, method: str, timer: _MethodTimer, inner: StreamBehavior) -> StreamBehavior:
         """For handlers that yield responses: unary-stream and stream-stream."""
 
         async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with self._call(method, context):
+            async with self._call(method, timer, context):
                 async for item in inner(request, context):
                     yield item
 
