@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from vocalbridge_common import topology
+
 # The simulated providers a gateway has by default (VB_SIMULATED_PROVIDERS may
 # name others, for demos and tests); real OpenAI-compatible endpoints are added
 # by name in VB_OPENAI_PROVIDERS, Anthropic endpoints in VB_ANTHROPIC_PROVIDERS
@@ -91,6 +93,8 @@ class CommonSettings:
     # (replicas × workers) × services × this must stay under the PostgreSQL server's
     # max_connections.
     database_pool_size: int = 5
+    # Where the process serves GET /metrics (Prometheus), on listen_host; 0: not served.
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, service_name: str, default_port: int, env: Env | None = None) -> CommonSettings:
@@ -114,4 +118,5 @@ class CommonSettings:
             known_providers=sum(provider_names(env), ()),
             shutdown_grace_seconds=env.float("VB_SHUTDOWN_GRACE_SECONDS", 5.0),
             database_pool_size=env.int("VB_DATABASE_POOL_SIZE", 5),
+            metrics_port=env.int(f"VB_{upper}_METRICS_PORT", topology.METRICS_PORTS.get(service_name, 0)),
         )

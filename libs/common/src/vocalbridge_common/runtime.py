@@ -18,6 +18,7 @@ import uvloop
 
 from vocalbridge_common.config import CommonSettings, ConfigError
 from vocalbridge_common.logging import configure_logging
+from vocalbridge_common.metrics import serve_metrics
 from vocalbridge_common.migrations import migrate
 from vocalbridge_common.server import RunningServer, serve_until_signalled
 from vocalbridge_common.telemetry import setup_tracing
@@ -60,7 +61,12 @@ def service_main(
 
     async def serve() -> None:
         running = await create_server(settings)
-        await serve_until_signalled(running, common.shutdown_grace_seconds)
+        exporter = await serve_metrics(common.listen_host, common.metrics_port) if common.metrics_port else None
+        try:
+            await serve_until_signalled(running, common.shutdown_grace_seconds)
+        finally:
+            if exporter is not None:
+                await exporter.close()
 
     # uvloop: the same asyncio API on libuv, with a cheaper loop iteration per request.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

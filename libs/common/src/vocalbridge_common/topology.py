@@ -14,10 +14,15 @@ SERVICE_PORTS = MappingProxyType(
     {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
 )
 SERVICES = tuple(SERVICE_PORTS)
+# Where each service serves its Prometheus metrics (HTTP, GET /metrics), VB_<NAME>_METRICS_PORT.
+METRICS_PORTS = MappingProxyType({"auth": 9151, "agents": 9152, "conversation": 9153, "billing": 9154, "voice": 9155})
 
 # The Envoy edge: the one port clients use, and its admin port (loopback only).
 EDGE_PORT = 8080
 EDGE_ADMIN_PORT = 9901
+# Envoy's own statistics for Prometheus (/stats/prometheus), on a listener of their own so that
+# the admin port can stay on loopback.
+EDGE_METRICS_PORT = 9902
 # The web console's static file server (the app and the OpenAPI document), behind the edge.
 CONSOLE_PORT = 8081
 
