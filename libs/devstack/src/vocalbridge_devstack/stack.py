@@ -42,15 +42,18 @@ def implemented_services() -> tuple[str, ...]:
     )
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: receive SIGTERM if the runner dies, even by SIGKILL,
-    so no service outlives the stack (Linux; elsewhere a no-op)."""
-    try:
-        import ctypes
+# Children receive SIGTERM when the runner dies, even by SIGKILL, so no service outlives the
+# stack. util-linux's setpriv sets the parent-death signal and execs the service in place (same
+# pid). Not a `preexec_fn`: Python code between fork and exec can deadlock in a process with
+# threads (a lock held by another thread at fork time is never released in the child).
+_SETPRIV = shutil.which("setpriv")
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """`argv`, run so that the child gets SIGTERM when this process dies (Linux; elsewhere as is)."""
+    if _SETPRIV is None:
+        return argv
+    return [_SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 def _listens(pid: int, port: int) -> bool:
@@ -278,22 +281,20 @@ class Stack:
             self.config.log_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(self.config.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by the child
             child.process = await asyncio.create_subprocess_exec(
-                *child.argv,
+                *_dying_with_parent(child.argv),
                 env=child.env,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
             log_file.close()
         else:
             process = await asyncio.create_subprocess_exec(
-                *child.argv,
+                *_dying_with_parent(child.argv),
                 env=child.env,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
             assert process.stdout is not None  # stdout=PIPE
             child.process = process
