@@ -54,6 +54,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from vocalbridge_common import metrics
 from vocalbridge_common.config import ConfigError, Env
 from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.providers.base import (
@@ -154,6 +155,19 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+# Metrics: every attempt, and each breaker's state as it changes (per process; a scrape of
+# several workers shows the worst).
+ATTEMPTS = metrics.counter(
+    "delivery_attempts",
+    "Provider calls made for turns (and circuit-open skips), by provider and outcome.",
+    ("provider", "outcome"),
+)
+BREAKER_STATE = metrics.gauge(
+    "breaker_state", "Circuit breaker of each provider: 0 closed, 1 half-open, 2 open.", ("provider",)
+)
+_STATE_VALUES = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 1.0, BreakerState.OPEN: 2.0}
+
+
 class CircuitBreaker:
     """One provider's breaker. CLOSED → OPEN after `failure_threshold` consecutive
     retryable failures; OPEN → HALF_OPEN once `reset_timeout` has passed; HALF_OPEN lets
@@ -179,6 +193,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._gauge = BREAKER_STATE.labels(name)
+        self._gauge.set(0.0)
 
     @property
     def state(self) -> BreakerState:
@@ -203,6 +219,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         if self._state is not BreakerState.CLOSED:
             logger.info("circuit breaker closed", extra={"provider": self.name})
+            self._gauge.set(_STATE_VALUES[BreakerState.CLOSED])
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._probing = False
@@ -225,10 +242,12 @@ class CircuitBreaker:
         if self._state is BreakerState.OPEN and self._clock() - self._opened_at >= self._reset_timeout:
             self._state = BreakerState.HALF_OPEN
             self._probing = False
+            self._gauge.set(_STATE_VALUES[BreakerState.HALF_OPEN])
 
     def _trip(self) -> None:
         logger.warning("circuit breaker opened", extra={"provider": self.name})
         self._state = BreakerState.OPEN
+        self._gauge.set(_STATE_VALUES[BreakerState.OPEN])
         self._opened_at = self._clock()
         self._failures = 0
         self._probing = False
@@ -386,6 +405,7 @@ class DeliveryEngine:
             name: str, outcome: AttemptOutcome, latency: float = 0.0, backoff: float = 0.0, message: str = ""
         ) -> None:
             attempts.append(AttemptRecord(name, outcome, latency, backoff, message))
+            ATTEMPTS.labels(name, outcome.value).inc()
 
         def done(completion: Completion | None = None, provider: str = "", fallback_used: bool = False) -> Done:
             return Done(

@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from vocalbridge.billing.v1 import billing_service_pb2, billing_service_pb2_grpc, usage_event_pb2
+from vocalbridge_common import metrics
 from vocalbridge_common.clients import service_metadata
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.identity import IdentitySigner
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 HEALTH_NAME = "vocalbridge.conversation.v1.OutboxRelay"
 # Codes after which resending the same batch cannot succeed.
 _PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}
+
+# The lag, as measured at each report (every relay sees the same outbox: a scrape shows the
+# highest of the workers), and what the relays delivered.
+RELAY_PENDING = metrics.gauge("relay_pending_events", "Usage events in the outbox not yet delivered to billing.")
+RELAY_OLDEST_AGE = metrics.gauge("relay_oldest_age_seconds", "Age of the oldest usage event not yet delivered.")
+RELAY_DELIVERED = metrics.counter("relay_delivered_events", "Usage events delivered to billing by the outbox relay.")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,8 @@ class OutboxRelay:
             except Exception:
                 log.exception("outbox relay iteration failed")
                 delivered = -1
+            if delivered > 0:
+                RELAY_DELIVERED.inc(delivered)
             if delivered <= 0 or time.monotonic() - self._last_report >= self._settings.report_interval_seconds:
                 await self._report()
             if delivered < 0:
@@ -194,6 +203,8 @@ class OutboxRelay:
     async def _report(self) -> None:
         self._last_report = time.monotonic()
         lag = await self.lag()
+        RELAY_PENDING.set(lag.pending)
+        RELAY_OLDEST_AGE.set(lag.oldest_age_seconds)
         now = time.monotonic()
         if lag.pending and now - self._last_lag_log >= 10:
             self._last_lag_log = now

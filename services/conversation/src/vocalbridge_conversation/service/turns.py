@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn, Protocol
 
+from vocalbridge_common import metrics
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import SessionNotFound
 from vocalbridge_common.ids import new_id
@@ -67,6 +68,10 @@ from vocalbridge_conversation.service.history import HistoryCache
 from vocalbridge_conversation.service.idempotency import IdempotencyStore, Replay, claim, new_claim
 
 log = logging.getLogger(__name__)
+
+# Turns that ran (replays are not counted again): outcome "complete", "truncated" or "failed"
+# (no provider answered; provider is then the last one tried), by channel.
+TURNS = metrics.counter("turns", "Turns by channel, outcome and provider.", ("channel", "outcome", "provider"))
 
 # How long a turn may wait on the agents service, when the caller set no shorter deadline.
 AGENTS_TIMEOUT_SECONDS = 10.0
@@ -311,6 +316,8 @@ class TurnService:
         now = self._clock()
         async with self._turns.transaction(running.tenant_id) as turns:
             last_seq = await turns.fail_turn(running.record_id, self._user_message(running, MessageStatus.FAILED), now)
+        tried = result.attempts[-1].provider if result.attempts else running.agent.primary_provider
+        TURNS.labels(running.channel.name.lower(), "failed", tried).inc()
         if last_seq is not None:
             self._history.extend(running.session.id, last_seq, 1, ())
         raise ProvidersExhausted(result)
@@ -379,6 +386,7 @@ class TurnService:
             last_seq = await turns.store_turn(running.record_id, turn.stored_response, messages, event, now)
         if last_seq is None:
             raise ClaimLost(running.key)
+        TURNS.labels(running.channel.name.lower(), status.name.lower(), result.provider).inc()
         self._history.extend(
             running.session.id,
             last_seq,

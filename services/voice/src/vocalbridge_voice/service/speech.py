@@ -4,15 +4,31 @@ installed voices as a catalogue, and a limit on the work in progress."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from vocalbridge_common import metrics
 from vocalbridge_common.errors import ResourceExhausted
 from vocalbridge_common.pricing import DEFAULT_SPEECH_PROVIDER
 from vocalbridge_voice.domain.audio import Pcm
 from vocalbridge_voice.domain.voices import VoiceCatalogue, VoiceChoice, VoiceInfo
 from vocalbridge_voice.engines.pool import EnginePool, StreamHandle
+
+# Seconds of engine work (waiting for a worker included) per second of audio heard or spoken:
+# below 1 keeps up with a speaker.
+REAL_TIME_FACTOR = metrics.histogram(
+    "voice_real_time_factor",
+    "Processing time per second of audio, by job (stt, tts) and engine.",
+    ("job", "engine"),
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
+)
+
+
+def _observe_rtf(job: str, engine: str, started: float, audio_seconds: float) -> None:
+    if audio_seconds > 0:
+        REAL_TIME_FACTOR.labels(job, engine).observe((time.perf_counter() - started) / audio_seconds)
 
 
 @dataclass(frozen=True)
@@ -72,12 +88,17 @@ class Speech:
         return found if isinstance(found, str) else None
 
     async def transcribe(self, pcm: Pcm) -> Transcript:
+        started = time.perf_counter()
         text, heard = await self._pool.run("transcribe", self.stt_engine, pcm.samples, pcm.sample_rate)
+        _observe_rtf("stt", self.stt_engine, started, pcm.seconds)
         return Transcript(str(text).strip(), bool(heard))
 
     async def synthesize(self, choice: VoiceChoice, text: str) -> Pcm:
+        started = time.perf_counter()
         samples, rate = await self._pool.run("synthesize", choice.engine, choice.voice, text, choice.words_per_minute)
-        return Pcm(bytes(samples), int(rate))
+        spoken = Pcm(bytes(samples), int(rate))
+        _observe_rtf("tts", choice.engine, started, spoken.seconds)
+        return spoken
 
     async def open_stream(self, sample_rate: int) -> StreamHandle:
         return await self._pool.open_stream(self.stt_engine, sample_rate)
