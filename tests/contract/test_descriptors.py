@@ -23,7 +23,9 @@ DESCRIPTOR_SET = REPO_ROOT / "gen" / "vocalbridge.pb"
 
 # RPCs that only the gateway's own services call; they must not be reachable
 # over JSON/HTTP, so they carry no google.api.http rule.
-INTERNAL_RPCS = frozenset({"vocalbridge.billing.v1.BillingService.RecordUsage"})
+INTERNAL_RPCS = frozenset(
+    {"vocalbridge.billing.v1.BillingService.RecordUsage", "vocalbridge.auth.v1.AuthService.GetTenantLimits"}
+)
 
 # Operator RPCs whose HTTP path may name tenants; everywhere else the tenant is
 # implied by the API key and never part of a path.

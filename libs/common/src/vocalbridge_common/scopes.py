@@ -38,6 +38,14 @@ _EXPLICIT = {
     "/vocalbridge.auth.v1.AuthService/GetApiKey": ADMIN,
     "/vocalbridge.auth.v1.AuthService/ListApiKeys": ADMIN,
     "/vocalbridge.auth.v1.AuthService/RevokeApiKey": ADMIN,
+    "/vocalbridge.auth.v1.AuthService/RotateApiKey": ADMIN,
+    # Any key of the tenant may read its limits and budgets (Get*/List*); only admins change them.
+    "/vocalbridge.auth.v1.AuthService/UpdateRateLimit": ADMIN,
+    "/vocalbridge.auth.v1.AuthService/DeleteRateLimit": ADMIN,
+    "/vocalbridge.auth.v1.AuthService/UpdateBudget": ADMIN,
+    "/vocalbridge.auth.v1.AuthService/DeleteBudget": ADMIN,
+    # The services that enforce limits read them with their own identity.
+    "/vocalbridge.auth.v1.AuthService/GetTenantLimits": INTERNAL,
     "/vocalbridge.auth.v1.AuthService/GetCallerIdentity": ANY,
     "/vocalbridge.billing.v1.BillingService/RecordUsage": INTERNAL,
 }
