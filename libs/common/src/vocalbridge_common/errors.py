@@ -40,6 +40,7 @@ class DomainError(Exception):
         metadata: Mapping[str, str] | None = None,
         field_violations: Sequence[FieldViolation] = (),
         details: Sequence[Message] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -49,6 +50,9 @@ class DomainError(Exception):
         # Further protobuf messages for the client, packed into the status details
         # after ErrorInfo (for example the delivery record of a failed turn).
         self.details = tuple(details)
+        # Response headers (gRPC metadata) sent with the error, lower-case names: for example
+        # `retry-after` on RATE_LIMITED; Envoy passes them on to JSON clients.
+        self.headers = dict(headers or {})
 
 
 class InvalidArgument(DomainError):
@@ -167,3 +171,41 @@ class SessionNotFound(NotFound):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"session {echo(name)!r} not found", metadata={"session": echo(name)})
+
+
+class RateLimited(ResourceExhausted):
+    """A rate limit refused the request; `retry_after_seconds` says when it fits again."""
+
+    default_reason = "RATE_LIMITED"
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: int, metadata: Mapping[str, str], headers: Mapping[str, str]
+    ) -> None:
+        super().__init__(
+            message,
+            metadata={**metadata, "retryAfterSeconds": str(retry_after_seconds)},
+            headers={**headers, "retry-after": str(retry_after_seconds)},
+        )
+        self.retry_after_seconds = retry_after_seconds
+
+
+class BudgetExceeded(ResourceExhausted):
+    """A spend budget has no room for the request; retrying will not help before the window ends."""
+
+    default_reason = "BUDGET_EXCEEDED"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str]) -> None:
+        super().__init__(message, metadata=metadata, headers={"x-should-retry": "false"})
+
+
+class LimitsUnavailable(ResourceExhausted):
+    """The limit counters cannot be reached and the gateway is configured to fail closed."""
+
+    default_reason = "LIMITS_UNAVAILABLE"
+
+    def __init__(self, what: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(
+            f"{what} cannot be checked right now; retry shortly",
+            metadata={"retryAfterSeconds": str(retry_after_seconds)},
+            headers={"retry-after": str(retry_after_seconds)},
+        )

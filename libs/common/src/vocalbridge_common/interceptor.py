@@ -156,7 +156,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if not isinstance(error, DomainError):
             log.error("unexpected error in %s", method, exc_info=error)
         grpc_status = rpc_status.to_status(status_for(error, request_id))
-        await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+        trailing = grpc_status.trailing_metadata
+        if isinstance(error, DomainError) and error.headers:
+            trailing = (*trailing, *error.headers.items())
+        await context.abort(grpc_status.code, grpc_status.details, trailing)
 
     @contextlib.asynccontextmanager
     async def _call(self, method: str, timer: _MethodTimer, context: Context) -> AsyncIterator[None]:
