@@ -48,9 +48,11 @@ def _clusters(config: dict) -> dict[str, int]:
 
 def test_both_profiles_route_to_the_topologys_ports():
     # Kubernetes always has the console's static file server; locally the stack runner adds it.
-    for params, console in ((local_params(), {}), (k8s_params(), {"console": topology.CONSOLE_PORT})):
+    # Kubernetes also serves Envoy's stats on a port of their own, proxied to the admin port.
+    k8s_own = {"console": topology.CONSOLE_PORT, "edge_admin": topology.EDGE_ADMIN_PORT}
+    for params, own in ((local_params(), {}), (k8s_params(), k8s_own)):
         config = build_envoy_config(params)
-        assert _clusters(config) == {**topology.SERVICE_PORTS, **console}
+        assert _clusters(config) == {**topology.SERVICE_PORTS, **own}
         assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == (
             topology.EDGE_PORT
         )

@@ -65,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--health-checks", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--console-upstream", type=_address, metavar="HOST:PORT")
+    parser.add_argument(
+        "--stats", type=_address, metavar="HOST:PORT", help="serve GET /stats/prometheus (Prometheus) here"
+    )
+    parser.add_argument("--no-stats", action="store_true", help="no stats listener (the profile's k8s has one)")
+    parser.add_argument(
+        "--otlp-collector",
+        type=_address,
+        metavar="HOST:PORT",
+        help="trace requests (OpenTelemetry, W3C trace context) and export spans over OTLP/gRPC here",
+    )
+    parser.add_argument("--tracing-sampling-percent", type=float, metavar="PERCENT")
     parser.add_argument("--no-check", action="store_true", help="skip checking the descriptor set")
     return parser
 
@@ -89,6 +100,14 @@ def _params(args: argparse.Namespace) -> EnvoyParams:
         overrides["health_checks"] = args.health_checks
     if args.console_upstream:
         overrides["console_upstream"] = Upstream(*args.console_upstream)
+    if args.stats:
+        overrides["stats_address"], overrides["stats_port"] = args.stats
+    if args.no_stats:
+        overrides["stats_port"] = None
+    if args.otlp_collector:
+        overrides["otlp_collector"] = Upstream(*args.otlp_collector)
+    if args.tracing_sampling_percent is not None:
+        overrides["tracing_sampling_percent"] = args.tracing_sampling_percent
 
     if args.profile == "k8s":
         params = k8s_params(namespace=args.namespace, cluster_domain=args.cluster_domain, **overrides)

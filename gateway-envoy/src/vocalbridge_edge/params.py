@@ -9,7 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from vocalbridge_common.topology import CONSOLE_PORT, EDGE_ADMIN_PORT, EDGE_PORT, SERVICE_PORTS
+from vocalbridge_common.topology import CONSOLE_PORT, EDGE_ADMIN_PORT, EDGE_METRICS_PORT, EDGE_PORT, SERVICE_PORTS
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -88,6 +88,18 @@ class EnvoyParams:
     # are proxied (HTTP/1.1) to it without authentication or transcoding (CONSOLE_ROUTES in
     # template.py). None: no console routes (they answer 404 like any unknown path).
     console_upstream: Upstream | None = None
+    # Envoy's own statistics for Prometheus: a listener of its own (stats_address:stats_port)
+    # that serves only GET /stats/prometheus, proxied to the admin port, which stays on loopback.
+    # None: no such listener (the admin port still serves them, on loopback).
+    stats_port: int | None = None
+    stats_address: str = "127.0.0.1"
+    # Tracing: Envoy's OpenTelemetry tracer, exporting spans over OTLP/gRPC to this collector,
+    # and W3C trace context (traceparent) sent to every upstream, auth.Check included.
+    # None: no tracing, no tracing work per request.
+    otlp_collector: Upstream | None = None
+    tracing_service_name: str = "vocalbridge-envoy"
+    # Requests that start a trace here (a client's sampled traceparent is always followed).
+    tracing_sampling_percent: float = 100.0
 
     def __post_init__(self) -> None:
         # Accept lists and dicts from callers, keep immutable copies.
@@ -119,6 +131,9 @@ def k8s_params(namespace: str = "vocalbridge", cluster_domain: str = "cluster.lo
         "health_checks": True,
         # The console image (web/Dockerfile) behind its own headless Service.
         "console_upstream": Upstream(f"console.{namespace}.svc.{cluster_domain}", CONSOLE_PORT),
+        # Prometheus scrapes the pod's stats port; the admin port stays on the pod's loopback.
+        "stats_port": EDGE_METRICS_PORT,
+        "stats_address": "0.0.0.0",
     }
     base.update(overrides)
     return EnvoyParams(**base)

@@ -41,6 +41,10 @@ TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 ROUTER = "envoy.filters.http.router"
 NO_CLUSTER = "no_such_route"
+# Clusters of Envoy's own: its admin port (for the stats listener) and the OTLP collector.
+ADMIN_CLUSTER = "edge_admin"
+OTLP_CLUSTER = "otlp_collector"
+STATS_PATH = "/stats/prometheus"
 # Paths served by the console's static file server (vocalbridge_devstack.static). The app uses
 # hash routing (/#/agents), so the document itself is only ever requested as `/`.
 CONSOLE_ROUTES: tuple[tuple[str, Config], ...] = (
@@ -63,9 +67,15 @@ def build_envoy_config(params: EnvoyParams) -> Config:
             "address": _socket_address(params.admin_address, params.admin_port),
         },
         "static_resources": {
-            "listeners": [_listener(params)],
+            "listeners": [_listener(params)] + ([_stats_listener(params)] if params.stats_port is not None else []),
             "clusters": [_cluster(name, up, params) for name, up in params.upstreams.items()]
-            + ([_console_cluster(params.console_upstream, params)] if params.console_upstream else []),
+            + ([_console_cluster(params.console_upstream, params)] if params.console_upstream else [])
+            + (
+                [_plain_cluster(ADMIN_CLUSTER, Upstream("127.0.0.1", params.admin_port))]
+                if params.stats_port is not None
+                else []
+            )
+            + ([_otlp_cluster(params.otlp_collector)] if params.otlp_collector else []),
         },
         # Envoy's own log lines (stderr) as JSON too, like the access log and the services.
         "application_log_config": {
@@ -129,7 +139,7 @@ def _listener(p: EnvoyParams) -> Config:
 
 
 def _http_connection_manager(p: EnvoyParams) -> Config:
-    return {
+    manager: Config = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
         # HTTP/1.1 (JSON clients) and h2c (gRPC clients) on the same port.
@@ -148,6 +158,84 @@ def _http_connection_manager(p: EnvoyParams) -> Config:
         "http_filters": _http_filters(p),
         "route_config": _route_config(p),
         "local_reply_config": _local_reply_config(p),
+    }
+    if p.otlp_collector is not None:
+        manager["tracing"] = _tracing(p)
+    return manager
+
+
+def _tracing(p: EnvoyParams) -> Config:
+    """Envoy's OpenTelemetry tracer: a server span per request (a client's traceparent is
+    continued), a span per upstream call, W3C traceparent on every upstream request and on the
+    ext_authz call to auth.Check; spans go to the collector over OTLP/gRPC."""
+    return {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+                "service_name": p.tracing_service_name,
+            },
+        },
+        "random_sampling": {"value": p.tracing_sampling_percent},
+        "spawn_upstream_span": True,
+    }
+
+
+def _stats_listener(p: EnvoyParams) -> Config:
+    """GET /stats/prometheus on a port of its own, proxied to the admin port on loopback: the one
+    admin page Prometheus needs, without exposing the rest (which can stop Envoy)."""
+    assert p.stats_port is not None
+    return {
+        "name": "stats",
+        "address": _socket_address(p.stats_address, p.stats_port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "stats",
+                            "codec_type": "AUTO",
+                            "route_config": {
+                                "name": "stats",
+                                "virtual_hosts": [
+                                    {
+                                        "name": "stats",
+                                        "domains": ["*"],
+                                        "routes": [
+                                            {
+                                                "match": {
+                                                    "path": STATS_PATH,
+                                                    "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+                                                },
+                                                "route": {"cluster": ADMIN_CLUSTER, "timeout": "10s"},
+                                            },
+                                            {
+                                                "match": {"prefix": "/"},
+                                                "direct_response": {
+                                                    "status": 404,
+                                                    "body": {"inline_string": f"only GET {STATS_PATH}\n"},
+                                                },
+                                            },
+                                        ],
+                                    }
+                                ],
+                            },
+                            "http_filters": [
+                                {
+                                    "name": ROUTER,
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
     }
 
 
@@ -582,6 +670,30 @@ def _cluster(name: str, up: Upstream, p: EnvoyParams) -> Config:
     return cluster
 
 
+def _plain_cluster(name: str, up: Upstream) -> Config:
+    return {
+        "name": name,
+        "connect_timeout": "1s",
+        "type": "STATIC" if _is_ip(up.host) else "STRICT_DNS",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(up.host, up.port)}}]}],
+        },
+    }
+
+
+def _otlp_cluster(up: Upstream) -> Config:
+    """The OpenTelemetry collector's OTLP/gRPC port (HTTP/2, plaintext)."""
+    cluster = _plain_cluster(OTLP_CLUSTER, up)
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    return cluster
+
+
 def _console_cluster(up: Upstream, p: EnvoyParams) -> Config:
     return {
         "name": "console",
@@ -637,3 +749,8 @@ def _check(p: EnvoyParams) -> None:
         raise ValueError("max_request_bytes and max_response_bytes must be positive")
     if "console" in p.upstreams and p.console_upstream is not None:
         raise ValueError("'console' is reserved for console_upstream")
+    for reserved in (ADMIN_CLUSTER, OTLP_CLUSTER):
+        if reserved in p.upstreams:
+            raise ValueError(f"{reserved!r} is the name of one of Envoy's own clusters")
+    if p.stats_port is not None and p.stats_port in (p.listen_port, p.admin_port):
+        raise ValueError("stats_port must differ from the listen and admin ports")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -134,12 +135,24 @@ class StackConfig:
     console_port: int = topology.CONSOLE_PORT
     web_root: Path = REPO_ROOT / "web" / "dist"
     openapi_document: Path = REPO_ROOT / "gen" / "openapi.json"
+    # Prometheus: each service's /metrics port (all its workers answer on it, each with the values
+    # of all of them: PROMETHEUS_MULTIPROC_DIR, one directory per service under data_dir/metrics)
+    # and Envoy's /stats/prometheus port.
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(topology.METRICS_PORTS))
+    stats_port: int = topology.EDGE_METRICS_PORT
 
     @classmethod
     def with_free_ports(cls, **overrides: Any) -> StackConfig:
         ports = {name: free_port() for name in topology.SERVICES}
+        metrics_ports = {name: free_port() for name in topology.SERVICES}
         return cls(
-            http_port=free_port(), admin_port=free_port(), service_ports=ports, console_port=free_port(), **overrides
+            http_port=free_port(),
+            admin_port=free_port(),
+            service_ports=ports,
+            console_port=free_port(),
+            metrics_ports=metrics_ports,
+            stats_port=free_port(),
+            **overrides,
         )
 
 
@@ -202,8 +215,39 @@ class Stack:
             env[f"VB_{name.upper()}_HOST"] = "127.0.0.1"
             env[f"VB_{name.upper()}_PORT"] = str(port)
             env[f"VB_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+        for name, port in self.config.metrics_ports.items():
+            env[f"VB_{name.upper()}_METRICS_PORT"] = str(port)
         env.update(self.config.extra_env)
         return env
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.config.data_dir / "metrics"
+
+    def worker_env(self, env: dict[str, str], service: str) -> dict[str, str]:
+        """A worker's environment: the service's own directory for the values all its workers
+        report on one metrics port."""
+        return {**env, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir / service)}
+
+    def _forget_worker(self, child: Child) -> None:
+        """A worker exited: its live gauges (breaker state, relay lag) no longer count. Its
+        counters stay in the sums, as Prometheus expects of counters."""
+        if child.service and child.process is not None:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(child.process.pid, str(self.metrics_dir / child.service))  # type: ignore[no-untyped-call]
+
+    def otlp_collector(self) -> Upstream | None:
+        """Where Envoy sends its spans: the services' OTLP endpoint (OTEL_EXPORTER_OTLP_*), if set."""
+        env = self.service_env()
+        endpoint = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        )
+        if not endpoint or env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return None
+        parts = urlsplit(endpoint if "//" in endpoint else f"http://{endpoint}")
+        return Upstream(parts.hostname or "127.0.0.1", parts.port or 4317)
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -230,6 +274,8 @@ class Stack:
             descriptor_set=str(REPO_ROOT / "gen" / "vocalbridge.pb"),
             upstreams={name: Upstream("127.0.0.1", port) for name, port in self.config.service_ports.items()},
             console_upstream=Upstream("127.0.0.1", self.config.console_port),
+            stats_port=self.config.stats_port,
+            otlp_collector=self.otlp_collector(),
         )
         path = self.config.data_dir / "envoy.json"
         path.write_text(render_envoy_config(params))
@@ -238,9 +284,12 @@ class Stack:
     async def start(self) -> None:
         await self.migrate()
         env = self.service_env()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)  # a new stack counts from zero
         for name in self.config.services:
+            (self.metrics_dir / name).mkdir(parents=True)
             for worker in self.worker_names(name):
-                child = Child(worker, [sys.executable, "-m", f"vocalbridge_{name}", "serve"], env, service=name)
+                argv = [sys.executable, "-m", f"vocalbridge_{name}", "serve"]
+                child = Child(worker, argv, self.worker_env(env, name), service=name)
                 self.children[worker] = child
                 await self._spawn(child)
                 await self.wait_serving(name)
@@ -277,6 +326,7 @@ class Stack:
         ]
 
     async def _spawn(self, child: Child) -> None:
+        self._forget_worker(child)  # the process it replaces, if any
         if self.config.log_dir is not None:
             self.config.log_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(self.config.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by the child
