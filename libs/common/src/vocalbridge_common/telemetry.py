@@ -7,13 +7,22 @@ appear in the JSON logs, and spans are exported over OTLP/gRPC when an endpoint 
 Otherwise no tracer provider is installed and no instrumentation runs, so a request pays
 nothing for tracing (about a dozen spans per turn otherwise, even with nowhere to send them).
 OTEL_SDK_DISABLED=true turns tracing off whatever else is set.
+
+Work queued for later in the same process (a turn's usage event in the outbox, sent to billing
+by the relay in a batch) keeps its trace: `remember_trace(key)` notes the current span's
+context under the work's key, and `continue_traces(name, keys)` opens the span of the later
+work as a child of the first key's trace, linked to the others. With tracing off both do
+nothing; a key handled by another process (another worker or replica's relay) starts a trace
+of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -25,6 +34,45 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 SAMPLER_VARIABLE = "OTEL_TRACES_SAMPLER"
+# Trace contexts of queued work, by key, while tracing is on (bounded: the oldest are forgotten).
+QUEUED_TRACES_KEPT = 10_000
+
+
+class _QueuedTraces:
+    """The trace contexts of work queued in this process, kept until the work is done."""
+
+    def __init__(self) -> None:
+        self.contexts: OrderedDict[str, trace.SpanContext] = OrderedDict()
+
+
+# Process-wide like the tracer provider it belongs to, and only while tracing is on.
+_queued: list[_QueuedTraces] = []
+
+
+def remember_trace(key: str) -> None:
+    """Notes the current trace under `key` (an outbox event id), when tracing is on."""
+    if not _queued:
+        return
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        contexts = _queued[0].contexts
+        contexts[key] = context
+        if len(contexts) > QUEUED_TRACES_KEPT:
+            contexts.popitem(last=False)
+
+
+@contextlib.contextmanager
+def continue_traces(name: str, keys: Iterable[str]) -> Iterator[None]:
+    """A span for work on the queued items `keys`: in the trace of the first one remembered,
+    linked to every one remembered. Does nothing when tracing is off."""
+    if not _queued:
+        yield
+        return
+    contexts = [c for c in (_queued[0].contexts.pop(key, None) for key in keys) if c is not None]
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(contexts[0])) if contexts else None
+    links = [trace.Link(context) for context in contexts]
+    with trace.get_tracer(__name__).start_as_current_span(name, context=parent, links=links):
+        yield
 
 
 def tracing_configured(environ: Mapping[str, str] | None = None) -> bool:
@@ -50,6 +98,8 @@ def setup_tracing(service_name: str, environ: Mapping[str, str] | None = None) -
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         log.info("exporting traces over OTLP")
     trace.set_tracer_provider(provider)
+    if not _queued:
+        _queued.append(_QueuedTraces())
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
 
     GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]

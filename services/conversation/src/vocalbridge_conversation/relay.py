@@ -27,6 +27,7 @@ from vocalbridge_common import metrics
 from vocalbridge_common.clients import service_metadata
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.telemetry import continue_traces
 from vocalbridge_conversation.config import SERVICE, RelaySettings
 from vocalbridge_conversation.repository import OutboxRelayRepository, PendingEvent
 
@@ -154,7 +155,8 @@ class OutboxRelay:
     async def _send(self, rows: Sequence[PendingEvent]) -> _Sent:
         events = [usage_event_pb2.UsageEvent.FromString(row.payload) for row in rows]
         try:
-            await self._record(events)
+            with continue_traces("outbox relay batch", [row.event_id for row in rows]):
+                await self._record(events)
         except grpc.aio.AioRpcError as error:
             if error.code() in _PERMANENT:
                 return await self._isolate(rows, events)

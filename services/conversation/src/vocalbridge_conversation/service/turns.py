@@ -35,6 +35,7 @@ from vocalbridge_common import metrics
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import SessionNotFound
 from vocalbridge_common.ids import new_id
+from vocalbridge_common.telemetry import remember_trace
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import TurnSettings
@@ -380,6 +381,7 @@ class TurnService:
             event_time=now,
         )
         event = OutboxEntry(record.event_id, self._encode_usage_event(record), now)
+        remember_trace(record.event_id)  # the relay's batch continues this turn's trace
         messages = (turn.user_message, reply)
         turn = replace(turn, stored_response=self._encode_response(turn))
         async with self._turns.transaction(running.tenant_id) as turns:
