@@ -56,3 +56,58 @@ def as_tenant(signer):
         return ((IDENTITY_HEADER, signer.mint(tenant_id, key_id, scopes)),)
 
     return metadata
+
+
+# Redis for the rate-limit and budget counters: the machine's server, each test under a key
+# prefix of its own (VB_TEST_REDIS_URL to use another server).
+REDIS_URL = os.environ.get("VB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test (or engineer's run) shares."""
+    return f"vbtest:{uuid.uuid4().hex[:12]}:"
+
+
+@contextmanager
+def throwaway_redis():
+    """A Redis server of its own on a free port (to stop and start in a test): yields
+    (url, stop, start)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        process.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the throw-away redis-server did not start")
+
+    def stop() -> None:
+        while process:
+            running = process.pop()
+            running.terminate()
+            running.wait(10)
+
+    start()
+    try:
+        yield f"redis://127.0.0.1:{port}/0", stop, start
+    finally:
+        stop()
