@@ -18,6 +18,7 @@ from tests.support import error_reason, violated_fields
 from vocalbridge.billing.v1 import usage_event_pb2
 from vocalbridge.conversation.v1 import delivery_pb2, session_pb2
 from vocalbridge_billing.config import BillingSettings
+from vocalbridge_billing.domain import LATENCY_RELATIVE_ERROR, histogram_percentile, latency_bucket, percentile_cont
 from vocalbridge_common.config import Env
 from vocalbridge_common.pricing import SEED_PRICES, Quantities, charge, select_prices
 
@@ -113,6 +114,24 @@ def usage_event(
         event.prices.add(name=f"prices/{row.price_id}")
     event.event_time.FromDatetime(event_time)
     return event
+
+
+def estimated_percentile_ns(latencies_ns: list[int], fraction: float) -> int:
+    """What GetProviderPerformance reports for these successful calls: the percentile
+    estimated from their latency histogram (a bucket's latencies as its midpoint)."""
+    counts: dict[int, int] = {}
+    for latency in latencies_ns:
+        counts[latency_bucket(latency)] = counts.get(latency_bucket(latency), 0) + 1
+    return round(histogram_percentile(sorted(counts.items()), fraction) or 0)
+
+
+def assert_percentile(reported: duration_pb2.Duration, latencies_ns: list[int], fraction: float) -> None:
+    """`reported` is the documented estimate, and within the documented bound of the exact
+    percentile (PostgreSQL's percentile_cont over the latencies), give or take rounding."""
+    exact = percentile_cont(sorted(latencies_ns), fraction) or 0
+    value = reported.ToNanoseconds()
+    assert value == estimated_percentile_ns(latencies_ns, fraction), (value, exact)
+    assert abs(value - exact) <= exact * LATENCY_RELATIVE_ERROR + 1, (value, exact)
 
 
 @dataclass(frozen=True)

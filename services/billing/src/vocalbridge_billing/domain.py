@@ -631,6 +631,127 @@ def percentile_cont(sorted_values: Sequence[int] | Sequence[float], fraction: fl
     return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * (position - lower)
 
 
+# -- reading: the daily rollups ------------------------------------------------------------
+#
+# The ledger's sums are kept per tenant and UTC day as well (the rollup tables, maintained
+# by the database in the transaction that inserts the events): a report reads the whole days
+# of its range from them and only the partial days at its edges from the ledger itself.
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """A report's range, split into whole UTC days and the rest.
+
+    `days` is the half-open range of whole days `[first, end)` as `YYYY-MM-DD` (first None:
+    every day before `end`), None when the range holds no whole day. `windows` are the parts
+    of the range outside those days, each `[start, end)` (start None: from the first event),
+    read from the ledger. Together they cover the range exactly once.
+    """
+
+    days: tuple[str | None, str] | None
+    windows: tuple[tuple[datetime | None, datetime], ...]
+
+
+def _midnight(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _day(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d")
+
+
+def split_by_day(start: datetime | None, end: datetime) -> DaySplit:
+    """`[start, end)` as whole UTC days and the partial days at its edges."""
+    end_midnight = _midnight(end)
+    if start is None:
+        first_midnight = None
+    else:
+        first_midnight = _midnight(start)
+        if first_midnight < start:
+            first_midnight += timedelta(days=1)
+        if first_midnight >= end_midnight:
+            return DaySplit(None, ((start, end),))
+    windows: list[tuple[datetime | None, datetime]] = []
+    if start is not None and first_midnight is not None and start < first_midnight:
+        windows.append((start, first_midnight))
+    if end_midnight < end:
+        windows.append((end_midnight, end))
+    first_day = _day(first_midnight) if first_midnight is not None else None
+    return DaySplit((first_day, _day(end_midnight)), tuple(windows))
+
+
+def ledger_only(f: UsageFilter) -> DaySplit:
+    """The whole range read from the ledger: what the reports read before the rollups, and
+    what report_split's answers equal."""
+    if f.end is None:
+        raise ValueError("a report's range has an end (now, unless the caller set one)")
+    return DaySplit(None, ((f.start, f.end),))
+
+
+def report_split(f: UsageFilter) -> DaySplit:
+    """How a report reads its range: whole days from the rollups, the rest from the ledger;
+    all of it from the ledger when a filter is not a rollup dimension (a session)."""
+    if f.end is None or f.session_id:
+        return ledger_only(f)
+    return split_by_day(f.start, f.end)
+
+
+# Latency percentiles come from a histogram: a latency in nanoseconds falls in a bucket that
+# keeps its highest LATENCY_SUB_BUCKET_BITS + 1 bits (values below 2**(bits + 1) keep them
+# all: a bucket of their own). Each power of two is cut into 2**bits buckets of equal width,
+# so a bucket's midpoint is within 1 / 2**(bits + 1) of every latency in it, relatively.
+# Histograms of days, agents and providers add up bucket by bucket.
+LATENCY_SUB_BUCKET_BITS = 5
+LATENCY_RELATIVE_ERROR = 1 / 2 ** (LATENCY_SUB_BUCKET_BITS + 1)  # 1/64, about 1.6%
+_EXACT_BELOW = 2 ** (LATENCY_SUB_BUCKET_BITS + 1)
+
+
+def latency_bucket(latency_ns: int) -> int:
+    """The histogram bucket of a latency (>= 0); larger latencies, larger buckets."""
+    shift = latency_ns.bit_length() - (LATENCY_SUB_BUCKET_BITS + 1)
+    if shift <= 0:
+        return latency_ns
+    return (shift << LATENCY_SUB_BUCKET_BITS) + (latency_ns >> shift)
+
+
+def latency_bucket_bounds(bucket: int) -> tuple[int, int]:
+    """The lowest and the highest latency of a bucket, both inclusive."""
+    if bucket < _EXACT_BELOW:
+        return bucket, bucket
+    shift = (bucket >> LATENCY_SUB_BUCKET_BITS) - 1
+    leading = bucket - (shift << LATENCY_SUB_BUCKET_BITS)
+    return leading << shift, ((leading + 1) << shift) - 1
+
+
+def latency_bucket_value(bucket: int) -> float:
+    """What a bucket's latencies are estimated as: its midpoint."""
+    low, high = latency_bucket_bounds(bucket)
+    return (low + high) / 2
+
+
+def histogram_percentile(buckets: Sequence[tuple[int, int]], fraction: float) -> float | None:
+    """percentile_cont over a histogram, `(bucket, count)` pairs in bucket order: the same
+    interpolation between the two closest ranks, each rank's latency estimated as its
+    bucket's midpoint. Within LATENCY_RELATIVE_ERROR of percentile_cont over the latencies
+    themselves: both ranks' estimates are, and so is any value between them."""
+    total = sum(count for _, count in buckets)
+    if total == 0:
+        return None
+    position = fraction * (total - 1)
+    lower = int(position)
+    upper = min(lower + 1, total - 1)
+    values: dict[int, float] = {}
+    seen = 0
+    for bucket, count in buckets:
+        for rank in (lower, upper):
+            if rank not in values and seen <= rank < seen + count:
+                values[rank] = latency_bucket_value(bucket)
+        seen += count
+        if upper in values:
+            break
+    return values[lower] + (values[upper] - values[lower]) * (position - lower)
+
+
 # -- the price list --------------------------------------------------------------------------
 
 

@@ -117,3 +117,71 @@ class UsageAttemptRow(BillingBase):
     latency_ns: Mapped[int] = mapped_column(BigInteger)
     backoff_ns: Mapped[int] = mapped_column(BigInteger)
     error_message: Mapped[str] = mapped_column(String(500))
+
+
+# -- the daily rollups ---------------------------------------------------------------------
+# Sums of the ledger per tenant and UTC day, kept by the database itself: triggers on the
+# two ledger tables add every inserted row to them in the inserting transaction (migration
+# 0002). The services only read them; a report takes its whole days from here and the
+# partial days at its edges from the ledger.
+
+
+class UsageDailyTotalsRow(BillingBase):
+    """The summary's sums per day and every dimension it groups or filters by; the
+    provider that started the turn is a dimension too, for provider performance."""
+
+    __tablename__ = "usage_daily_totals"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC: the events' event_day
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    started_provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    turns: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    audio_millis: Mapped[int] = mapped_column(BigInteger)
+    tts_characters: Mapped[int] = mapped_column(BigInteger)
+    cost_micros: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageDailyAttemptsRow(BillingBase):
+    """Delivery attempts per day, agent and provider."""
+
+    __tablename__ = "usage_daily_attempts"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(BigInteger)  # calls made: circuit-open skips excluded
+    failed_attempts: Mapped[int] = mapped_column(BigInteger)
+    circuit_open_skips: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageDailyLatencyRow(BillingBase):
+    """Successful calls per day, provider and latency bucket (domain.latency_bucket)."""
+
+    __tablename__ = "usage_daily_latencies"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageDailyAgentLatencyRow(BillingBase):
+    """The same per agent too, for reports of one agent (the histogram above stays small
+    for reports of every agent)."""
+
+    __tablename__ = "usage_daily_agent_latencies"
+
+    # Agent before day: it is read for one agent at a time.
+    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)

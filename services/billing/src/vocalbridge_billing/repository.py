@@ -1,21 +1,40 @@
 """Billing data access: rows in, domain values out, and the one mapping between them.
 Flushes, never commits: the use cases own the transactions.
 
-Aggregations run in SQL (GROUP BY); only the latency percentiles on SQLite,
-which has no percentile_cont, are computed in Python.
+Aggregations run in SQL (GROUP BY). The reports read the whole UTC days of their range
+from the daily rollups (kept by the database as events land, migration 0002) and the
+partial days at its edges from the ledger, in one query each: the same sums as the
+ledger alone gives. Latency percentiles are estimated in Python from the merged
+histograms (domain.histogram_percentile).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, case, func, insert, literal, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    case,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute
 
 from vocalbridge_billing.domain import (
+    LATENCY_SUB_BUCKET_BITS,
+    DaySplit,
     EventCursor,
     Grouping,
     LedgerEntry,
@@ -26,15 +45,27 @@ from vocalbridge_billing.domain import (
     RecordedEvent,
     Totals,
     UsageFilter,
-    percentile_cont,
+    histogram_percentile,
 )
-from vocalbridge_billing.models import PriceListRow, UsageAttemptRow, UsageEventRow
+from vocalbridge_billing.models import (
+    PriceListRow,
+    UsageAttemptRow,
+    UsageDailyAgentLatencyRow,
+    UsageDailyAttemptsRow,
+    UsageDailyLatencyRow,
+    UsageDailyTotalsRow,
+    UsageEventRow,
+)
 from vocalbridge_common.pricing import PriceRow, PriceUnit, Quantities
 from vocalbridge_common.repository import SystemRepository, TenantRepository
 from vocalbridge_common.vocabulary import AttemptOutcome, Channel
 
 E = UsageEventRow
 A = UsageAttemptRow
+R = UsageDailyTotalsRow
+RA = UsageDailyAttemptsRow
+RL = UsageDailyLatencyRow
+RAL = UsageDailyAgentLatencyRow
 _EVENTS = cast(Table, UsageEventRow.__table__)
 _ATTEMPTS = cast(Table, UsageAttemptRow.__table__)
 
@@ -239,7 +270,10 @@ class LedgerRepository(SystemRepository):
     async def add_attempts(self, entries: Sequence[LedgerEntry]) -> None:
         rows = [row for entry in entries for row in _attempt_values(entry)]
         if rows:
-            await self.session.execute(insert(_ATTEMPTS), rows)
+            # RETURNING makes it one multi-row INSERT (SQLAlchemy's "insertmanyvalues"), where a
+            # plain executemany is one statement per row on asyncpg: the ledger's rollup trigger
+            # runs once per statement.
+            await self.session.execute(insert(_ATTEMPTS).returning(_ATTEMPTS.c.ordinal), rows)
 
 
 # -- the ledger: a tenant's reads -----------------------------------------------------------
@@ -263,11 +297,8 @@ def _event_filters(tenant_id: str, f: UsageFilter) -> list[ColumnElement[bool]]:
 
 
 class UsageRepository(TenantRepository):
-    """A tenant's usage ledger, read: events, totals and provider performance."""
-
-    @property
-    def _postgres(self) -> bool:
-        return self.session.get_bind().dialect.name == "postgresql"
+    """A tenant's usage ledger, read: events, totals and provider performance (these from
+    the daily rollups for the whole days of their range)."""
 
     async def page(self, f: UsageFilter, after: EventCursor | None, limit: int) -> list[RecordedEvent]:
         """Events oldest first, keyset-paged on (event_time, event_id), with their attempts and prices."""
@@ -301,90 +332,54 @@ class UsageRepository(TenantRepository):
         query = select(PriceListRow).where(PriceListRow.id.in_(sorted(price_ids)))
         return {row.id: _price_of(row) for row in (await self.session.scalars(query)).all()}
 
-    @staticmethod
-    def _sums() -> tuple[ColumnElement[Any], ...]:
-        return (
-            func.count(),
-            func.coalesce(func.sum(E.prompt_tokens), 0),
-            func.coalesce(func.sum(E.completion_tokens), 0),
-            func.coalesce(func.sum(E.audio_millis), 0),
-            func.coalesce(func.sum(E.tts_characters), 0),
-            func.coalesce(func.sum(E.cost_micros), 0),
-        )
+    # -- the reports: whole days from the rollups, the rest of the range from the ledger --
 
-    async def totals(self, f: UsageFilter) -> Totals:
-        """Sums over the filtered events."""
-        row = (await self.session.execute(select(*self._sums()).where(*_event_filters(self.tenant_id, f)))).one()
+    async def totals(self, f: UsageFilter, split: DaySplit) -> Totals:
+        """Sums over the filtered events of the range `split` cuts (f's own times aside)."""
+        row = (await self.session.execute(self._summary(f, split, None))).one()
         return Totals(*(_int(value) for value in row))
 
-    async def grouped_totals(self, f: UsageFilter, grouping: Grouping) -> list[tuple[str, Totals]]:
-        """Sums over the filtered events per stored value of the grouping's column, ordered by it."""
-        column = _GROUP_COLUMN[grouping]
-        query = (
-            select(column, *self._sums()).where(*_event_filters(self.tenant_id, f)).group_by(column).order_by(column)
-        )
-        return [(key, Totals(*(_int(value) for value in values))) for key, *values in await self.session.execute(query)]
+    async def grouped_totals(self, f: UsageFilter, grouping: Grouping, split: DaySplit) -> list[tuple[str, Totals]]:
+        """Sums per stored value of the grouping's column, ordered by it (as the database orders)."""
+        result = await self.session.execute(self._summary(f, split, grouping))
+        return [(key, Totals(*(_int(value) for value in values))) for key, *values in result]
 
-    async def provider_stats(self, f: UsageFilter) -> dict[str, ProviderStats]:
+    def _summary(self, f: UsageFilter, split: DaySplit, grouping: Grouping | None) -> Select[Any]:
+        parts: list[Select[Any]] = []
+        if split.days is not None:
+            conditions = [R.tenant_id == self.tenant_id, *_days(R.day, split.days)]
+            if f.agent_id:
+                conditions.append(R.agent_id == f.agent_id)
+            if f.provider:
+                conditions.append(R.provider == f.provider)
+            if f.channel is not None:
+                conditions.append(R.channel == f.channel.value)
+            keys = [_ROLLUP_GROUP_COLUMN[grouping].label("key")] if grouping else []
+            sums = [func.sum(getattr(R, name)).label(name) for name in _TOTALS]
+            parts.append(select(*keys, *sums).where(*conditions).group_by(*keys))
+        for window in split.windows:
+            keys = [_GROUP_COLUMN[grouping].label("key")] if grouping else []
+            sums = [func.count().label("turns"), *(func.sum(getattr(E, name)).label(name) for name in _TOTALS[1:])]
+            conditions = _event_filters(self.tenant_id, _within(f, window))
+            parts.append(select(*keys, *sums).where(*conditions).group_by(*keys))
+        return _merged(parts, ["key"] if grouping else [], _TOTALS)
+
+    async def provider_stats(self, f: UsageFilter, split: DaySplit) -> dict[str, ProviderStats]:
+        """How each provider did for the filtered turns of the range `split` cuts. Counts are
+        exact; the latency percentiles are estimated from a histogram (histogram_percentile)."""
         stats: dict[str, dict[str, Any]] = {}
 
         def entry(provider: str) -> dict[str, Any]:
             return stats.setdefault(provider, {"provider": provider})
 
-        attempt_conditions = [A.tenant_id == self.tenant_id]
-        if f.start is not None:
-            attempt_conditions.append(A.event_time >= f.start)
-        if f.end is not None:
-            attempt_conditions.append(A.event_time < f.end)
-        if f.agent_id:
-            attempt_conditions.append(A.agent_id == f.agent_id)
-        circuit_open = AttemptOutcome.CIRCUIT_OPEN.value
-        success = AttemptOutcome.SUCCESS.value
-        called = case((A.outcome != circuit_open, 1), else_=0)
-        failed = case((and_(A.outcome != circuit_open, A.outcome != success), 1), else_=0)
-        skipped = case((A.outcome == circuit_open, 1), else_=0)
-        columns: list[ColumnElement[Any] | InstrumentedAttribute[str]] = [
-            A.provider,
-            func.sum(called),
-            func.sum(failed),
-            func.sum(skipped),
-        ]
-        if self._postgres:
-            # percentile_cont ignores NULLs: only successful calls count.
-            successful_latency = case((A.outcome == success, A.latency_ns))
-            columns += [
-                func.percentile_cont(0.5).within_group(successful_latency),
-                func.percentile_cont(0.95).within_group(successful_latency),
-            ]
-        query = select(*columns).where(*attempt_conditions).group_by(A.provider)
-        for provider, attempts, failures, skips, *percentiles in await self.session.execute(query):
-            values = entry(provider)
-            values.update(attempts=_int(attempts), failed_attempts=_int(failures), circuit_open_skips=_int(skips))
-            if percentiles:
-                values.update(latency_p50_ns=round(percentiles[0] or 0), latency_p95_ns=round(percentiles[1] or 0))
-        if not self._postgres:
-            latencies: dict[str, list[int]] = {}
-            latency_query = (
-                select(A.provider, A.latency_ns)
-                .where(*attempt_conditions, A.outcome == success)
-                .order_by(A.provider, A.latency_ns)
+        attempts_query = self._attempt_counts(f, split)
+        for provider, attempts, failures, skips in await self.session.execute(attempts_query):
+            entry(provider).update(
+                attempts=_int(attempts), failed_attempts=_int(failures), circuit_open_skips=_int(skips)
             )
-            for provider, latency in await self.session.execute(latency_query):
-                latencies.setdefault(provider, []).append(latency)
-            for provider, sorted_latencies in latencies.items():
-                entry(provider).update(
-                    latency_p50_ns=round(percentile_cont(sorted_latencies, 0.5) or 0),
-                    latency_p95_ns=round(percentile_cont(sorted_latencies, 0.95) or 0),
-                )
 
-        # One scan of the events for the turn counts: (served by, started at) pairs.
-        event_conditions = _event_filters(self.tenant_id, UsageFilter(start=f.start, end=f.end, agent_id=f.agent_id))
-        pairs = (
-            select(E.provider, E.started_provider, func.count())
-            .where(*event_conditions)
-            .group_by(E.provider, E.started_provider)
-        )
-        for served_by, started_at, turns in await self.session.execute(pairs):
+        # Turn counts from (served by, started at) pairs.
+        for served_by, started_at, turns in await self.session.execute(self._turn_pairs(f, split)):
             served = entry(served_by)
             served["turns_served"] = served.get("turns_served", 0) + _int(turns)
             if started_at:
@@ -392,4 +387,131 @@ class UsageRepository(TenantRepository):
                 started["turns_started"] = started.get("turns_started", 0) + _int(turns)
                 if started_at != served_by:
                     started["turns_fallen_back"] = started.get("turns_fallen_back", 0) + _int(turns)
+
+        histograms: dict[str, list[tuple[int, int]]] = {}
+        for provider, bucket, calls in await self.session.execute(self._latency_histograms(f, split)):
+            histograms.setdefault(provider, []).append((int(bucket), _int(calls)))
+        for provider, histogram in histograms.items():
+            histogram.sort()
+            entry(provider).update(
+                latency_p50_ns=round(histogram_percentile(histogram, 0.5) or 0),
+                latency_p95_ns=round(histogram_percentile(histogram, 0.95) or 0),
+            )
         return {provider: ProviderStats(**values) for provider, values in stats.items()}
+
+    def _attempt_conditions(self, f: UsageFilter, window: Window) -> list[ColumnElement[bool]]:
+        start, end = window
+        conditions = [A.tenant_id == self.tenant_id, A.event_time < end]
+        if start is not None:
+            conditions.append(A.event_time >= start)
+        if f.agent_id:
+            conditions.append(A.agent_id == f.agent_id)
+        return conditions
+
+    def _attempt_counts(self, f: UsageFilter, split: DaySplit) -> Select[Any]:
+        columns = ("attempts", "failed_attempts", "circuit_open_skips")
+        parts: list[Select[Any]] = []
+        if split.days is not None:
+            conditions = [RA.tenant_id == self.tenant_id, *_days(RA.day, split.days)]
+            if f.agent_id:
+                conditions.append(RA.agent_id == f.agent_id)
+            sums = [func.sum(getattr(RA, name)).label(name) for name in columns]
+            parts.append(select(RA.provider.label("provider"), *sums).where(*conditions).group_by(RA.provider))
+        circuit_open = AttemptOutcome.CIRCUIT_OPEN.value
+        success = AttemptOutcome.SUCCESS.value
+        called = case((A.outcome != circuit_open, 1), else_=0)
+        failed = case((and_(A.outcome != circuit_open, A.outcome != success), 1), else_=0)
+        skipped = case((A.outcome == circuit_open, 1), else_=0)
+        for window in split.windows:
+            sums = [func.sum(value).label(name) for value, name in zip((called, failed, skipped), columns, strict=True)]
+            conditions = self._attempt_conditions(f, window)
+            parts.append(select(A.provider.label("provider"), *sums).where(*conditions).group_by(A.provider))
+        return _merged(parts, ["provider"], columns)
+
+    def _turn_pairs(self, f: UsageFilter, split: DaySplit) -> Select[Any]:
+        parts: list[Select[Any]] = []
+        if split.days is not None:
+            conditions = [R.tenant_id == self.tenant_id, *_days(R.day, split.days)]
+            if f.agent_id:
+                conditions.append(R.agent_id == f.agent_id)
+            keys = (R.provider.label("provider"), R.started_provider.label("started_provider"))
+            parts.append(select(*keys, func.sum(R.turns).label("turns")).where(*conditions).group_by(*keys))
+        for window in split.windows:
+            conditions = _event_filters(
+                self.tenant_id, UsageFilter(start=window[0], end=window[1], agent_id=f.agent_id)
+            )
+            keys = (E.provider.label("provider"), E.started_provider.label("started_provider"))
+            parts.append(select(*keys, func.count().label("turns")).where(*conditions).group_by(*keys))
+        return _merged(parts, ["provider", "started_provider"], ("turns",))
+
+    def _latency_histograms(self, f: UsageFilter, split: DaySplit) -> Select[Any]:
+        parts: list[Select[Any]] = []
+        if split.days is not None:
+            # One agent's from the histogram per agent; every agent's from the one that sums them.
+            if f.agent_id:
+                conditions = [RAL.tenant_id == self.tenant_id, RAL.agent_id == f.agent_id, *_days(RAL.day, split.days)]
+                keys = (RAL.provider.label("provider"), RAL.bucket.label("bucket"))
+                calls = func.sum(RAL.calls).label("calls")
+            else:
+                conditions = [RL.tenant_id == self.tenant_id, *_days(RL.day, split.days)]
+                keys = (RL.provider.label("provider"), RL.bucket.label("bucket"))
+                calls = func.sum(RL.calls).label("calls")
+            parts.append(select(*keys, calls).where(*conditions).group_by(*keys))
+        bucket = latency_bucket_expression(_ATTEMPTS.c.latency_ns)
+        for window in split.windows:
+            conditions = [*self._attempt_conditions(f, window), A.outcome == AttemptOutcome.SUCCESS.value]
+            keys = (A.provider.label("provider"), bucket.label("bucket"))
+            parts.append(select(*keys, func.count().label("calls")).where(*conditions).group_by(A.provider, bucket))
+        return _merged(parts, ["provider", "bucket"], ("calls",))
+
+
+# The summed columns of the totals, in Totals' order (turns first).
+_TOTALS = ("turns", "prompt_tokens", "completion_tokens", "audio_millis", "tts_characters", "cost_micros")
+_ROLLUP_GROUP_COLUMN: dict[Grouping, InstrumentedAttribute[str]] = {
+    Grouping.DAY: R.day,
+    Grouping.AGENT: R.agent_id,
+    Grouping.PROVIDER: R.provider,
+    Grouping.CHANNEL: R.channel,
+}
+Window = tuple[datetime | None, datetime]
+
+
+def _days(column: InstrumentedAttribute[str], days: tuple[str | None, str]) -> list[ColumnElement[bool]]:
+    first, end = days
+    conditions = [column < end]
+    if first is not None:
+        conditions.append(column >= first)
+    return conditions
+
+
+def _within(f: UsageFilter, window: Window) -> UsageFilter:
+    return dataclasses.replace(f, start=window[0], end=window[1])
+
+
+def _merged(parts: Sequence[Select[Any]], keys: list[str], sums: Sequence[str]) -> Select[Any]:
+    """One query over the parts (rollup and ledger reads of the same columns, each grouped):
+    their sums added per key, ordered by the keys."""
+    if not parts:
+        raise ValueError("a report reads at least one part")
+    if len(parts) == 1:
+        return parts[0].order_by(*(literal_column(key) for key in keys))
+    union = union_all(*parts).subquery()
+    key_columns = [union.c[key] for key in keys]
+    return (
+        select(*key_columns, *(func.sum(union.c[name]).label(name) for name in sums))
+        .group_by(*key_columns)
+        .order_by(*key_columns)
+    )
+
+
+def latency_bucket_expression(latency: ColumnElement[int]) -> ColumnElement[int]:
+    """domain.latency_bucket in SQL, for both databases (integer comparisons and shifts)."""
+    kept = LATENCY_SUB_BUCKET_BITS + 1
+
+    def shifted(shift: int) -> ColumnElement[int]:
+        return literal_column(str(shift << LATENCY_SUB_BUCKET_BITS)) + latency.op(">>")(literal_column(str(shift)))
+
+    whens: list[tuple[ColumnElement[bool], ColumnElement[int]]] = [(latency < literal_column(str(2**kept)), latency)]
+    for bits in range(kept + 1, 63):
+        whens.append((latency < literal_column(str(2**bits)), shifted(bits - kept)))
+    return case(*whens, else_=shifted(63 - kept))
