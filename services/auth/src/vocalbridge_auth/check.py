@@ -28,6 +28,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc.aio import ServicerContext
 
 from vocalbridge_auth.domain import OPERATOR_KEY_ID, ApiKey, authenticate, digest, prefix_of
+from vocalbridge_auth.last_use import LastUseRecorder
 from vocalbridge_auth.routes import Route, RouteTable, body_violations
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.db import utcnow
@@ -42,6 +43,8 @@ from vocalbridge_common.errors import (
 )
 from vocalbridge_common.headers import API_KEY_HEADER, AUTHORIZATION_HEADER, IDENTITY_HEADER, REQUEST_ID_HEADER
 from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.limits.cache import TenantLimitsCache
+from vocalbridge_common.limits.limiter import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +137,7 @@ _HTTP_STATUS = {
     code_pb2.UNAUTHENTICATED: http_status_pb2.Unauthorized,
     code_pb2.PERMISSION_DENIED: http_status_pb2.Forbidden,
     code_pb2.NOT_FOUND: http_status_pb2.NotFound,
+    code_pb2.RESOURCE_EXHAUSTED: http_status_pb2.TooManyRequests,
     code_pb2.UNAVAILABLE: http_status_pb2.ServiceUnavailable,
 }
 
@@ -151,10 +155,17 @@ class AuthorizationServicer:
         authenticator: KeyAuthenticator,
         signer: IdentitySigner,
         routes: list[Route],
+        *,
+        limits: TenantLimitsCache | None = None,
+        limiter: Limiter | None = None,
+        last_use: LastUseRecorder | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._signer = signer
         self._routes = RouteTable(routes)
+        self._limits = limits
+        self._limiter = limiter
+        self._last_use = last_use
         # The OK response for a principal, with its identity token, reused within the second
         # the token was minted in (a minted token is the same for the whole second).
         self._allowed: dict[Principal, tuple[int, external_auth_pb2.CheckResponse]] = {}
@@ -193,14 +204,37 @@ class AuthorizationServicer:
                     reason="SCOPE_INSUFFICIENT",
                     metadata={"requiredScope": needed},
                 )
+            rate_headers = await self._limit(principal)
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
-            return self._deny(to_rpc_status(error, request_id), grpc_client=_is_grpc(headers))
+            return self._deny(to_rpc_status(error, request_id), grpc_client=_is_grpc(headers), extra=error.headers)
         except Exception:
             log.exception("key check failed")
             unavailable = Unavailable("authentication is temporarily unavailable")
             return self._deny(to_rpc_status(unavailable, request_id), grpc_client=_is_grpc(headers))
-        return self._allow(principal)
+        allowed = self._allow(principal)
+        if not rate_headers:
+            return allowed
+        # The identity part is shared within the second; the rate headers are this request's.
+        response = external_auth_pb2.CheckResponse()
+        response.CopyFrom(allowed)
+        response.ok_response.response_headers_to_add.extend(_header_options(rate_headers))
+        return response
+
+    async def _limit(self, principal: Principal) -> dict[str, str]:
+        """Notes the key's use and charges the request to the tenant's and the key's rate
+        limits: the x-ratelimit-* headers for the response, or RateLimited. No store call
+        (and nothing but two dictionary lookups) for a tenant without rate limits."""
+        if not principal.tenant_id:
+            return {}
+        if self._last_use is not None:
+            self._last_use.used(principal.key_id)
+        if self._limits is None or self._limiter is None:
+            return {}
+        limits = await self._limits.get(principal.tenant_id)
+        if not limits.rate_limits:
+            return {}
+        return await self._limiter.check_request(limits, principal.key_id)
 
     def _allow(self, principal: Principal) -> external_auth_pb2.CheckResponse:
         now = time.time()
@@ -228,7 +262,9 @@ class AuthorizationServicer:
         return response
 
     @staticmethod
-    def _deny(status: status_pb2.Status, grpc_client: bool) -> external_auth_pb2.CheckResponse:
+    def _deny(
+        status: status_pb2.Status, grpc_client: bool, extra: Mapping[str, str] | None = None
+    ) -> external_auth_pb2.CheckResponse:
         body = json_format.MessageToJson(status, indent=None)
         response_headers = [
             base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="content-type", value="application/json"))
@@ -244,6 +280,8 @@ class AuthorizationServicer:
             response_headers += [
                 base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value)) for key, value in rich
             ]
+        if extra:
+            response_headers += _header_options(extra)
         if status.code == code_pb2.UNAUTHENTICATED:
             response_headers.append(
                 base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="www-authenticate", value="Bearer"))
@@ -256,3 +294,13 @@ class AuthorizationServicer:
                 body=body,
             ),
         )
+
+
+def _header_options(headers: Mapping[str, str]) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=key, value=value),
+            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for key, value in headers.items()
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, MetaData, String
+from sqlalchemy import BigInteger, ForeignKey, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
@@ -43,3 +43,36 @@ class ApiKeyRow(AuthBase):
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     expire_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     revoke_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Updated at most once a minute per key and process, off the request path.
+    last_use_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The key that replaced this one by rotation; set once (compare-and-set on NULL).
+    successor_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class RateLimitRow(AuthBase):
+    """A tenant's rate limit for one target: `tenant`, a key id or an agent id."""
+
+    __tablename__ = "rate_limits"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), primary_key=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    revision: Mapped[int] = mapped_column(Integer)
+
+
+class BudgetRow(AuthBase):
+    """A tenant's spend budget for one target."""
+
+    __tablename__ = "budgets"
+
+    tenant_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(40), primary_key=True)
+    limit_micros: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[str] = mapped_column(String(20))  # limits.model.BudgetPeriod
+    window_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    revision: Mapped[int] = mapped_column(Integer)

@@ -5,10 +5,12 @@ system transaction. Domain values in and out; repositories never commit."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from vocalbridge_auth.domain import (
+    DEFAULT_ROTATION_OVERLAP,
     INITIAL_KEY_NAME,
     INITIAL_KEY_SCOPES,
     KEY_ID_PREFIX,
@@ -21,20 +23,28 @@ from vocalbridge_auth.domain import (
     Caller,
     IssuedKey,
     NewTenant,
+    Rotation,
     Tenant,
     TenantNotFound,
     issue_key,
     key_violations,
+    overlap_violations,
     parse_key_name,
     parse_tenant_name,
+    rotation_refusal,
     tenant_violations,
 )
+from vocalbridge_auth.domain.limits import ConcurrentChange, KeyNotRotatable
 from vocalbridge_auth.repository import AccountRepository, KeyLookup, TenantRegistry
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.errors import invalid_fields
 from vocalbridge_common.identity import Identity
 from vocalbridge_common.ids import new_id
+from vocalbridge_common.limits.model import Target
 from vocalbridge_common.pagination import Page, Paginator
+
+if TYPE_CHECKING:
+    from vocalbridge_auth.service.limits import LimitService
 
 
 class AuthService:
@@ -45,9 +55,13 @@ class AuthService:
         *,
         clock: Callable[[], datetime] = utcnow,
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        rotation_overlap: timedelta = DEFAULT_ROTATION_OVERLAP,
+        limits: LimitService | None = None,
     ) -> None:
         self._db = db
         self._paginator = paginator
+        self._rotation_overlap = rotation_overlap
+        self._limits = limits
         self._clock = clock
         self._random_bytes = random_bytes
 
@@ -121,6 +135,41 @@ class AuthService:
             if key is not None:
                 return key
         raise ApiKeyNotFound(key_id or "")
+
+    async def rotate_api_key(self, tenant_id: str, name: str, overlap: timedelta | None) -> Rotation:
+        """A successor with the same name, scopes and expiry; the old key expires after the
+        overlap. Of two concurrent rotations of one key, one succeeds and the other changes
+        nothing (its successor is rolled back with its transaction)."""
+        violations = overlap_violations(overlap)
+        if violations:
+            raise invalid_fields(violations)
+        key_id = parse_key_name(name)
+        if not key_id:
+            raise ApiKeyNotFound("")
+        now = self._clock()
+        async with self._db.tenant_transaction(tenant_id) as session:
+            account = AccountRepository(session, tenant_id)
+            key = await account.get_key(key_id)
+            if key is None:
+                raise ApiKeyNotFound(key_id)
+            refusal = rotation_refusal(key, now)
+            if refusal is not None:
+                raise KeyNotRotatable(key.name, *refusal)
+            successor = self._issue(tenant_id, key.display_name, key.scopes, key.expire_time, now)
+            await account.add_key(successor.key)
+            ends = now + (self._rotation_overlap if overlap is None else overlap)
+            expiry = min(ends, key.expire_time) if key.expire_time is not None else ends
+            rotated = await account.mark_rotated(key_id, successor.key.id, expiry)
+            if rotated is None:
+                raise ConcurrentChange(key.name)
+            if self._limits is not None:
+                await self._limits.copy_limits(session, tenant_id, Target.key(key_id), Target.key(successor.key.id))
+        return Rotation(successor=successor, rotated=rotated)
+
+    async def record_last_use(self, used: Mapping[str, datetime]) -> None:
+        """Writes keys' last-use times (the background flush of LastUseRecorder)."""
+        async with self._db.system_transaction() as session:
+            await KeyLookup(session).record_last_use(used)
 
     # -- callers --------------------------------------------------------------------
 

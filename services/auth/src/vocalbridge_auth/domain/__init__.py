@@ -15,7 +15,7 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from vocalbridge_common import scopes
 from vocalbridge_common.errors import NotFound, Unauthenticated
@@ -70,6 +70,8 @@ class ApiKey:
     create_time: datetime
     expire_time: datetime | None
     revoke_time: datetime | None
+    last_use_time: datetime | None = None
+    successor_id: str | None = None  # the key that replaced this one by rotation
 
     @property
     def name(self) -> str:
@@ -155,6 +157,38 @@ def key_violations(
     if expire_time is not None and expire_time <= now:
         violations.add("api_key.expire_time", "must be in the future")
     return violations
+
+
+# -- rotation ------------------------------------------------------------------------
+
+DEFAULT_ROTATION_OVERLAP = timedelta(hours=24)
+MAX_ROTATION_OVERLAP = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotated key (now expiring at the end of the overlap) and its successor."""
+
+    successor: IssuedKey
+    rotated: ApiKey
+
+
+def overlap_violations(overlap: timedelta | None) -> Violations:
+    violations = Violations()
+    if overlap is not None and not timedelta(0) <= overlap <= MAX_ROTATION_OVERLAP:
+        violations.add("overlap", f"must be from 0s to {int(MAX_ROTATION_OVERLAP.total_seconds())}s (30 days)")
+    return violations
+
+
+def rotation_refusal(key: ApiKey, now: datetime) -> tuple[str, str] | None:
+    """Why `key` cannot be rotated now (what, reason), or None when it can."""
+    if key.revoke_time is not None:
+        return "it has been revoked", "API_KEY_REVOKED"
+    if key.successor_id is not None:
+        return f"it was rotated already (its successor is {API_KEYS}/{key.successor_id})", "API_KEY_ALREADY_ROTATED"
+    if key.expire_time is not None and key.expire_time <= now:
+        return "it has expired", "API_KEY_EXPIRED"
+    return None
 
 
 # -- secrets ---------------------------------------------------------------------
