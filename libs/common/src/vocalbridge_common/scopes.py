@@ -4,7 +4,9 @@ auth service's Envoy Check and again by every service's interceptor.
 Scopes nest: admin ⊃ write ⊃ read. `operator` is the platform operator's and
 implies nothing about tenants; `internal` is the services' own identity for
 background work (the billing outbox relay; with `read` added, the price book
-refresh). It carries no tenant, so every tenant-scoped RPC still refuses it.
+refresh), which carries no tenant, so every tenant-scoped RPC still refuses it;
+and, bound to a caller's tenant, what the voice service sends a spoken turn to
+the conversation service with (clients.internal_metadata). No API key carries it.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ _EXPLICIT = {
     "/vocalbridge.auth.v1.AuthService/GetTenantLimits": INTERNAL,
     "/vocalbridge.auth.v1.AuthService/GetCallerIdentity": ANY,
     "/vocalbridge.billing.v1.BillingService/RecordUsage": INTERNAL,
+    # The voice service's spoken turns, with an identity it mints for its caller's tenant.
+    "/vocalbridge.conversation.v1.ConversationService/StreamVoiceTurn": INTERNAL,
 }
 
 
