@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.limits.config import LimitSettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_conversation.delivery import RetryPolicy
 
@@ -67,6 +68,11 @@ class ConversationSettings:
     # The VB_PROVIDER_* / VB_SIMULATED_* / VB_OPENAI_* / VB_ANTHROPIC_* / VB_BREAKER_* variables, read by the provider
     # registry and the breakers at start-up.
     provider_env: Mapping[str, str] = field(default_factory=dict)
+    # Rate limits and budgets: the counters (Redis) and the failure modes.
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    # Auth, which says what each tenant's limits are; None: no limits are enforced
+    # (from_env always sets it).
+    auth_address: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConversationSettings:
@@ -85,6 +91,8 @@ class ConversationSettings:
             common=CommonSettings.from_env(SERVICE, default_port(SERVICE), env),
             agents_address=env.str("VB_AGENTS_ADDRESS", default_address("agents")),
             billing_address=env.str("VB_BILLING_ADDRESS", default_address("billing")),
+            auth_address=env.str("VB_AUTH_ADDRESS", default_address("auth")),
+            limits=LimitSettings.from_env(env),
             turn=TurnSettings(
                 context_budget_tokens=budget,
                 idempotency_lease=timedelta(seconds=env.float("VB_IDEMPOTENCY_LEASE_SECONDS", 120)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_s
 from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.limits.cache import TenantLimitsCache
+from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
+from vocalbridge_common.limits.config import build_limiter, open_store
 from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
@@ -28,6 +31,7 @@ from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceR
 from vocalbridge_conversation.providers import build_registry
 from vocalbridge_conversation.relay import HEALTH_NAME, OutboxRelay
 from vocalbridge_conversation.repository import turn_store
+from vocalbridge_conversation.service.limits import TurnLimits
 from vocalbridge_conversation.service.sessions import SessionService
 from vocalbridge_conversation.service.turns import TurnService
 from vocalbridge_conversation.servicer import ConversationServicer
@@ -48,6 +52,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
     billing_channel = insecure_channel(settings.billing_address)
     agents = AgentDirectory(agents_channel)
     prices = PriceBook()
+    limits, close_limits = await _turn_limits(settings, signer, billing_channel, prices)
     engine = DeliveryEngine(
         build_registry(settings.provider_env, http_client),
         settings.retry_policy,
@@ -62,6 +67,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         settings.turn,
         encode_response=presenters.send_response_bytes,
         encode_usage_event=presenters.usage_event_bytes,
+        limits=limits,
     )
     background: list[asyncio.Task[None]] = []
 
@@ -78,6 +84,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
     async def close_clients() -> None:
         await agents_channel.close()
         await billing_channel.close()
+        await close_limits()
         await http_client.aclose()
         await db.dispose()
 
@@ -101,3 +108,27 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         await running.health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
         start(relay.run_forever(), "outbox-relay")
     return running
+
+
+async def _turn_limits(
+    settings: ConversationSettings, signer: IdentitySigner, billing: grpc.aio.Channel, prices: PriceBook
+) -> tuple[TurnLimits | None, Callable[[], Awaitable[None]]]:
+    """The limits turns are held to (None without an auth address), and how to close what they use."""
+    if settings.auth_address is None:
+
+        async def nothing() -> None:
+            return None
+
+        return None, nothing
+    auth_channel = insecure_channel(settings.auth_address)
+    store = await open_store(settings.limits, SERVICE)
+    limiter = build_limiter(store, settings.limits, LedgerSpent(billing))
+    cache = TenantLimitsCache(
+        AuthLimits(auth_channel, signer, SERVICE).fetch, settings.limits.cache_ttl_seconds, unlimited_when_unknown=True
+    )
+
+    async def close() -> None:
+        await auth_channel.close()
+        await store.close()
+
+    return TurnLimits(cache, limiter, prices, settings.limits), close

@@ -28,7 +28,10 @@ class TenantLimitsCache:
         fetch: Callable[[str], Awaitable[TenantLimits]],
         ttl_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        unlimited_when_unknown: bool = False,
     ) -> None:
+        self._unlimited_when_unknown = unlimited_when_unknown
         self._fetch = fetch
         self._ttl = ttl_seconds
         self._monotonic = monotonic
@@ -36,14 +39,20 @@ class TenantLimitsCache:
 
     async def get(self, tenant_id: str) -> TenantLimits:
         """The tenant's limits; when they cannot be fetched, the last ones known (logged),
-        and when none are known the error propagates."""
+        and when none are known the error propagates, or with `unlimited_when_unknown` no
+        limits until the TTL passes (logged)."""
         now = self._monotonic()
         entry = self._entries.get(tenant_id)
         if entry is not None and now - entry.fetched_at < self._ttl:
             return entry.limits
         try:
             limits = await self._fetch(tenant_id)
-        except Exception:
+        except Exception as error:
+            if entry is None and self._unlimited_when_unknown:
+                log.warning("could not read the limits of a tenant (%s); none apply for %.0f s", error, self._ttl)
+                entry = _Entry(TenantLimits(tenant_id), now)
+                self._entries[tenant_id] = entry
+                return entry.limits
             if entry is None:
                 raise
             log.warning("could not refresh the limits of a tenant; using the last known", exc_info=True)

@@ -35,6 +35,7 @@ from vocalbridge_common import metrics
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import SessionNotFound
 from vocalbridge_common.ids import new_id
+from vocalbridge_common.limits.limiter import TurnTicket
 from vocalbridge_common.telemetry import remember_trace
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation.agents_client import AgentDirectory
@@ -67,6 +68,7 @@ from vocalbridge_conversation.price_book import PriceBook
 from vocalbridge_conversation.providers.base import Completion, CompletionRequest, count_prompt_tokens, count_tokens
 from vocalbridge_conversation.service.history import HistoryCache
 from vocalbridge_conversation.service.idempotency import IdempotencyStore, Replay, claim, new_claim
+from vocalbridge_conversation.service.limits import TurnLimits
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,8 @@ class _Running:
     user_time: datetime
     content: str
     voice: VoiceInput | None
+    # What the turn holds in its tenant's limits (its budget reservation), if any apply.
+    ticket: TurnTicket | None = None
 
     @property
     def channel(self) -> Channel:
@@ -142,6 +146,7 @@ class TurnService:
         encode_response: Callable[[CompletedTurn], bytes],
         encode_usage_event: Callable[[UsageRecord], bytes],
         history: HistoryCache | None = None,
+        limits: TurnLimits | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -153,6 +158,7 @@ class TurnService:
         self._encode_response = encode_response
         self._encode_usage_event = encode_usage_event
         self._history = history or HistoryCache(settings.history_cache_sessions, settings.context_budget_tokens)
+        self._limits = limits
         self._clock = clock
         self._monotonic = monotonic
 
@@ -223,6 +229,10 @@ class TurnService:
                 tenant_id, opened.session.agent_id, opened.session.agent_version, self._timeout(deadline)
             )
             request = build_prompt(agent, history, turn.content, settings.context_budget_tokens)
+            ticket = None
+            if self._limits is not None:
+                # Before any provider call: a turn refused here bills nothing and frees its key.
+                request, ticket = await self._limits.start(tenant_id, agent, request, turn.voice)
         except BaseException:
             await asyncio.shield(self._release_key(tenant_id, record_id))
             raise
@@ -237,6 +247,7 @@ class TurnService:
             user_time=now,
             content=turn.content,
             voice=turn.voice,
+            ticket=ticket,
         )
 
     def _timeout(self, deadline: float | None) -> float:
@@ -321,6 +332,7 @@ class TurnService:
         TURNS.labels(running.channel.name.lower(), "failed", tried).inc()
         if last_seq is not None:
             self._history.extend(running.session.id, last_seq, 1, ())
+        await self._release_limits(running)
         raise ProvidersExhausted(result)
 
     async def _store_or_release(
@@ -387,7 +399,10 @@ class TurnService:
         async with self._turns.transaction(running.tenant_id) as turns:
             last_seq = await turns.store_turn(running.record_id, turn.stored_response, messages, event, now)
         if last_seq is None:
+            await self._release_limits(running)
             raise ClaimLost(running.key)
+        if self._limits is not None:
+            await self._limits.finish(running.ticket, usage)
         TURNS.labels(running.channel.name.lower(), status.name.lower(), result.provider).inc()
         self._history.extend(
             running.session.id,
@@ -403,6 +418,11 @@ class TurnService:
 
     async def _release(self, running: _Running) -> None:
         await self._release_key(running.tenant_id, running.record_id)
+        await self._release_limits(running)
+
+    async def _release_limits(self, running: _Running) -> None:
+        if self._limits is not None:
+            await self._limits.release(running.ticket)
 
     async def _release_key(self, tenant_id: str, record_id: str) -> None:
         async with self._turns.transaction(tenant_id) as turns:
