@@ -10,7 +10,7 @@ MYPY_PACKAGES := vocalbridge_common vocalbridge_devstack vocalbridge_edge \
   $(notdir $(patsubst %/,%,$(wildcard services/*/src/vocalbridge_*/)))
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench soak wrk clean web test-web chromium
+.PHONY: all venv gen run test test-unit test-integration test-e2e test-contract lint bench soak wrk clean web test-web chromium k8s
 
 all: gen
 
@@ -88,14 +88,29 @@ lint: venv gen node_modules/.installed web/node_modules/.installed
 run: gen web
 	$(PY) -m vocalbridge_devstack
 
+# checkov in a virtual environment of its own, from its own lock file: its pins (packaging 23.2)
+# conflict with requirements.lock.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed: tools/k8s/checkov.lock
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r tools/k8s/checkov.lock
+	touch $@
+
+# The Kubernetes manifests, proven without a cluster: every overlay rendered with kubectl
+# kustomize, every object validated against the Kubernetes schema offline, the Envoy ConfigMap
+# equal to a fresh render, checkov over the manifests and the Dockerfiles (tools/k8s/check.py).
+k8s: venv gen $(CHECKOV_VENV)/.installed
+	$(PY) tools/k8s/check.py --checkov $(CHECKOV_VENV)/bin/checkov
+
 # Lint first: CI (.ci/run calls `make test`) fails on a lint or type error too.
-test: lint web chromium test-web
+test: lint web chromium test-web k8s
 	$(PY) -m pytest
 
 test-unit: gen
 	$(PY) -m pytest tests/unit
 
-test-contract: gen node_modules/.installed
+test-contract: gen node_modules/.installed $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest tests/contract
 
 test-integration: gen

@@ -34,6 +34,8 @@ EDGES = {("envoy", name) for name in BACKENDS} | {
     ("conversation", "agents"),
     ("conversation", "billing"),
     ("voice", "conversation"),
+    ("voice", "agents"),
+    ("voice", "billing"),
 }
 SECRET_NAME = "vocalbridge-secrets"
 DESCRIPTOR_IN_IMAGE = "/etc/vocalbridge/vocalbridge.pb"
@@ -155,14 +157,23 @@ def _port_drift(objects) -> list[str]:
             problems.append(f"{where}: {found!r}, topology says {port}")
 
     for name, port in topology.SERVICE_PORTS.items():
+        metrics_port = topology.METRICS_PORTS[name]
         for p in services[name]["spec"]["ports"]:
             expect(f"Service {name} port {p.get('name')}", p["port"], port)
         spec = deployments[name]["spec"]["template"]["spec"]
         main = next(c for c in spec["containers"] if c["name"] == name)
         for p in main.get("ports", []):
-            expect(f"Deployment {name} containerPort {p.get('name')}", p["containerPort"], port)
+            expected = metrics_port if p.get("name") == "metrics" else port
+            expect(f"Deployment {name} containerPort {p.get('name')}", p["containerPort"], expected)
         env = {e["name"]: e.get("value") for e in main.get("env", [])}
         expect(f"Deployment {name} VB_{name.upper()}_PORT", env.get(f"VB_{name.upper()}_PORT"), str(port))
+        expect(
+            f"Deployment {name} VB_{name.upper()}_METRICS_PORT",
+            env.get(f"VB_{name.upper()}_METRICS_PORT"),
+            str(metrics_port),
+        )
+        annotations = deployments[name]["spec"]["template"]["metadata"].get("annotations", {})
+        expect(f"Deployment {name} prometheus.io/port", annotations.get("prometheus.io/port"), str(metrics_port))
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if probe in main:
                 expect(f"Deployment {name} {probe}", main[probe].get("grpc", {}).get("port"), port)
@@ -171,8 +182,13 @@ def _port_drift(objects) -> list[str]:
     for p in services["envoy"]["spec"]["ports"]:
         expect(f"Service envoy port {p.get('name')}", p["port"], topology.EDGE_PORT)
     (envoy,) = deployments["envoy"]["spec"]["template"]["spec"]["containers"]
+    edge_ports = {"http": topology.EDGE_PORT, "metrics": topology.EDGE_METRICS_PORT}
     for p in envoy["ports"]:
-        expect(f"Deployment envoy containerPort {p.get('name')}", p["containerPort"], topology.EDGE_PORT)
+        expect(f"Deployment envoy containerPort {p.get('name')}", p["containerPort"], edge_ports.get(p.get("name")))
+    annotations = deployments["envoy"]["spec"]["template"]["metadata"].get("annotations", {})
+    expect(
+        "Deployment envoy prometheus.io/port", annotations.get("prometheus.io/port"), str(topology.EDGE_METRICS_PORT)
+    )
     return problems
 
 
@@ -302,7 +318,7 @@ def test_secrets_are_placeholders_and_only_auth_gets_the_operator_key(rendered):
         assert SECRET_NAME not in secrets, "prod must not ship the placeholder Secret"
     else:
         values = {k: base64.b64decode(v).decode() for k, v in secrets[SECRET_NAME]["data"].items()}
-        assert values.keys() == {"VB_IDENTITY_SECRET", "VB_OPERATOR_API_KEY", "VB_DATABASE_URL"}
+        assert values.keys() == {"VB_IDENTITY_SECRET", "VB_OPERATOR_API_KEY", "VB_DATABASE_URL", "VB_REDIS_URL"}
         assert "FAKE" in values["VB_IDENTITY_SECRET"] and "FAKE" in values["VB_OPERATOR_API_KEY"]
 
     configmaps = _of_kind(objects, "ConfigMap")
@@ -412,3 +428,127 @@ def test_the_console_image_serves_the_built_app_as_a_non_root_user():
     allowed = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     for path in ("!web/src/", "!web/package-lock.json", "!tools/gen_openapi.py"):
         assert path in allowed, f".dockerignore keeps {path} from the build context"
+
+
+def test_prod_autoscales_the_edge_conversation_and_voice_and_nothing_else(rendered):
+    overlay, objects = rendered
+    autoscalers = _of_kind(objects, "HorizontalPodAutoscaler")
+    deployments = _of_kind(objects, "Deployment")
+    if overlay != "prod":
+        assert not autoscalers, "dev runs one replica of each"
+        assert all(d["spec"].get("replicas") == 1 for d in deployments.values())
+        return
+    assert autoscalers.keys() == {"envoy", "conversation", "voice"}
+    for name, hpa in autoscalers.items():
+        spec = hpa["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert 2 <= spec["minReplicas"] < spec["maxReplicas"]
+        assert [m["resource"]["name"] for m in spec["metrics"]] == ["cpu"]
+        # The autoscaler owns the count: an apply must not reset it.
+        assert "replicas" not in deployments[name]["spec"], name
+    for name in deployments.keys() - autoscalers.keys():
+        assert deployments[name]["spec"]["replicas"] >= 2, name
+
+
+def test_envoy_drains_before_it_stops_within_the_grace_period(rendered):
+    """Envoy exits at once on SIGTERM: the preStop hook asks its admin port to drain and waits the
+    drain time; the grace period covers the hook. (tests/e2e/test_manifest_smoke.py runs the hook
+    against a real Envoy.)"""
+    _, objects = rendered
+    spec = _of_kind(objects, "Deployment")["envoy"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    args = container["args"]
+    drain_time = int(args[args.index("--drain-time-s") + 1])
+    hook = container["lifecycle"]["preStop"]["exec"]["command"]
+    script = hook[-1]
+    assert f"/dev/tcp/127.0.0.1/{topology.EDGE_ADMIN_PORT}" in script and "POST /drain_listeners?graceful" in script
+    slept = int(re.search(r"sleep (\d+)\s*$", script).group(1))
+    assert slept >= drain_time
+    assert spec["terminationGracePeriodSeconds"] > slept
+
+
+def test_every_pod_that_serves_metrics_says_where(rendered):
+    _, objects = rendered
+    for name, deployment in _of_kind(objects, "Deployment").items():
+        template = deployment["spec"]["template"]
+        if _label(template, "app.kubernetes.io/component") not in ("backend", "edge"):
+            continue
+        annotations = template["metadata"].get("annotations", {})
+        (main,) = [c for c in template["spec"]["containers"] if c["name"] == name]
+        metrics = [p["containerPort"] for p in main["ports"] if p["name"] == "metrics"]
+        assert annotations.get("prometheus.io/scrape") == "true", name
+        assert [int(annotations["prometheus.io/port"])] == metrics, name
+        assert annotations["prometheus.io/path"] == ("/stats/prometheus" if name == "envoy" else "/metrics")
+
+
+REDIS_CLIENTS = {"auth", "conversation", "voice"}
+
+
+def test_the_services_that_enforce_limits_get_the_redis_url_from_the_secret(rendered):
+    overlay, objects = rendered
+    for name, deployment in _backend_deployments(objects).items():
+        (main,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+        env = {e["name"]: e for e in main.get("env", [])}
+        if name in REDIS_CLIENTS:
+            assert env["VB_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": SECRET_NAME, "key": "VB_REDIS_URL"}
+        else:
+            assert "VB_REDIS_URL" not in env, name
+    if overlay == "dev":
+        url = base64.b64decode(_of_kind(objects, "Secret")[SECRET_NAME]["data"]["VB_REDIS_URL"]).decode()
+        assert url == f"redis://redis.{NAMESPACE}.svc.cluster.local:6379/0"
+        assert {"redis", "postgres"} <= _of_kind(objects, "Service").keys()
+    else:
+        assert "redis" not in _of_kind(objects, "Deployment"), "prod uses an external Redis"
+
+
+def _egress(objects) -> dict[str, list[dict]]:
+    """The egress rules that apply to each Deployment's pods (by their app.kubernetes.io/name)."""
+    labels = {
+        _label(d["spec"]["template"]): d["spec"]["template"]["metadata"]["labels"]
+        for d in _of_kind(objects, "Deployment").values()
+    }
+
+    def selects(selector: dict, pod: dict) -> bool:
+        if not selector.get("matchLabels", {}).items() <= pod.items():
+            return False
+        return all(pod.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+    rules: dict[str, list[dict]] = {name: [] for name in labels}
+    for policy in _of_kind(objects, "NetworkPolicy").values():
+        spec = policy["spec"]
+        if "Egress" in spec.get("policyTypes", []):
+            for name, pod in labels.items():
+                if selects(spec.get("podSelector", {}), pod):
+                    rules[name] += spec.get("egress", [])
+    return rules
+
+
+def _egress_ports(rules: list[dict]) -> set:
+    return {port.get("port") for rule in rules for port in rule.get("ports", [])}
+
+
+def test_egress_is_denied_by_default_and_opened_only_where_a_call_goes(rendered):
+    _, objects = rendered
+    policies = _of_kind(objects, "NetworkPolicy")
+    assert policies["default-deny"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    egress = _egress(objects)
+    database = {"auth", "agents", "conversation", "billing", "voice"}
+    for name, rules in egress.items():
+        ports = _egress_ports(rules)
+        assert 53 in ports, f"{name} cannot resolve names"
+        assert (5432 in ports) == (name in database), name
+        assert (6379 in ports) == (name in REDIS_CLIENTS), name
+        assert (443 in ports) == (name == "conversation"), f"{name}: only conversation calls LLM providers"
+    # Pod-to-pod egress: exactly the edges above (and Envoy to the console).
+    calls = set()
+    for name, rules in egress.items():
+        for rule in rules:
+            for peer in rule.get("to", []):
+                target = peer.get("podSelector", {}).get("matchLabels", {})
+                if "namespaceSelector" in peer:
+                    continue
+                if target.get("app.kubernetes.io/component") == "backend":
+                    calls |= {(name, backend) for backend in BACKENDS}
+                elif "app.kubernetes.io/name" in target:
+                    calls.add((name, target["app.kubernetes.io/name"]))
+    assert calls == EDGES | {("envoy", "console")}
