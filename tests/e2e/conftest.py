@@ -3,10 +3,12 @@ throw-away PostgreSQL database; tests talk to it through the front door."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
-from tests.conftest import temporary_database
+from tests.conftest import REDIS_URL, temporary_database
 from tests.e2e.client import KEY_CACHE_TTL_SECONDS, Tenant
 from vocalbridge_devstack.stack import Stack, StackConfig
 
@@ -36,6 +38,17 @@ PROVIDER_ENV = {
 }
 
 
+def limits_env(redis_url: str = REDIS_URL) -> dict[str, str]:
+    """Rate-limit and budget counters in Redis (required: no in-process fallback in tests),
+    under a key prefix of this stack's own; limit changes seen within 0.2 s."""
+    return {
+        "VB_REDIS_URL": redis_url,
+        "VB_REDIS_KEY_PREFIX": f"vbtest:{uuid.uuid4().hex[:12]}:",
+        "VB_LIMITS_STORE": "redis",
+        "VB_LIMITS_CACHE_TTL_SECONDS": "0.2",
+    }
+
+
 @pytest.fixture(scope="session")
 async def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("stack")
@@ -44,7 +57,11 @@ async def stack(tmp_path_factory):
             data_dir=root / "var",
             database_url=database_url,
             log_dir=root / "logs",
-            extra_env={"VB_AUTH_KEY_CACHE_TTL_SECONDS": str(KEY_CACHE_TTL_SECONDS), **PROVIDER_ENV},
+            extra_env={
+                "VB_AUTH_KEY_CACHE_TTL_SECONDS": str(KEY_CACHE_TTL_SECONDS),
+                **PROVIDER_ENV,
+                **limits_env(),
+            },
         )
         stack = Stack(config)
         try:
