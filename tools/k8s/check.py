@@ -79,8 +79,9 @@ def schema_problems(docs: Iterable[dict[str, Any]], version: str = KUBERNETES_VE
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except ValidationError as error:
-            where = ".".join(str(p) for p in error.caused_by.path)
-            problems.append(f"{describe(obj)}: {where}: {error.caused_by.message}")
+            # The first violation of each object (fix it, and the next one shows).
+            where = ".".join(str(p) for p in error.path)
+            problems.append(f"{describe(obj)}: {where}: {error.message}")
         except SchemaNotFoundError as error:
             problems.append(f"{describe(obj)}: no schema for it in Kubernetes {version}: {error}")
     return problems
