@@ -130,8 +130,9 @@ describe("pages' pure parts", () => {
     expect(chartRows([{ key: "vendorA", totals: { turns: "3", costMicros: "1500000" } as never }])).toEqual([{ key: "vendorA", cost: 1.5, turns: 3 }]);
   });
   it("shows a budget's use including what turns in flight reserved", () => {
-    expect(budgetUsed({ limitMicros: "1000000", usedMicros: "250000", reservedMicros: "250000" })).toBe(0.5);
-    expect(budgetUsed({ limitMicros: "0", usedMicros: "5" })).toBe(0);
-    expect(budgetUsed({ limitMicros: "10", usedMicros: "50" })).toBe(1);
+    expect(budgetUsed({ limitMicros: "1000000", usage: { spentMicros: "250000", reservedMicros: "250000" } })).toBe(0.5);
+    expect(budgetUsed({ limitMicros: "0", usage: { spentMicros: "5" } })).toBe(0);
+    expect(budgetUsed({ limitMicros: "10", usage: { spentMicros: "50" } })).toBe(1);
+    expect(budgetUsed({ limitMicros: "10" })).toBe(0);
   });
 });

@@ -156,8 +156,10 @@ export interface ApiKey {
   createTime: string;
   expireTime?: string | null;
   revokeTime?: string | null;
-  /** Not in the contract yet; shown when the server sends it. */
+  /** When the key was last used, to the minute (recorded a few seconds late); absent if never. */
   lastUseTime?: string | null;
+  /** The key that replaced this one by rotation. */
+  successor?: string;
 }
 
 export interface Audio {

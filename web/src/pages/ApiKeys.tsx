@@ -1,6 +1,6 @@
 import { useEffect, useState, type FormEvent } from "react";
 import { api, ApiError } from "../api/client";
-import { rotateApiKey } from "../api/pending";
+import { rotateApiKey } from "../api/limits";
 import type { ApiKey, Scope } from "../api/types";
 import { ConfirmDialog, CopyButton, Empty, Field, Loading, Unavailable, useLoad } from "../components/ui";
 import { formatTime, resourceId, scopeLabel } from "../format";
@@ -110,7 +110,7 @@ function RotateDialog({ apiKey, onRotated, onCancel }: { apiKey: ApiKey; onRotat
   async function rotate() {
     setBusy(true);
     try {
-      const { successor } = await rotateApiKey(apiKey.name, overlap || undefined);
+      const { successor } = await rotateApiKey(apiKey.name, overlap);
       onRotated(successor);
     } catch (err) {
       toast.error(err, "Could not rotate the key");
@@ -247,9 +247,12 @@ export function ApiKeysPage() {
                     <td>{k.scopes.map(scopeLabel).join(", ")}</td>
                     <td>{formatTime(k.createTime)}</td>
                     <td>{k.lastUseTime ? formatTime(k.lastUseTime) : <span className="muted">not reported</span>}</td>
-                    <td>{k.revokeTime ? `revoked ${formatTime(k.revokeTime)}` : expired ? "expired" : k.expireTime ? `expires ${formatTime(k.expireTime)}` : "active"}</td>
+                    <td>
+                      {k.revokeTime ? `revoked ${formatTime(k.revokeTime)}` : expired ? "expired" : k.expireTime ? `expires ${formatTime(k.expireTime)}` : "active"}
+                      {k.successor && <span className="muted"> · rotated</span>}
+                    </td>
                     <td className="actions">
-                      {!k.revokeTime && rotatable && (
+                      {!k.revokeTime && !k.successor && !expired && rotatable && (
                         <button type="button" onClick={() => setRotating(k)} aria-label={`Rotate ${k.displayName || k.prefix}`}>
                           Rotate
                         </button>

@@ -1,21 +1,39 @@
 import { useState, type FormEvent } from "react";
 import { ApiError } from "../api/client";
-import { listBudgets, listRateLimits, setBudget, setRateLimit, type Budget, type RateLimit } from "../api/pending";
+import { listBudgets, listRateLimits, setBudget, setRateLimit, TARGET_PATTERN, type Budget, type RateLimit } from "../api/limits";
 import { Empty, Field, Loading, Unavailable, useLoad } from "../components/ui";
-import { dollarsToMicros, formatCount, formatMicros, micros } from "../format";
+import { dollarsToMicros, formatCount, formatMicros, formatTime, micros } from "../format";
 import { useSession } from "../session";
 import { useToast } from "../toast";
+
+const TARGET_HINT = "tenant, apiKeys/key_… or agents/agt_…";
+const WINDOWS = [
+  { label: "Calendar month (UTC)", seconds: 0 },
+  { label: "Day (UTC)", seconds: 86_400 },
+  { label: "Hour", seconds: 3_600 },
+];
 
 function targetLabel(target: string): string {
   return target === "tenant" || !target ? "Whole tenant" : target;
 }
 
-/** Spent / limit as a fraction for the progress bar (0 when there is no limit). */
-export function budgetUsed(budget: Pick<Budget, "limitMicros" | "usedMicros" | "reservedMicros">): number {
+function windowLabel(budget: Budget): string {
+  if (budget.period !== "BUDGET_PERIOD_FIXED_WINDOW") return "calendar month";
+  const seconds = Number((budget.windowDuration ?? "0s").replace("s", ""));
+  return WINDOWS.find((w) => w.seconds === seconds)?.label.toLowerCase() ?? `${seconds} s window`;
+}
+
+/** Spent and reserved over the limit, for the progress bar (0 when there is no limit). */
+export function budgetUsed(budget: Pick<Budget, "limitMicros" | "usage">): number {
   const limit = micros(budget.limitMicros);
   if (limit <= 0n) return 0;
-  const used = micros(budget.usedMicros) + micros(budget.reservedMicros);
+  const used = micros(budget.usage?.spentMicros) + micros(budget.usage?.reservedMicros);
   return Math.min(1, Number((used * 10_000n) / limit) / 10_000);
+}
+
+/** A whole number from a form field, or undefined when it is empty. */
+function count(value: string): number | undefined {
+  return value.trim() === "" ? undefined : Number(value.trim());
 }
 
 function RateLimitForm({ onSaved }: { onSaved(): void }) {
@@ -26,9 +44,13 @@ function RateLimitForm({ onSaved }: { onSaved(): void }) {
   const [errors, setErrors] = useState<Record<string, string>>({});
   async function submit(e: FormEvent) {
     e.preventDefault();
+    if (!TARGET_PATTERN.test(target)) {
+      setErrors({ target: TARGET_HINT });
+      return;
+    }
     setErrors({});
     try {
-      await setRateLimit({ target, requestsPerMinute: Number(rpm), tokensPerMinute: Number(tpm) });
+      await setRateLimit(target, count(rpm), count(tpm));
       toast.success("Rate limit saved");
       onSaved();
     } catch (err) {
@@ -38,14 +60,14 @@ function RateLimitForm({ onSaved }: { onSaved(): void }) {
   }
   return (
     <form className="card form" onSubmit={submit} noValidate aria-label="Set a rate limit">
-      <Field label="Applies to" error={errors.target} hint="tenant, apiKeys/key_… or agents/agt_…">
+      <Field label="Applies to" error={errors.target} hint={TARGET_HINT}>
         {(p) => <input {...p} value={target} onChange={(e) => setTarget(e.target.value)} />}
       </Field>
       <div className="row">
-        <Field label="Requests per minute" error={errors.requestsPerMinute}>
+        <Field label="Requests per minute" error={errors.requestsPerMinute ?? errors.rateLimit} hint="empty: no request limit">
           {(p) => <input {...p} inputMode="numeric" value={rpm} onChange={(e) => setRpm(e.target.value)} />}
         </Field>
-        <Field label="Tokens per minute" error={errors.tokensPerMinute}>
+        <Field label="Tokens per minute" error={errors.tokensPerMinute} hint="empty: no token limit">
           {(p) => <input {...p} inputMode="numeric" value={tpm} onChange={(e) => setTpm(e.target.value)} />}
         </Field>
       </div>
@@ -60,18 +82,18 @@ function BudgetForm({ onSaved }: { onSaved(): void }) {
   const toast = useToast();
   const [target, setTarget] = useState("tenant");
   const [amount, setAmount] = useState("100.00");
-  const [period, setPeriod] = useState("BUDGET_PERIOD_MONTH");
+  const [windowSeconds, setWindowSeconds] = useState(0);
   const [errors, setErrors] = useState<Record<string, string>>({});
   async function submit(e: FormEvent) {
     e.preventDefault();
     const limitMicros = dollarsToMicros(amount);
-    if (!limitMicros) {
-      setErrors({ limitMicros: "A dollar amount, for example 100 or 12.50" });
-      return;
-    }
-    setErrors({});
+    const found: Record<string, string> = {};
+    if (!limitMicros) found.limitMicros = "A dollar amount, for example 100 or 12.50";
+    if (!TARGET_PATTERN.test(target)) found.target = TARGET_HINT;
+    setErrors(found);
+    if (!limitMicros || Object.keys(found).length) return;
     try {
-      await setBudget({ target, period, limitMicros });
+      await setBudget(target, limitMicros, windowSeconds || undefined);
       toast.success("Budget saved");
       onSaved();
     } catch (err) {
@@ -81,18 +103,21 @@ function BudgetForm({ onSaved }: { onSaved(): void }) {
   }
   return (
     <form className="card form" onSubmit={submit} noValidate aria-label="Set a budget">
-      <Field label="Applies to" error={errors.target} hint="tenant, apiKeys/key_… or agents/agt_…">
+      <Field label="Applies to" error={errors.target} hint={TARGET_HINT}>
         {(p) => <input {...p} value={target} onChange={(e) => setTarget(e.target.value)} />}
       </Field>
       <div className="row">
         <Field label="Budget (US dollars)" error={errors.limitMicros}>
           {(p) => <input {...p} inputMode="decimal" value={amount} onChange={(e) => setAmount(e.target.value)} />}
         </Field>
-        <Field label="Period" error={errors.period}>
+        <Field label="Resets every" error={errors.windowDuration ?? errors.period}>
           {(p) => (
-            <select {...p} value={period} onChange={(e) => setPeriod(e.target.value)}>
-              <option value="BUDGET_PERIOD_DAY">Day</option>
-              <option value="BUDGET_PERIOD_MONTH">Month</option>
+            <select {...p} value={windowSeconds} onChange={(e) => setWindowSeconds(Number(e.target.value))}>
+              {WINDOWS.map((w) => (
+                <option key={w.seconds} value={w.seconds}>
+                  {w.label}
+                </option>
+              ))}
             </select>
           )}
         </Field>
@@ -119,6 +144,7 @@ export function LimitsPage() {
       {!unavailable && !limits.loading && (
         <>
           <h2>Rate limits</h2>
+          <p className="muted">Per minute, refilled continuously. Requests are counted at the gateway's edge, tokens when a turn completes.</p>
           {limits.error != null && <p role="alert">{(limits.error as Error).message}</p>}
           {limits.data && !(limits.data.rateLimits ?? []).length && <Empty>No rate limits: the gateway's defaults apply.</Empty>}
           {(limits.data?.rateLimits ?? []).length > 0 && (
@@ -128,14 +154,25 @@ export function LimitsPage() {
                   <th scope="col">Applies to</th>
                   <th scope="col">Requests / min</th>
                   <th scope="col">Tokens / min</th>
+                  <th scope="col">Left now</th>
                 </tr>
               </thead>
               <tbody>
                 {(limits.data?.rateLimits ?? []).map((l: RateLimit) => (
-                  <tr key={l.name ?? l.target}>
+                  <tr key={l.name}>
                     <td>{targetLabel(l.target)}</td>
-                    <td>{formatCount(l.requestsPerMinute)}</td>
-                    <td>{formatCount(l.tokensPerMinute)}</td>
+                    <td>{l.requestsPerMinute ? formatCount(l.requestsPerMinute) : "—"}</td>
+                    <td>{l.tokensPerMinute ? formatCount(l.tokensPerMinute) : "—"}</td>
+                    <td>
+                      {l.usage
+                        ? [
+                            l.requestsPerMinute ? `${formatCount(l.usage.requestsRemaining)} requests` : "",
+                            l.tokensPerMinute ? `${formatCount(l.usage.tokensRemaining)} tokens` : "",
+                          ]
+                            .filter(Boolean)
+                            .join(", ")
+                        : "unknown"}
+                    </td>
                   </tr>
                 ))}
               </tbody>
@@ -148,13 +185,18 @@ export function LimitsPage() {
           {(budgets.data?.budgets ?? []).map((b: Budget) => {
             const used = budgetUsed(b);
             return (
-              <div className="card budget" key={b.name ?? b.target} data-testid="budget">
-                <strong>{targetLabel(b.target)}</strong> · {b.period.replace("BUDGET_PERIOD_", "").toLowerCase()}
+              <div className="card budget" key={b.name} data-testid="budget">
+                <strong>{targetLabel(b.target)}</strong> · {windowLabel(b)}
                 <progress max={1} value={used} aria-label={`Budget used: ${Math.round(used * 100)}%`} />
-                <span>
-                  {formatMicros(b.usedMicros)} used of {formatMicros(b.limitMicros)}
-                  {b.reservedMicros && b.reservedMicros !== "0" ? ` (${formatMicros(b.reservedMicros)} reserved by turns in flight)` : ""}
-                </span>
+                {b.usage ? (
+                  <span>
+                    {formatMicros(b.usage.spentMicros)} used of {formatMicros(b.limitMicros)}
+                    {micros(b.usage.reservedMicros) > 0n ? ` (${formatMicros(b.usage.reservedMicros)} reserved by turns in flight)` : ""}
+                    {b.usage.windowEndTime ? ` · resets ${formatTime(b.usage.windowEndTime)}` : ""}
+                  </span>
+                ) : (
+                  <span>{formatMicros(b.limitMicros)} (usage unknown right now)</span>
+                )}
               </div>
             );
           })}
