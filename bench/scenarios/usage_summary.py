@@ -1,13 +1,15 @@
 """Benchmark: usage analytics over a large ledger (not a test).
 
-Creates a throw-away PostgreSQL database, migrates billing, bulk-loads
-1,000,000 usage events (one attempt each, a third with a failed attempt
-first) for one tenant over a year plus some rows of other tenants, starts the
-real billing server on port 0, and times through real gRPC stubs:
+Creates a throw-away PostgreSQL database, migrates billing to the ledger's first
+revision, bulk-loads 1,000,000 usage events (one attempt each, a third with a
+failed attempt first) for one tenant over a year plus some rows of other tenants,
+migrates to the newest revision (which backfills the daily rollups from that
+ledger: timed), starts the real billing server on port 0, and times through real
+gRPC stubs:
 
 - GetUsageSummary over the full range, for each group_by;
 - ListUsageEvents, first page (50 and 1000 events) and a page deep in the ledger;
-- GetProviderPerformance over the full range.
+- GetProviderPerformance over the full range, and for one agent.
 
     python -m bench.scenarios.usage_summary          (from the repository root)
     VB_BENCH_USAGE_EVENTS=200000 python -m …         (a smaller ledger)
@@ -27,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import psycopg
+from alembic import command
+from alembic.config import Config
 
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge.billing.v1 import billing_service_pb2_grpc
@@ -35,7 +39,6 @@ from vocalbridge_billing.server import MIGRATIONS_DIR, SCHEMA, create_server
 from vocalbridge_common.config import CommonSettings
 from vocalbridge_common.headers import IDENTITY_HEADER
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_common.migrations import migrate
 
 SCENARIO = "usage_summary"
 ADMIN_URL = os.environ.get("VB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -44,6 +47,7 @@ OTHER_TENANTS = 3
 OTHER_EVENTS = 20_000
 RUNS = int(os.environ.get("VB_BENCH_RUNS", "7"))
 TENANT = "ten_bench0000000000000000000000"
+LEDGER_REVISION = "0001"  # the ledger without its rollups: the newest revision backfills them
 SECRET = os.urandom(32).hex().encode()
 SPAN = timedelta(days=365)
 
@@ -107,9 +111,26 @@ def throwaway_database():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def migrate_to(url: str, revision: str) -> None:
+    """Billing's schema at `revision` (vocalbridge_common.migrations.migrate, short of head)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    config.attributes["schema"] = SCHEMA
+    command.upgrade(config, revision)
+
+
+def vacuum_analyze(connection: psycopg.Connection) -> None:
+    """VACUUM ANALYZE billing's tables (autovacuum is off on the project's server)."""
+    tables = connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (SCHEMA,)).fetchall()
+    for (table,) in tables:
+        connection.execute(f'VACUUM ANALYZE "{SCHEMA}"."{table}"')
+
+
 def load(url: str, now: datetime, tenant: str = TENANT) -> dict[str, float]:
     """Bulk-loads the ledger (EVENTS for `tenant`, some for other tenants) as the database owner;
-    returns load timings in seconds."""
+    returns load timings in seconds. At the newest revision the ledger's triggers add the rows
+    to the daily rollups as they go in; at an earlier one, migrating to the newest backfills them."""
     start = now - SPAN
     timings = {}
     with psycopg.connect(url, autocommit=True) as connection:
@@ -123,8 +144,7 @@ def load(url: str, now: datetime, tenant: str = TENANT) -> dict[str, float]:
                 connection.execute(statement, {"tenant": tenant})
         timings["load"] = time.perf_counter() - began
         began = time.perf_counter()
-        connection.execute("VACUUM ANALYZE usage_events")
-        connection.execute("VACUUM ANALYZE usage_attempts")
+        vacuum_analyze(connection)
         timings["vacuum_analyze"] = time.perf_counter() - began
     return timings
 
@@ -150,8 +170,14 @@ async def run() -> list[dict]:
     now = datetime.now(UTC).replace(microsecond=0)
     results: list[dict] = []
     with throwaway_database() as url:
-        migrate(url, SCHEMA, MIGRATIONS_DIR)
-        for name, seconds in load(url, now).items():
+        migrate_to(url, LEDGER_REVISION)
+        timings = load(url, now)
+        began = time.perf_counter()
+        migrate_to(url, "head")
+        timings["rollup backfill (migration to head)"] = time.perf_counter() - began
+        with psycopg.connect(url, autocommit=True) as connection:
+            vacuum_analyze(connection)
+        for name, seconds in timings.items():
             results.append(
                 {
                     "scenario": SCENARIO,
@@ -208,6 +234,13 @@ async def run() -> list[dict]:
                     )
 
                 results += rows_for("GetProviderPerformance", await timed(performance, runs=max(3, RUNS // 2)))
+
+                async def agent_performance():
+                    return await stub.GetProviderPerformance(
+                        pb.GetProviderPerformanceRequest(agent="agents/agt_7", **full_range), metadata=md
+                    )
+
+                results += rows_for("GetProviderPerformance one agent", await timed(agent_performance))
         finally:
             await running.stop(0)
     return results
