@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import httpx
 import pytest
@@ -114,8 +112,7 @@ async def test_only_the_metrics_path_is_served(served):
 
 async def test_a_declared_counter_is_exposed_with_its_prefix(served):
     _, url = served
-    metrics.RATE_LIMIT_REFUSALS.labels(scope="tenant", limit="requests").inc()
-    await asyncio.sleep(0)
+    declared = metrics.counter("test_declared", "A counter declared the documented way.", ("kind",))
+    declared.labels(kind="planted").inc(2)
     samples = await _scrape(url)
-    key = ("vocalbridge_rate_limit_refusals_total", (("limit", "requests"), ("scope", "tenant")))
-    assert samples[key] >= 1
+    assert samples[("vocalbridge_test_declared_total", (("kind", "planted"),))] == 2

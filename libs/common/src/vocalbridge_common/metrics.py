@@ -8,7 +8,7 @@ one kind of process-wide state the services keep), with the helpers below, which
 
     TURNS = metrics.counter("turns", "Turns by outcome and provider.", ("outcome", "provider"))
     ...
-    TURNS.labels(outcome="success", provider="vendorA").inc()   # exposed as vocalbridge_turns_total
+    TURNS.labels(outcome="complete", provider="vendorA").inc()   # exposed as vocalbridge_turns_total
 
 On a hot path, bind the label values once (`child = TURNS.labels(...)`) and keep the child:
 `labels()` takes a lock and a dictionary lookup on every call, `child.inc()` only adds.
@@ -96,20 +96,8 @@ REQUEST_SECONDS = histogram(
     ("grpc_service", "grpc_method", "grpc_code"),
 )
 
-# Refusals of the tenant controls (DESIGN §4, "Limits and budgets"), wherever they are enforced:
-# a request rate limit in auth.Check, a token limit or a budget on a turn. `scope` is what the
-# limit applies to: "tenant", "api_key" or "agent"; `limit` what was exceeded ("requests",
-# "tokens", "cost").
-RATE_LIMIT_REFUSALS = counter(
-    "rate_limit_refusals",
-    "Requests refused with RATE_LIMITED, by what the limit applies to and what it limits.",
-    ("scope", "limit"),
-)
-BUDGET_REFUSALS = counter(
-    "budget_refusals",
-    "Turns refused with BUDGET_EXCEEDED before any provider call, by what the budget applies to.",
-    ("scope",),
-)
+# The tenant controls count their refusals (RATE_LIMITED, BUDGET_EXCEEDED) by reason and level
+# in vocalbridge_common.limits.limiter (vocalbridge_limit_refusals_total).
 
 
 # --------------------------------------------------------------------------------------------
