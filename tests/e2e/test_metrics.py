@@ -107,8 +107,8 @@ async def test_every_endpoint_counts_the_turns_it_served(stack, new_tenant):
     assert ("vocalbridge_relay_pending_events", frozenset()) in after["conversation"]
     assert moved("conversation", "vocalbridge_relay_delivered_events_total") >= 1
     # The speech engines' real-time factor: the question heard, the reply spoken.
-    assert moved("voice", "vocalbridge_voice_real_time_factor_count", job="stt") >= 1
-    assert moved("voice", "vocalbridge_voice_real_time_factor_count", job="tts", engine="espeak") >= 2
+    assert moved("voice", "vocalbridge_voice_real_time_factor_count", kind="stt") >= 1
+    assert moved("voice", "vocalbridge_voice_real_time_factor_count", kind="tts", engine="espeak") >= 2
 
     # Envoy's own statistics, through the stats port: requests it routed to conversation.
     envoy_after = await scrape(stack.config.stats_port, "/stats/prometheus")

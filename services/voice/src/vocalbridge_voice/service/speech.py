@@ -20,15 +20,16 @@ from vocalbridge_voice.engines.pool import EnginePool, StreamHandle
 # below 1 keeps up with a speaker.
 REAL_TIME_FACTOR = metrics.histogram(
     "voice_real_time_factor",
-    "Processing time per second of audio, by job (stt, tts) and engine.",
-    ("job", "engine"),
+    "Processing time per second of audio, by kind (stt, tts) and engine.",
+    # Not `job`: Prometheus sets that label itself on every scraped series.
+    ("kind", "engine"),
     buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
 )
 
 
-def _observe_rtf(job: str, engine: str, started: float, audio_seconds: float) -> None:
+def _observe_rtf(kind: str, engine: str, started: float, audio_seconds: float) -> None:
     if audio_seconds > 0:
-        REAL_TIME_FACTOR.labels(job, engine).observe((time.perf_counter() - started) / audio_seconds)
+        REAL_TIME_FACTOR.labels(kind, engine).observe((time.perf_counter() - started) / audio_seconds)
 
 
 @dataclass(frozen=True)
