@@ -223,7 +223,10 @@ class Cluster:
                 raise SmokeFailure(f"{pod.name}/{container['name']}: {entry['name']} names a missing key {ref}")
             env[entry["name"]] = store[ref["name"]][ref["key"]]
         env = {k: self.localize(v, pod) for k, v in env.items()}
-        return {**env, "PATH": os.environ["PATH"], "HOME": str(self.work)}
+        # The image's PATH and PYTHONPATH name its own directories; here the code is where the
+        # test's own interpreter finds it.
+        local = {name: os.environ[name] for name in ("PATH", "PYTHONPATH") if name in os.environ}
+        return {**env, **local, "HOME": str(self.work)}
 
     def mounts(self, container: dict, pod: Pod) -> dict[str, Path]:
         """ConfigMap volumes, written out (localized) where the container's mounts point."""
