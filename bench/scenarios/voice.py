@@ -23,7 +23,7 @@ from vocalbridge.voice.v1 import voice_service_pb2 as pb
 from vocalbridge.voice.v1 import voice_service_pb2_grpc
 from vocalbridge_devstack.stack import Stack, StackConfig
 from vocalbridge_voice.engines.pool import EnginePool
-from vocalbridge_voice.engines.worker import EngineSpec
+from vocalbridge_voice.engines.worker import STT, TTS, EngineSpec
 
 SENTENCES = (
     "please book a table for two at seven tonight",
@@ -57,7 +57,7 @@ def _row(metric: str, value: float, unit: str, **labels: str) -> dict:
 
 async def engines(quick: bool) -> list[dict]:
     rows: list[dict] = []
-    pool = EnginePool(EngineSpec(stt=("pocketsphinx", "whisper"), tts=("piper", "espeak")), 1)
+    pool = EnginePool(EngineSpec(stt=("pocketsphinx", "whisper"), tts=("piper", "espeak")), {STT: 1, TTS: 1})
     await pool.start()
     try:
         sentences = SENTENCES[:3] if quick else SENTENCES
@@ -66,7 +66,7 @@ async def engines(quick: bool) -> list[dict]:
             busy = spoken = 0.0
             for text in sentences:
                 began = time.perf_counter()
-                samples, rate = await pool.run("synthesize", engine, voice, text, 175)
+                samples, rate = await pool.run(TTS, "synthesize", engine, voice, text, 175)
                 busy += time.perf_counter() - began
                 spoken += len(samples) / 2 / rate
                 if engine == "piper":
@@ -77,7 +77,7 @@ async def engines(quick: bool) -> list[dict]:
             errors = words = 0
             for text, samples, rate in clips:
                 began = time.perf_counter()
-                transcript, _ = await pool.run("transcribe", engine, samples, rate)
+                transcript, _ = await pool.run(STT, "transcribe", engine, samples, rate)
                 busy += time.perf_counter() - began
                 spoken += len(samples) / 2 / rate
                 wrong, total = word_errors(text, transcript)

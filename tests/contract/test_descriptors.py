@@ -24,7 +24,11 @@ DESCRIPTOR_SET = REPO_ROOT / "gen" / "vocalbridge.pb"
 # RPCs that only the gateway's own services call; they must not be reachable
 # over JSON/HTTP, so they carry no google.api.http rule.
 INTERNAL_RPCS = frozenset(
-    {"vocalbridge.billing.v1.BillingService.RecordUsage", "vocalbridge.auth.v1.AuthService.GetTenantLimits"}
+    {
+        "vocalbridge.billing.v1.BillingService.RecordUsage",
+        "vocalbridge.auth.v1.AuthService.GetTenantLimits",
+        "vocalbridge.conversation.v1.ConversationService.StreamVoiceTurn",
+    }
 )
 
 # Operator RPCs whose HTTP path may name tenants; everywhere else the tenant is
@@ -380,6 +384,7 @@ def test_http_surface_of_design(descriptor_set):
     streaming = {full for full, _, m in _methods(descriptor_set) if m.server_streaming or m.client_streaming}
     assert streaming == {
         "vocalbridge.conversation.v1.ConversationService.StreamMessage",
+        "vocalbridge.conversation.v1.ConversationService.StreamVoiceTurn",
         "vocalbridge.voice.v1.VoiceService.StreamingConverse",
     }
 

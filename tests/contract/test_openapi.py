@@ -181,7 +181,7 @@ def test_paths_query_bodies_and_headers_match_the_rules(document):
     assert key["name"] == "Idempotency-Key" and key["required"] is True
     stream = document["paths"]["/v1/sessions/{sessionsId}/messages:stream"]["post"]
     assert "text/event-stream" in stream["responses"]["200"]["content"]
-    assert next(p for p in stream["parameters"] if p["in"] == "header")["required"] is False
+    assert next(p for p in stream["parameters"] if p["in"] == "header")["required"] is True
 
     create = document["paths"]["/v1/agents"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"] == {

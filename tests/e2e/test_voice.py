@@ -9,8 +9,10 @@ import io
 import wave
 
 import grpc
+import pytest
 
 from tests.e2e.client import error_reason
+from tests.support import error_reason as grpc_error_reason
 from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc, message_pb2
 from vocalbridge.voice.v1 import voice_service_pb2 as pb
 from vocalbridge.voice.v1 import voice_service_pb2_grpc
@@ -135,3 +137,44 @@ async def test_a_streamed_conversation_over_grpc_with_barge_in(stack, new_tenant
         message_pb2.MESSAGE_STATUS_TRUNCATED,
         message_pb2.MESSAGE_STATUS_COMPLETE,
     ]
+
+
+async def test_a_tenant_key_cannot_send_a_spoken_turn_itself(stack, new_tenant):
+    """The internal StreamVoiceTurn through Envoy with a tenant's own key: auth.Check refuses it
+    (the internal scope is no API key's), and nothing is stored."""
+    tenant = await new_tenant("Voice internal")
+    session = await _voice_session(tenant)
+    metadata = (("authorization", f"Bearer {tenant.key}"), ("idempotency-key", "sneaky"))
+
+    async def requests():
+        yield conversation_service_pb2.StreamVoiceTurnRequest(
+            turn=conversation_service_pb2.VoiceTurnStart(
+                session=session,
+                content="Label me as a spoken turn.",
+                voice=conversation_service_pb2.VoiceTurn(audio_seconds=30),
+            )
+        )
+
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        conversation = conversation_service_pb2_grpc.ConversationServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in conversation.StreamVoiceTurn(requests(), metadata=metadata, timeout=10):
+                pass
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert grpc_error_reason(caught.value) == "SCOPE_INSUFFICIENT"
+    assert (await tenant.get(f"/v1/{session}/messages")).json().get("messages", []) == []
+
+
+async def test_a_text_turn_cannot_be_labelled_as_spoken(new_tenant):
+    """`voice` left the public SendMessage and StreamMessage: over JSON it is an unknown field,
+    refused like any other."""
+    tenant = await new_tenant("Voice label")
+    session = await _voice_session(tenant)
+    for path in (f"/v1/{session}/messages", f"/v1/{session}/messages:stream"):
+        response = await tenant.http.post(
+            path,
+            json={"content": "Hello", "voice": {"audioSeconds": 30}},
+            headers=tenant.headers(**{"Idempotency-Key": f"label-{path}"}),
+        )
+        assert response.status_code == 400, response.text
+    assert (await tenant.get(f"/v1/{session}/messages")).json().get("messages", []) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conversation.conftest import with_key
+from tests.integration.conversation.voice_turns import as_voice_service, spoken_turn
 from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
 from vocalbridge.conversation.v1 import message_pb2, session_pb2
 from vocalbridge_common.migrations import migrate
@@ -19,7 +19,7 @@ async def on_sqlite(start_conversation, tmp_path):
     return await start_conversation(VB_CONVERSATION_DATABASE_URL=url)
 
 
-async def test_a_spoken_turn_on_sqlite(on_sqlite, new_session, md):
+async def test_a_spoken_turn_on_sqlite(on_sqlite, new_session, md, signer, tenant):
     agent, _ = await new_session(on_sqlite)
     session = await on_sqlite.CreateSession(
         cs.CreateSessionRequest(session=session_pb2.Session(agent=agent.name, channel=session_pb2.CHANNEL_VOICE)),
@@ -28,15 +28,14 @@ async def test_a_spoken_turn_on_sqlite(on_sqlite, new_session, md):
     assert (await on_sqlite.GetSession(cs.GetSessionRequest(name=session.name), metadata=md)) == session
     assert session.channel == session_pb2.CHANNEL_VOICE
 
-    request = cs.SendMessageRequest(
-        session=session.name, content="Book a table", voice=cs.VoiceTurn(audio_seconds=1.5, speech_provider="")
-    )
-    reply = await on_sqlite.SendMessage(request, metadata=with_key(md, "spoken"))
+    voice = as_voice_service(signer, tenant, "spoken")
+    result, _ = await spoken_turn(on_sqlite, voice, session.name, "Book a table", 1.5)
+    reply = result.turn
+    assert not result.replayed
     assert reply.usage.audio_seconds == 1.5 and reply.usage.tts_characters == len(reply.assistant_message.content)
     assert {reply.user_message.channel, reply.assistant_message.channel} == {session_pb2.CHANNEL_VOICE}
-    again = on_sqlite.SendMessage(request, metadata=with_key(md, "spoken"))
-    assert await again == reply
-    assert dict(await again.initial_metadata())["idempotent-replayed"] == "true"
+    again, _ = await spoken_turn(on_sqlite, voice, session.name, "Book a table", 1.5)
+    assert again.replayed and again.turn == reply
 
     history = await on_sqlite.ListMessages(cs.ListMessagesRequest(parent=session.name), metadata=md)
     assert [(m.role, m.channel) for m in history.messages] == [

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import temporary_database
 from vocalbridge_common.db import Database, utcnow
+from vocalbridge_common.idempotency import new_claim
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.migrations import migrate
 from vocalbridge_common.vocabulary import Channel
@@ -20,7 +21,6 @@ from vocalbridge_conversation.domain.sessions import Message, MessageStatus, Rol
 from vocalbridge_conversation.domain.usage import OutboxEntry
 from vocalbridge_conversation.repository import PgTurnStore, SessionRepository, SqlTurnStore, turn_store
 from vocalbridge_conversation.server import MIGRATIONS_DIR, SCHEMA
-from vocalbridge_conversation.service.idempotency import new_claim
 
 LEASE, TTL = timedelta(minutes=2), timedelta(hours=24)
 TENANT, STRANGER = new_id("ten"), new_id("ten")

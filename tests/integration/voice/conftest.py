@@ -1,8 +1,8 @@
 """The voice server under test: the production create_server() on port 0, beside real
 agents, conversation and billing servers, against one PostgreSQL database (a schema each).
 The engines are real: pocketsphinx for speech-to-text, eSpeak NG for replies (fast) and
-Piper for the sentences the tests speak (pocketsphinx understands it well). One worker,
-started once per module."""
+Piper for the sentences the tests speak (pocketsphinx understands it well). One worker of
+each role, started once per module."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ VOICE_ENV = {
     "VB_VOICE_STT_ENGINES": "pocketsphinx",
     "VB_VOICE_TTS_ENGINES": "espeak,piper",
     "VB_VOICE_DEFAULT_VOICE": "espeak/en-us",
-    "VB_VOICE_WORKERS": "1",
+    "VB_VOICE_STT_WORKERS": "1",
+    "VB_VOICE_TTS_WORKERS": "1",
     "VB_VOICE_MAX_UTTERANCE_SECONDS": "6",
     "VB_RELAY_POLL_INTERVAL_MS": "50",
 }

@@ -9,6 +9,7 @@ import wave
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.integration.voice.conftest import with_key
 from tests.support import error_reason
@@ -17,6 +18,7 @@ from vocalbridge.billing.v1 import billing_service_pb2
 from vocalbridge.conversation.v1 import conversation_service_pb2
 from vocalbridge.voice.v1 import audio_pb2
 from vocalbridge.voice.v1 import voice_service_pb2 as pb
+from vocalbridge_common.ids import new_id
 
 
 def wav(samples: bytes, rate: int = 16000, width: int = 2, channels: int = 1) -> bytes:
@@ -169,6 +171,35 @@ async def test_transcribe_and_synthesize_are_billed_once_per_key(voice, billing,
         (True, 0, "", ""),
     ]
     assert {e.cost_micros for e in events} == {transcribed.usage.cost_micros, said.usage.cost_micros}
+
+
+def _piper_syntheses() -> float:
+    """Piper jobs this process's voice server ran so far (its real-time-factor histogram)."""
+    labels = {"kind": "tts", "engine": "piper"}
+    return REGISTRY.get_sample_value("vocalbridge_voice_real_time_factor_count", labels) or 0.0
+
+
+async def test_concurrent_requests_with_one_key_run_and_bill_once(voice, billing, as_tenant):
+    """Standalone speech follows the turn's idempotency rules: a request claims its key before
+    any engine runs, so a second one with the key while the first runs is told the key is in
+    use (or, once the first has finished, gets its response): never a second synthesis or bill."""
+    md = as_tenant(new_id("ten"))
+    text = "A longer sentence, spoken in the natural voice, so that the first request is still running."
+    request = pb.SynthesizeRequest(text=text, voice="piper/en_US-joe-medium")
+    syntheses = _piper_syntheses()
+    outcomes = await asyncio.gather(
+        *(voice.Synthesize(request, metadata=with_key(md, "together")) for _ in range(3)), return_exceptions=True
+    )
+    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert done and all(o == done[0] for o in done)
+    assert all(error_reason(o) == "IDEMPOTENCY_KEY_IN_USE" for o in refused)
+    assert await voice.Synthesize(request, metadata=with_key(md, "together")) == done[0]  # a replay now
+    assert _piper_syntheses() == syntheses + 1  # the engine ran once
+    events = await _voice_events(billing, md, 1)
+    await asyncio.sleep(0.2)  # a few more relay rounds: nothing else arrives
+    events = (await billing.ListUsageEvents(billing_service_pb2.ListUsageEventsRequest(), metadata=md)).usage_events
+    assert [e.tts_characters for e in events] == [len(text)]
 
 
 async def test_synthesize_refuses_voices_that_are_not_installed_with_field_violations(voice, md):

@@ -1,4 +1,5 @@
-"""StreamingConverse against the real servers: turns over one stream, and barge-in."""
+"""StreamingConverse against the real servers: turns over one stream, and a barge-in that
+stores and bills the interrupted reply cut at exactly what was spoken."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tests.support import error_reason
 from vocalbridge.billing.v1 import billing_service_pb2
 from vocalbridge.conversation.v1 import conversation_service_pb2, message_pb2
 from vocalbridge.voice.v1 import voice_service_pb2 as pb
+from vocalbridge_conversation.providers.base import count_tokens
 
 SILENCE_SECONDS = 0.8
 
@@ -103,23 +105,24 @@ async def test_turns_over_one_stream_with_a_barge_in_that_truncates_reply_and_bi
     assert cut.status == message_pb2.MESSAGE_STATUS_TRUNCATED
     assert whole.status == message_pb2.MESSAGE_STATUS_COMPLETE
     assert whole.name == completed.turn_completed.assistant_message
-    # The same first turn, whole, in a session of its own: the stored cut is a strict prefix of
-    # it, at least as long as what was spoken, and billed for its own characters only.
-    _, twin = await new_session(system_prompt="You are the booking assistant of a small restaurant.")
-    full = await conversation.SendMessage(
-        conversation_service_pb2.SendMessageRequest(
-            session=twin.name,
-            content=ended.utterance_ended.transcript,
-            voice=conversation_service_pb2.VoiceTurn(audio_seconds=1.0),
-        ),
-        metadata=(*md, ("idempotency-key", "twin")),
-    )
-    reply = full.assistant_message.content
-    assert reply.startswith(cut.content) and len(cut.content) < len(reply)
-    assert cut.content.startswith(spoken_text)
+    # The first reply as it was produced (its text deltas, up to the second utterance's end):
+    # longer than what was spoken, which is exactly what was stored and billed.
+    first_reply = ""
+    for event in caller.events[: caller.events.index(second_end)]:
+        if event.WhichOneof("event") == "reply_text":
+            first_reply = ("" if event.reply_text.restart else first_reply) + event.reply_text.text_delta
+    audio_before_cut = [
+        e.reply_audio.text for e in caller.events[: caller.events.index(interrupted)] if e.HasField("reply_audio")
+    ]
+    assert spoken_text == "".join(audio_before_cut) and first_reply.startswith(spoken_text)
+    assert len(spoken_text) < len(first_reply)
+    assert cut.content == spoken_text
     cut_usage = await _usage_of(billing, md, cut.name)
-    assert cut_usage.tts_characters == len(cut.content) < full.usage.tts_characters
-    assert cut_usage.completion_tokens < full.usage.completion_tokens
+    assert cut_usage.tts_characters == len(spoken_text)
+    assert cut_usage.completion_tokens == count_tokens(spoken_text)
+    assert cut_usage.audio_seconds == pytest.approx(
+        ended.utterance_ended.audio_duration.ToTimedelta().total_seconds(), abs=0.001
+    )
     # Text deltas, then audio a sentence at a time, for the completed turn.
     audio_texts = [a.text for a in caller.of("reply_audio")]
     assert "".join(audio_texts).endswith(whole.content.strip()[-10:])

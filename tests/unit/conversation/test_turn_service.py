@@ -12,10 +12,10 @@ import pytest
 
 from tests.unit.conversation.fakes import FakeAgents, FakeClock, FakeTime, FakeTurnStore, make_engine
 from vocalbridge_common.errors import Aborted
+from vocalbridge_common.idempotency import KeyState, Replay
 from vocalbridge_common.ids import new_id
 from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import Delta
-from vocalbridge_conversation.domain.idempotency import KeyState
 from vocalbridge_conversation.domain.sessions import MessageStatus, Role
 from vocalbridge_conversation.domain.turns import AgentConfig, CompletedTurn, ProvidersExhausted, TurnRequest
 from vocalbridge_conversation.price_book import PriceBook
@@ -27,7 +27,6 @@ from vocalbridge_conversation.providers.base import (
     ProviderError,
     StreamChunk,
 )
-from vocalbridge_conversation.service.idempotency import Replay
 from vocalbridge_conversation.service.turns import TurnService
 
 TENANT = "ten_01m87srx2qrnbdce06p98dr0wk"

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from vocalbridge_common import scopes
-from vocalbridge_common.context import identity_token_var, request_id_var
+from vocalbridge_common.context import current_tenant_id, identity_token_var, identity_var, request_id_var
 from vocalbridge_common.headers import IDENTITY_HEADER, REQUEST_ID_HEADER
 from vocalbridge_common.identity import IdentitySigner
 
@@ -35,6 +35,25 @@ def service_metadata(
     the price book refresh): a fresh identity with no tenant, the internal scope and only
     the `extra_scopes` that work needs."""
     return ((IDENTITY_HEADER, signer.mint("", f"svc_{service}", {scopes.INTERNAL, *extra_scopes})),)
+
+
+def internal_metadata(signer: IdentitySigner) -> tuple[tuple[str, str], ...]:
+    """Metadata for an internal RPC a service makes for the current caller (the voice
+    service's spoken turns): a fresh identity with the caller's tenant, key id and scopes,
+    plus the internal scope, and the caller's request id. Internal RPCs require that scope,
+    which no API key carries (auth.Check and every service's interceptor refuse a tenant's
+    key), so only a service holding the identity secret can make the call, and only for the
+    tenant of the request it serves; what the callee does further (reading the agent) it does
+    with the caller's own scopes."""
+    tenant_id = current_tenant_id()
+    identity = identity_var.get()
+    assert identity is not None  # current_tenant_id() refused a call without one
+    token = signer.mint(tenant_id, identity.key_id, {*identity.scopes, scopes.INTERNAL})
+    metadata = [(IDENTITY_HEADER, token)]
+    request_id = request_id_var.get()
+    if request_id:
+        metadata.append((REQUEST_ID_HEADER, request_id))
+    return tuple(metadata)
 
 
 def remaining_timeout(

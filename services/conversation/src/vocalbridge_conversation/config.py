@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.idempotency import IdempotencySettings
 from vocalbridge_common.limits.config import LimitSettings
+from vocalbridge_common.outbox import RelaySettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_conversation.delivery import RetryPolicy
 
@@ -31,22 +33,6 @@ class TurnSettings:
     # Sessions whose recent history a process keeps, so a turn reads only what is new (each
     # at most the context budget: 1000 sessions of a 4000-token budget hold under 20 MB).
     history_cache_sessions: int = 1000
-
-
-@dataclass(frozen=True)
-class RelaySettings:
-    """The billing outbox relay."""
-
-    batch_size: int = 100
-    poll_interval_seconds: float = 0.5
-    backoff_base_seconds: float = 0.5
-    backoff_cap_seconds: float = 30.0
-    # Past this age of the oldest pending event the relay's health turns NOT_SERVING.
-    lag_alert_seconds: float = 300.0
-    # After a batch smaller than batch_size, wait this long so the next one gathers events.
-    linger_seconds: float = 0.1
-    # The lag (pending events, oldest age) is measured at most this often while delivering.
-    report_interval_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +73,7 @@ class ConversationSettings:
         price_refresh = env.float("VB_CONVERSATION_PRICE_REFRESH_SECONDS", PriceSettings.refresh_seconds)
         if price_refresh <= 0:
             raise ConfigError("VB_CONVERSATION_PRICE_REFRESH_SECONDS must be positive")
+        keys = IdempotencySettings.from_env(env)
         return cls(
             common=CommonSettings.from_env(SERVICE, default_port(SERVICE), env),
             agents_address=env.str("VB_AGENTS_ADDRESS", default_address("agents")),
@@ -95,19 +82,12 @@ class ConversationSettings:
             limits=LimitSettings.from_env(env),
             turn=TurnSettings(
                 context_budget_tokens=budget,
-                idempotency_lease=timedelta(seconds=env.float("VB_IDEMPOTENCY_LEASE_SECONDS", 120)),
-                idempotency_ttl=timedelta(hours=env.float("VB_IDEMPOTENCY_TTL_HOURS", 24)),
+                idempotency_lease=keys.lease,
+                idempotency_ttl=keys.ttl,
                 history_cache_sessions=history_cache,
             ),
             retry_policy=RetryPolicy.from_env(environ),
-            relay=RelaySettings(
-                batch_size=env.int("VB_RELAY_BATCH_SIZE", 100),
-                poll_interval_seconds=env.float("VB_RELAY_POLL_INTERVAL_MS", 500) / 1000,
-                backoff_base_seconds=env.float("VB_RELAY_BACKOFF_BASE_MS", 500) / 1000,
-                backoff_cap_seconds=env.float("VB_RELAY_BACKOFF_CAP_MS", 30_000) / 1000,
-                lag_alert_seconds=env.float("VB_RELAY_LAG_ALERT_SECONDS", 300),
-                linger_seconds=env.float("VB_RELAY_LINGER_MS", 100) / 1000,
-            ),
+            relay=RelaySettings.from_env(env),
             prices=PriceSettings(refresh_seconds=price_refresh),
             provider_env={
                 k: v

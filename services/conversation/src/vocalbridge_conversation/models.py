@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
+from vocalbridge_common.idempotency import IdempotencyKeyColumns
+from vocalbridge_common.outbox import OutboxColumns
 
 
 class ConversationBase(DeclarativeBase):
@@ -53,35 +55,15 @@ class MessageRow(ConversationBase):
     seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
-class IdempotencyRow(ConversationBase):
-    """One idempotency key of a tenant. The unique constraint on (tenant, key)
-    is what makes a turn run once, across replicas and restarts."""
+class IdempotencyRow(IdempotencyKeyColumns, ConversationBase):
+    """One idempotency key of a tenant (the columns and rules are the common library's). The
+    unique constraint on (tenant, key) is what makes a turn run once, across replicas and restarts."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_tenant_key"),)
-
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
-    key: Mapped[str] = mapped_column(String(255))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))  # in_progress | completed
-    response: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    # An in-progress key whose lease ran out belongs to a crashed worker and may be taken over.
-    lease_expire_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    expire_time: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
-class OutboxRow(ConversationBase):
-    """A usage event waiting for the billing relay, written in the same
-    transaction as the reply it bills."""
+class OutboxRow(OutboxColumns, ConversationBase):
+    """A usage event waiting for the billing relay, written in the same transaction as the
+    reply it bills (the columns and the relay are the common library's)."""
 
     __tablename__ = "usage_outbox"
-    __table_args__ = (Index("ix_usage_outbox_pending", "delivered_time", "create_time"),)
-
-    event_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)  # a serialized billing.v1.UsageEvent
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    delivered_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -17,11 +17,13 @@ from vocalbridge_common.price_protos import price_to_proto
 from vocalbridge_common.protoconv import to_duration, to_timestamp
 from vocalbridge_conversation.delivery import DeliveryResult, Delta, Restart
 from vocalbridge_conversation.domain.sessions import Message, MessageStatus, Role, Session, agent_name, session_name
-from vocalbridge_conversation.domain.turns import CompletedTurn, TurnEvent
+from vocalbridge_conversation.domain.turns import CompletedTurn, ReplyGenerated, TurnEvent, VoiceTurnEvent
 from vocalbridge_conversation.domain.usage import TurnUsage, UsageRecord
 
 SendMessageResponse = conversation_service_pb2.SendMessageResponse
 StreamMessageResponse = conversation_service_pb2.StreamMessageResponse
+StreamVoiceTurnResponse = conversation_service_pb2.StreamVoiceTurnResponse
+VoiceTurnResult = conversation_service_pb2.VoiceTurnResult
 
 
 def duration(seconds: float) -> duration_pb2.Duration:
@@ -141,6 +143,23 @@ def replay_stream(stored: bytes) -> list[conversation_service_pb2.StreamMessageR
     """A stored turn as a stream: the whole reply as one delta, then the final event."""
     response = send_response_from_bytes(stored)
     return [StreamMessageResponse(text_delta=response.assistant_message.content), _final_event(response)]
+
+
+def voice_event(event: VoiceTurnEvent) -> conversation_service_pb2.StreamVoiceTurnResponse:
+    if isinstance(event, Delta):
+        return StreamVoiceTurnResponse(text_delta=event.text)
+    if isinstance(event, Restart):
+        return StreamVoiceTurnResponse(restart=True)
+    if isinstance(event, ReplyGenerated):
+        return StreamVoiceTurnResponse(
+            reply_generated=conversation_service_pb2.ReplyGenerated(characters=event.characters)
+        )
+    return StreamVoiceTurnResponse(result=VoiceTurnResult(turn=completed_response(event)))
+
+
+def voice_replay(stored: bytes) -> conversation_service_pb2.StreamVoiceTurnResponse:
+    """A stored spoken turn, whole, at once."""
+    return StreamVoiceTurnResponse(result=VoiceTurnResult(turn=send_response_from_bytes(stored), replayed=True))
 
 
 # -- billing -----------------------------------------------------------------------

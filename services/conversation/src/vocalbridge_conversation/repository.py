@@ -23,17 +23,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
-from vocalbridge_common.db import Database, insert_or_ignore, tenant_begin
-from vocalbridge_common.repository import SystemRepository, TenantRepository
+from vocalbridge_common.db import Database, tenant_begin
+from vocalbridge_common.idempotency import IdempotencyRecord, KeyState, SqlIdempotencyStore
+from vocalbridge_common.outbox import OutboxRepository
+from vocalbridge_common.repository import TenantRepository
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation.domain.history import HistoryMessage, OpenedTurn
-from vocalbridge_conversation.domain.idempotency import IdempotencyRecord, KeyState
 from vocalbridge_conversation.domain.sessions import (
     HISTORY_STATUSES,
     Message,
@@ -189,144 +189,13 @@ class MessageRepository(TenantRepository):
         return tuple(HistoryMessage.of(seq, Role(role), content) for seq, role, content in reversed(rows))
 
 
-# -- idempotency keys --------------------------------------------------------------
+# -- idempotency keys and the billing outbox: the common library's, on this schema's tables --
 
 
-def _record_values(record: IdempotencyRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "fingerprint": record.fingerprint,
-        "state": record.state.value,
-        "response": record.response,
-        "create_time": record.create_time,
-        "lease_expire_time": record.lease_expire_time,
-        "expire_time": record.expire_time,
-    }
+class IdempotencyRepository(SqlIdempotencyStore):
+    """The tenant's idempotency keys (an IdempotencyStore)."""
 
-
-def _record_of(row: IdempotencyRow) -> IdempotencyRecord:
-    return IdempotencyRecord(
-        id=row.id,
-        key=row.key,
-        fingerprint=row.fingerprint,
-        state=KeyState(row.state),
-        response=row.response,
-        create_time=row.create_time,
-        lease_expire_time=row.lease_expire_time,
-        expire_time=row.expire_time,
-    )
-
-
-def _rowcount(result: object) -> int:
-    return cast(CursorResult[Any], result).rowcount
-
-
-class IdempotencyRepository(TenantRepository):
-    """The tenant's idempotency keys (service.idempotency.IdempotencyStore)."""
-
-    async def insert_if_absent(self, record: IdempotencyRecord) -> bool:
-        row = {**_record_values(record), "tenant_id": self.tenant_id, "key": record.key}
-        inserted = await insert_or_ignore(self.session, IdempotencyRow, [row], ["tenant_id", "key"])
-        return inserted == 1
-
-    async def get(self, key: str) -> IdempotencyRecord | None:
-        query = select(IdempotencyRow).where(IdempotencyRow.tenant_id == self.tenant_id, IdempotencyRow.key == key)
-        row = (await self.session.scalars(query)).one_or_none()
-        return _record_of(row) if row else None
-
-    async def take_over(self, key: str, old_id: str, record: IdempotencyRecord) -> bool:
-        result = await self.session.execute(
-            update(IdempotencyRow)
-            .where(IdempotencyRow.tenant_id == self.tenant_id, IdempotencyRow.key == key, IdempotencyRow.id == old_id)
-            .values(**_record_values(record))
-        )
-        return _rowcount(result) == 1
-
-    def _unfinished(self, record_id: str) -> list[Any]:
-        return [
-            IdempotencyRow.tenant_id == self.tenant_id,
-            IdempotencyRow.id == record_id,
-            IdempotencyRow.state == KeyState.IN_PROGRESS.value,
-        ]
-
-    async def complete(self, record_id: str, response: bytes) -> bool:
-        result = await self.session.execute(
-            update(IdempotencyRow)
-            .where(*self._unfinished(record_id))
-            .values(state=KeyState.COMPLETED.value, response=response)
-        )
-        return _rowcount(result) == 1
-
-    async def release(self, record_id: str) -> bool:
-        result = await self.session.execute(delete(IdempotencyRow).where(*self._unfinished(record_id)))
-        return _rowcount(result) == 1
-
-
-# -- the billing outbox ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PendingEvent:
-    """A usage event waiting for the relay: its id and its serialized billing.v1.UsageEvent."""
-
-    event_id: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class OutboxLag:
-    pending: int
-    oldest: datetime | None  # creation time of the oldest pending event
-
-
-class OutboxRepository(TenantRepository):
-    """Writes a tenant's usage events, in the transaction of the replies they bill."""
-
-    async def add(self, event_id: str, payload: bytes, create_time: datetime) -> None:
-        await self.session.execute(
-            insert(OutboxRow).values(
-                event_id=event_id,
-                tenant_id=self.tenant_id,
-                payload=payload,
-                create_time=create_time,
-                delivered_time=None,
-                attempts=0,
-            )
-        )
-
-
-class OutboxRelayRepository(SystemRepository):
-    """The relay's view of the outbox: every tenant's events (system transactions only)."""
-
-    async def pending(self, limit: int, *, lock: bool = False) -> list[PendingEvent]:
-        """The oldest undelivered events. With `lock`, they stay locked until the transaction
-        ends and events another transaction holds are skipped, so relays running side by side
-        (several processes or replicas) send disjoint batches (PostgreSQL; SQLite has one writer)."""
-        query = (
-            select(OutboxRow.event_id, OutboxRow.payload)
-            .where(OutboxRow.delivered_time.is_(None))
-            # Events billing refused sink behind the healthy ones.
-            .order_by(OutboxRow.attempts, OutboxRow.create_time, OutboxRow.event_id)
-            .limit(limit)
-        )
-        if lock:
-            query = query.with_for_update(skip_locked=True)
-        return [PendingEvent(event_id, payload) for event_id, payload in await self.session.execute(query)]
-
-    async def mark_delivered(self, event_ids: Sequence[str], when: datetime) -> None:
-        await self.session.execute(
-            update(OutboxRow).where(OutboxRow.event_id.in_(event_ids)).values(delivered_time=when)
-        )
-
-    async def note_attempt(self, event_ids: Sequence[str]) -> None:
-        await self.session.execute(
-            update(OutboxRow).where(OutboxRow.event_id.in_(event_ids)).values(attempts=OutboxRow.attempts + 1)
-        )
-
-    async def lag(self) -> OutboxLag:
-        query = select(func.count(), func.min(OutboxRow.create_time)).where(OutboxRow.delivered_time.is_(None))
-        count, oldest = (await self.session.execute(query)).one()
-        return OutboxLag(int(count), oldest)
+    table = IdempotencyRow
 
 
 # -- turns: SQLAlchemy ---------------------------------------------------------------
@@ -390,7 +259,9 @@ class SqlTurns(TenantRepository):
             raise LookupError(f"session {messages[0].session_id} vanished during its turn")
         await self._messages.add(last_seq - len(messages) + 1, *messages)
         if event is not None:
-            await OutboxRepository(self.session, self.tenant_id).add(event.event_id, event.payload, event.create_time)
+            await OutboxRepository(self.session, self.tenant_id, OutboxRow).add(
+                event.event_id, event.payload, event.create_time
+            )
         return last_seq
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import httpx
-from grpc_health.v1 import health_pb2
 
 from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
 from vocalbridge_common.clients import insecure_channel
@@ -20,6 +19,7 @@ from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.limits.cache import TenantLimitsCache
 from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
 from vocalbridge_common.limits.config import build_limiter, open_store
+from vocalbridge_common.outbox import OutboxRelay
 from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
@@ -27,9 +27,9 @@ from vocalbridge_conversation import presenters
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import SERVICE, ConversationSettings
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine
+from vocalbridge_conversation.models import OutboxRow
 from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceRefresher
 from vocalbridge_conversation.providers import build_registry
-from vocalbridge_conversation.relay import HEALTH_NAME, OutboxRelay
 from vocalbridge_conversation.repository import turn_store
 from vocalbridge_conversation.service.limits import TurnLimits
 from vocalbridge_conversation.service.sessions import SessionService
@@ -104,8 +104,10 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
     refresher = PriceRefresher(prices, BillingPrices(billing_channel, signer), settings.prices.refresh_seconds)
     start(refresher.run_forever(), "price-refresh")
     if run_relay:
-        relay = OutboxRelay(db, billing_channel, signer, settings.relay, health=running.health)
-        await running.health.set(HEALTH_NAME, health_pb2.HealthCheckResponse.SERVING)
+        relay = OutboxRelay(
+            db, OutboxRow, billing_channel, signer, settings.relay, service=SERVICE, health=running.health
+        )
+        await relay.announce()
         start(relay.run_forever(), "outbox-relay")
     return running
 

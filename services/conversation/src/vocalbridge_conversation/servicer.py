@@ -14,12 +14,13 @@ from vocalbridge.conversation.v1 import conversation_service_pb2 as pb
 from vocalbridge.conversation.v1 import conversation_service_pb2_grpc, session_pb2
 from vocalbridge_common.clients import remaining_timeout
 from vocalbridge_common.context import current_tenant_id
+from vocalbridge_common.errors import FieldViolation, InvalidArgument
 from vocalbridge_common.headers import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER
+from vocalbridge_common.idempotency import Replay
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation import presenters
 from vocalbridge_conversation.domain.sessions import DEFAULT_CHANNEL, NewSession
-from vocalbridge_conversation.domain.turns import ProvidersExhausted, TurnRequest, VoiceInput
-from vocalbridge_conversation.service.idempotency import Replay
+from vocalbridge_conversation.domain.turns import Playback, ProvidersExhausted, TurnRequest, VoiceInput
 from vocalbridge_conversation.service.sessions import SessionService
 from vocalbridge_conversation.service.turns import TurnService
 
@@ -42,11 +43,30 @@ def _idempotency_key(context: Context) -> str | None:
     return found
 
 
-def _voice(request: pb.SendMessageRequest | pb.StreamMessageRequest) -> VoiceInput | None:
-    """The speech side of a spoken turn, when the voice service set one."""
-    if not request.HasField("voice"):
-        return None
-    return VoiceInput(request.voice.audio_seconds, request.voice.speech_provider)
+def _voice_turn(request: pb.StreamVoiceTurnRequest, key: str | None) -> TurnRequest:
+    if not request.HasField("turn"):
+        raise InvalidArgument(
+            "the first message of a voice turn must be the turn, and only the first",
+            reason="VOICE_TURN_REQUIRED",
+            field_violations=[FieldViolation("turn", "must be sent first, and once")],
+        )
+    turn = request.turn
+    return TurnRequest(
+        turn.session, turn.content, key, VoiceInput(turn.voice.audio_seconds, turn.voice.speech_provider)
+    )
+
+
+async def _playback(requests: AsyncIterator[pb.StreamVoiceTurnRequest]) -> Playback:
+    """The voice service's next message: what the caller heard of the reply."""
+    request = await anext(requests, None)
+    if request is None or not request.HasField("playback"):
+        raise InvalidArgument(
+            "after the turn, the voice service sends the reply's playback, once",
+            reason="PLAYBACK_REQUIRED",
+            field_violations=[FieldViolation("playback", "must follow the turn")],
+        )
+    played = request.playback
+    return Playback(played.interrupted, played.spoken_characters, played.restarts)
 
 
 def new_session_from_proto(message: session_pb2.Session) -> NewSession:
@@ -102,7 +122,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
         )
 
     async def SendMessage(self, request: pb.SendMessageRequest, context: Context) -> pb.SendMessageResponse:
-        turn = TurnRequest(request.session, request.content, _idempotency_key(context), _voice(request))
+        turn = TurnRequest(request.session, request.content, _idempotency_key(context))
         with _delivery_in_error_details():
             outcome = await self._turns.send_message(current_tenant_id(), turn, _deadline(context))
         if isinstance(outcome, Replay):
@@ -113,7 +133,7 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
     async def StreamMessage(
         self, request: pb.StreamMessageRequest, context: Context
     ) -> AsyncIterator[pb.StreamMessageResponse]:
-        turn = TurnRequest(request.session, request.content, _idempotency_key(context), _voice(request))
+        turn = TurnRequest(request.session, request.content, _idempotency_key(context))
         with _delivery_in_error_details():
             outcome = await self._turns.stream_message(current_tenant_id(), turn, _deadline(context))
             if isinstance(outcome, Replay):
@@ -123,3 +143,18 @@ class ConversationServicer(conversation_service_pb2_grpc.ConversationServiceServ
                 return
             async for event in outcome:
                 yield presenters.stream_event(event)
+
+    async def StreamVoiceTurn(
+        self, request_iterator: AsyncIterator[pb.StreamVoiceTurnRequest], context: Context
+    ) -> AsyncIterator[pb.StreamVoiceTurnResponse]:
+        requests = aiter(request_iterator)
+        turn = _voice_turn(await anext(requests, pb.StreamVoiceTurnRequest()), _idempotency_key(context))
+        with _delivery_in_error_details():
+            outcome = await self._turns.voice_turn(
+                current_tenant_id(), turn, _deadline(context), lambda: _playback(requests)
+            )
+            if isinstance(outcome, Replay):
+                yield presenters.voice_replay(outcome.response)
+                return
+            async for event in outcome:
+                yield presenters.voice_event(event)

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.idempotency import IdempotencySettings
+from vocalbridge_common.outbox import RelaySettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_voice.domain.audio import AudioLimits
 from vocalbridge_voice.domain.endpointing import EndpointSettings
-from vocalbridge_voice.engines.worker import STT_ENGINES, TTS_ENGINES, EngineSpec
+from vocalbridge_voice.engines.worker import STT, STT_ENGINES, TTS, TTS_ENGINES, EngineSpec
 
 # This service's name: its identity in calls it makes on its own behalf, its database schema,
 # its configuration prefix (topology).
 SERVICE = "voice"
-
-
-@dataclass(frozen=True)
-class RelaySettings:
-    """The billing outbox relay of standalone Transcribe and Synthesize usage."""
-
-    batch_size: int = 100
-    poll_interval_seconds: float = 0.5
-    backoff_cap_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +27,9 @@ class VoiceSettings:
     # The default engines; an agent picks its text-to-speech engine with its voice.
     stt_engine: str
     default_voice: str
-    workers: int
+    # Speech worker processes per role (STT: recognizer and voice activity detector; TTS: the
+    # voices): each loads only its role's models.
+    workers: dict[str, int]
     # Spoken turns (Converse, Transcribe, Synthesize) and streams in progress at once; more are
     # refused with RESOURCE_EXHAUSTED (VOICE_CAPACITY_EXHAUSTED) rather than queued.
     max_requests: int
@@ -49,11 +43,15 @@ class VoiceSettings:
     # while the caller listens): a barge-in later than this finds the reply whole.
     reply_pacing_limit_seconds: float
     relay: RelaySettings
+    keys: IdempotencySettings
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> VoiceSettings:
         env = env or Env()
-        stt = env.list("VB_VOICE_STT_ENGINES", STT_ENGINES)
+        # Only the recognizer in use is loaded (Whisper only when chosen): the service transcribes
+        # with one engine, so another one loaded would only hold memory.
+        chosen = env.optional("VB_VOICE_STT_ENGINE")
+        stt = env.list("VB_VOICE_STT_ENGINES", (chosen or STT_ENGINES[0],))
         tts = env.list("VB_VOICE_TTS_ENGINES", TTS_ENGINES)
         for name, engines, known in (
             ("VB_VOICE_STT_ENGINES", stt, STT_ENGINES),
@@ -70,9 +68,11 @@ class VoiceSettings:
         default_voice = env.str(
             "VB_VOICE_DEFAULT_VOICE", "piper/en_US-joe-medium" if "piper" in tts else "espeak/en-us"
         )
-        workers = env.int("VB_VOICE_WORKERS", min(4, os.cpu_count() or 1))
+        # One worker of each role by default: recognition and speech run side by side, each
+        # model held once. (VB_VOICE_WORKERS is the stack runner's: service processes.)
         positive = {
-            "VB_VOICE_WORKERS": workers,
+            "VB_VOICE_STT_WORKERS": env.int("VB_VOICE_STT_WORKERS", 1),
+            "VB_VOICE_TTS_WORKERS": env.int("VB_VOICE_TTS_WORKERS", 1),
             "VB_VOICE_MAX_REQUESTS": env.int("VB_VOICE_MAX_REQUESTS", 8),
             "VB_VOICE_MAX_STREAMS": env.int("VB_VOICE_MAX_STREAMS", 8),
             "VB_VOICE_MAX_AUDIO_BYTES": env.int("VB_VOICE_MAX_AUDIO_BYTES", 10 * 1024 * 1024),
@@ -97,7 +97,7 @@ class VoiceSettings:
             ),
             stt_engine=stt_engine,
             default_voice=default_voice,
-            workers=workers,
+            workers={STT: positive["VB_VOICE_STT_WORKERS"], TTS: positive["VB_VOICE_TTS_WORKERS"]},
             max_requests=positive["VB_VOICE_MAX_REQUESTS"],
             max_streams=positive["VB_VOICE_MAX_STREAMS"],
             audio=AudioLimits(
@@ -106,5 +106,6 @@ class VoiceSettings:
             ),
             reply_lead_seconds=env.float("VB_VOICE_REPLY_LEAD_SECONDS", 1.0),
             reply_pacing_limit_seconds=env.float("VB_VOICE_REPLY_PACING_LIMIT_SECONDS", 20),
-            relay=RelaySettings(poll_interval_seconds=env.float("VB_RELAY_POLL_INTERVAL_MS", 500) / 1000),
+            relay=RelaySettings.from_env(env),
+            keys=IdempotencySettings.from_env(env),
         )

@@ -1,15 +1,16 @@
-"""Voice tables: the standalone speech requests run under an idempotency key (with the
-response a repeat returns) and the outbox of their usage events for billing. Spoken turns
-are stored by the conversation service, not here."""
+"""Voice tables: the idempotency keys of standalone speech requests (Transcribe and
+Synthesize, with the response a repeat returns) and the outbox of their usage events for
+billing, in the common library's shapes. Spoken turns are stored by the conversation
+service, not here."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
 
-from sqlalchemy import Index, Integer, LargeBinary, MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-from vocalbridge_common.db import NAMING_CONVENTION, UtcDateTime
+from vocalbridge_common.db import NAMING_CONVENTION
+from vocalbridge_common.idempotency import IdempotencyKeyColumns
+from vocalbridge_common.outbox import OutboxColumns
 
 
 class VoiceBase(DeclarativeBase):
@@ -18,29 +19,14 @@ class VoiceBase(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class SpeechRequestRow(VoiceBase):
-    """A Transcribe or Synthesize request sent with an Idempotency-Key. The primary key
-    (tenant, key) is what runs and bills a request once across replicas."""
+class IdempotencyRow(IdempotencyKeyColumns, VoiceBase):
+    """A Transcribe or Synthesize request sent with an Idempotency-Key. The unique constraint
+    on (tenant, key) is what runs and bills a request once across replicas."""
 
-    __tablename__ = "speech_requests"
-
-    tenant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    response: Mapped[bytes] = mapped_column(LargeBinary)
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    expire_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    __tablename__ = "idempotency_keys"
 
 
-class UsageOutboxRow(VoiceBase):
+class UsageOutboxRow(OutboxColumns, VoiceBase):
     """A usage event waiting for billing, written in the transaction that completes its request."""
 
     __tablename__ = "usage_outbox"
-    __table_args__ = (Index("ix_usage_outbox_pending", "delivered_time", "attempts", "create_time"),)
-
-    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(String(40))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
-    delivered_time: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,6 +1,6 @@
-"""Builds and starts the voice gRPC server: the speech workers (every engine and voice
-loaded, or the start fails naming what is missing), the clients of the conversation,
-agents and billing services, and the relay of standalone speech usage."""
+"""Builds and starts the voice gRPC server: the speech workers (each role's engines and
+voices loaded, or the start fails naming what is missing), the clients of the conversation,
+agents and billing services, and the billing outbox relay of standalone speech usage."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.config import ConfigError
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.outbox import OutboxRelay
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 from vocalbridge_voice import presenters
 from vocalbridge_voice.agents_client import AgentVoices
 from vocalbridge_voice.config import SERVICE, VoiceSettings
-from vocalbridge_voice.conversation_client import PACED_CHANNEL_OPTIONS, ConversationTurns
+from vocalbridge_voice.conversation_client import ConversationTurns
 from vocalbridge_voice.engines.pool import EnginePool
-from vocalbridge_voice.relay import UsageRelay
+from vocalbridge_voice.models import UsageOutboxRow
 from vocalbridge_voice.service.converse import ConverseService
 from vocalbridge_voice.service.speech import Capacity, Speech
 from vocalbridge_voice.service.standalone import Encoders, StandaloneService
@@ -45,10 +46,9 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
     instrument_engine(db.engine)
     signer = IdentitySigner(settings.common.identity_secret)
     conversation_channel = insecure_channel(settings.conversation_address)
-    paced_channel = grpc.aio.insecure_channel(settings.conversation_address, options=PACED_CHANNEL_OPTIONS)
     agents_channel = insecure_channel(settings.agents_address)
     billing_channel = insecure_channel(settings.billing_address)
-    turns = ConversationTurns(conversation_channel, paced_channel)
+    turns = ConversationTurns(conversation_channel, signer)
     requests = Capacity("requests", settings.max_requests)
     converse = ConverseService(turns, AgentVoices(agents_channel), speech, requests, settings.audio)
     standalone = StandaloneService(
@@ -57,6 +57,7 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         requests,
         settings.audio,
         Encoders(presenters.transcription_bytes, presenters.synthesis_bytes, presenters.usage_event_bytes),
+        keys=settings.keys,
     )
     streaming = StreamingService(
         converse,
@@ -76,7 +77,7 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
                 await task
 
     async def close() -> None:
-        for channel in (conversation_channel, paced_channel, agents_channel, billing_channel):
+        for channel in (conversation_channel, agents_channel, billing_channel):
             await channel.close()
         await db.dispose()
         await pool.stop()
@@ -95,6 +96,9 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         on_stop=(stop_background, close),
     )
     if run_relay:
-        relay = UsageRelay(db, billing_channel, signer, settings.relay)
-        background.append(asyncio.create_task(relay.run_forever(), name="usage-relay"))
+        relay = OutboxRelay(
+            db, UsageOutboxRow, billing_channel, signer, settings.relay, service=SERVICE, health=running.health
+        )
+        await relay.announce()
+        background.append(asyncio.create_task(relay.run_forever(), name="outbox-relay"))
     return running

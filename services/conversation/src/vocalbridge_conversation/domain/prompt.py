@@ -22,6 +22,8 @@ def build_prompt(
     budget = budget_tokens - count_prompt_tokens([*system, latest])
     kept: list[ChatMessage] = []
     for message in reversed(history):
+        if not message.content:
+            continue  # a spoken reply the caller interrupted before its first word: nothing was said
         if message.tokens > budget:
             break
         budget -= message.tokens

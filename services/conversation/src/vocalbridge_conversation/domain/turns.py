@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vocalbridge_common.errors import Unavailable, invalid_fields
+from vocalbridge_common.errors import FieldViolation, InvalidArgument, Unavailable, invalid_fields
 from vocalbridge_common.validation import Violations
 from vocalbridge_conversation.delivery import DeliveryResult, Delta, Restart
 from vocalbridge_conversation.domain.sessions import Message
@@ -85,6 +85,55 @@ class CompletedTurn:
 # What a streamed turn produces: reply text, "discard the text so far" (another attempt
 # starts), and finally the stored turn.
 TurnEvent = Delta | Restart | CompletedTurn
+
+
+# -- a spoken turn: the reply is kept as the caller heard it -------------------------------
+
+
+@dataclass(frozen=True)
+class ReplyGenerated:
+    """The reply of a spoken turn is whole: `characters` long since its last restart."""
+
+    characters: int
+
+
+@dataclass(frozen=True)
+class Playback:
+    """What the caller heard of a spoken reply: all of it, or (interrupted) its first
+    `spoken_characters` characters as they stood after `restarts` restarts."""
+
+    interrupted: bool
+    spoken_characters: int = 0
+    restarts: int = 0
+
+
+# A spoken turn's events: reply text, restarts, "the reply is whole", the stored turn.
+VoiceTurnEvent = Delta | Restart | ReplyGenerated | CompletedTurn
+
+
+def heard_reply(reply: str, restarts: int, playback: Playback, generated: bool) -> str | None:
+    """The part of `reply` (the text since its `restarts`-th restart) the caller heard: None
+    for all of it, else the text to keep. A count beyond what was sent, a restart count from
+    the future, or "heard all" before the reply was whole is a caller's mistake."""
+    if not playback.interrupted:
+        if not generated:
+            raise _playback_error("interrupted", "must be true until the reply is generated")
+        return None
+    if playback.restarts > restarts:
+        raise _playback_error("restarts", f"only {restarts} restarts were sent")
+    if playback.restarts < restarts:
+        return ""  # the caller heard none of the reply as it now stands
+    if not 0 <= playback.spoken_characters <= len(reply):
+        raise _playback_error("spoken_characters", f"must be between 0 and the {len(reply)} characters sent")
+    return reply[: playback.spoken_characters]
+
+
+def _playback_error(field: str, problem: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"playback.{field} {problem}",
+        reason="INVALID_PLAYBACK",
+        field_violations=[FieldViolation(f"playback.{field}", problem)],
+    )
 
 
 class ProvidersExhausted(Unavailable):

@@ -23,9 +23,10 @@ presenters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -34,6 +35,16 @@ from typing import NoReturn, Protocol
 from vocalbridge_common import metrics
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import SessionNotFound
+from vocalbridge_common.idempotency import (
+    ClaimLost,
+    IdempotencyRecord,
+    IdempotencyStore,
+    Replay,
+    claim,
+    fingerprint,
+    new_claim,
+    required_key,
+)
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.limits.limiter import TurnTicket
 from vocalbridge_common.telemetry import remember_trace
@@ -42,7 +53,6 @@ from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import DeliveryEngine, DeliveryResult, Delta, Done, Restart
 from vocalbridge_conversation.domain.history import MAX_HISTORY_MESSAGES, HistoryMessage, OpenedTurn
-from vocalbridge_conversation.domain.idempotency import ClaimLost, IdempotencyRecord, fingerprint, validate_key
 from vocalbridge_conversation.domain.prompt import build_prompt
 from vocalbridge_conversation.domain.sessions import (
     HISTORY_STATUSES,
@@ -56,18 +66,21 @@ from vocalbridge_conversation.domain.sessions import (
 from vocalbridge_conversation.domain.turns import (
     AgentConfig,
     CompletedTurn,
+    Playback,
     ProvidersExhausted,
+    ReplyGenerated,
     TurnEvent,
     TurnRequest,
     VoiceInput,
+    VoiceTurnEvent,
     fingerprint_fields,
+    heard_reply,
     validate_turn,
 )
 from vocalbridge_conversation.domain.usage import OutboxEntry, UsageRecord, turn_usage
 from vocalbridge_conversation.price_book import PriceBook
 from vocalbridge_conversation.providers.base import Completion, CompletionRequest, count_prompt_tokens, count_tokens
 from vocalbridge_conversation.service.history import HistoryCache
-from vocalbridge_conversation.service.idempotency import IdempotencyStore, Replay, claim, new_claim
 from vocalbridge_conversation.service.limits import TurnLimits
 
 log = logging.getLogger(__name__)
@@ -76,6 +89,9 @@ log = logging.getLogger(__name__)
 # (no provider answered; provider is then the last one tried), by channel.
 TURNS = metrics.counter("turns", "Turns by channel, outcome and provider.", ("channel", "outcome", "provider"))
 
+# The operation a spoken turn's idempotency fingerprint names: that of the SendMessage calls
+# spoken turns were before StreamVoiceTurn, so a Converse retried across the upgrade replays.
+VOICE_TURN_OPERATION = "SendMessage"
 # How long a turn may wait on the agents service, when the caller set no shorter deadline.
 AGENTS_TIMEOUT_SECONDS = 10.0
 
@@ -191,13 +207,29 @@ class TurnService:
             return running
         return self._stream(running, deadline)
 
+    async def voice_turn(
+        self,
+        tenant_id: str,
+        turn: TurnRequest,
+        deadline: float | None,
+        playback: Callable[[], Awaitable[Playback]],
+    ) -> AsyncIterator[VoiceTurnEvent] | Replay:
+        """A spoken turn (the voice service's): the events of its reply, then the turn stored as
+        the caller heard it, which `playback` tells (awaited once the reply streams: the whole
+        reply, or the characters spoken before a barge-in, even mid-generation). Or the stored
+        response of the turn this key already ran."""
+        running = await self._begin(tenant_id, turn, VOICE_TURN_OPERATION, deadline)
+        if isinstance(running, Replay):
+            return running
+        return self._voice_stream(running, deadline, playback)
+
     # -- the steps of a turn ----------------------------------------------------------
 
     async def _begin(
         self, tenant_id: str, turn: TurnRequest, operation: str, deadline: float | None
     ) -> _Running | Replay:
         """Claims the key: the turn to run, or the stored response to replay."""
-        key = validate_key(turn.idempotency_key)
+        key = required_key(turn.idempotency_key)
         validate_turn(turn, self._settings.max_content_chars)
         session_id = parse_session_name(turn.session_name)
         request_fingerprint = fingerprint(operation, **fingerprint_fields(session_id, turn))
@@ -212,7 +244,7 @@ class TurnService:
         record_id = record.id
         if not opened.claimed:
             # The key is held: replay, refuse, or take over an abandoned claim (the rules of
-            # service.idempotency, in a transaction of their own).
+            # vocalbridge_common.idempotency, in a transaction of their own).
             async with self._turns.transaction(tenant_id) as turns:
                 claimed = await claim(
                     turns, key, request_fingerprint, now, settings.idempotency_lease, settings.idempotency_ttl
@@ -284,6 +316,91 @@ class TurnService:
             raise
         finally:
             await events.aclose()
+
+    async def _voice_stream(
+        self, running: _Running, deadline: float | None, playback: Callable[[], Awaitable[Playback]]
+    ) -> AsyncGenerator[VoiceTurnEvent, None]:
+        """The reply streams while the caller listens; the turn is stored once the caller's
+        playback is known, cut at what was heard. A barge-in while the reply is still produced
+        stops the provider there."""
+        text: list[str] = []
+        restarts = 0
+        provider = running.agent.primary_provider
+        result: DeliveryResult | None = None
+        finished = False
+        heard = asyncio.ensure_future(playback())
+        events = self._engine.deliver_stream(
+            running.request, running.agent.primary_provider, running.agent.fallback_provider, deadline
+        )
+        try:
+            while not heard.done():
+                step = asyncio.ensure_future(anext(events))
+                await asyncio.wait((step, heard), return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():  # the caller spoke over the reply: stop producing it
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+                    break
+                event = step.result()
+                if isinstance(event, Delta):
+                    text.append(event.text)
+                    provider = event.provider or provider
+                    yield event
+                elif isinstance(event, Restart):
+                    text.clear()
+                    restarts += 1
+                    yield event
+                elif isinstance(event, Done):
+                    result = event.result
+                    if result.completion is None:
+                        finished = True  # failed: the user message kept, nothing billed, the key freed
+                        await self._fail(running, result)
+                    yield ReplyGenerated(len("".join(text)))
+                    break
+            played = await heard
+            reply = "".join(text)
+            kept = heard_reply(reply, restarts, played, generated=result is not None)
+            # From here on the turn is stored or released, never abandoned.
+            finished = True
+            if kept is None and result is not None and result.completion is not None:
+                yield await self._store_or_release(running, result, result.completion, MessageStatus.COMPLETE)
+                return
+            cut = self._cut(running, result, kept or "", provider)
+            assert cut.completion is not None
+            yield await self._store_or_release(running, cut, cut.completion, MessageStatus.TRUNCATED)
+        except BaseException:
+            if not finished:
+                await asyncio.shield(self._store_abandoned(running, "".join(text), provider))
+            raise
+        finally:
+            heard.cancel()
+            await events.aclose()
+
+    def _cut(self, running: _Running, result: DeliveryResult | None, kept: str, provider: str) -> DeliveryResult:
+        """The delivery of a reply cut at `kept`: its completion tokens are those of the text
+        kept; its prompt tokens the provider's count when it finished, else the gateway's."""
+        prompt_tokens = (
+            result.completion.prompt_tokens
+            if result is not None and result.completion is not None
+            else count_prompt_tokens(running.request.messages)
+        )
+        completion = Completion(
+            text=kept,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=count_tokens(kept),
+            model=result.model if result is not None else running.agent.model,
+            truncated=True,
+        )
+        if result is not None:
+            return replace(result, completion=completion)
+        return DeliveryResult(
+            completion=completion,
+            provider=provider,
+            model=running.agent.model,
+            fallback_used=provider != running.agent.primary_provider,
+            attempts=(),
+            latency=0.0,
+        )
 
     async def _store_abandoned(self, running: _Running, partial: str, provider: str) -> None:
         """The caller left mid-stream: keep and bill what `provider` generated, or free the key if nothing was."""

@@ -6,10 +6,8 @@ import re
 from dataclasses import dataclass
 
 from vocalbridge_common.errors import FieldViolation, InvalidArgument
-from vocalbridge_common.headers import IDEMPOTENCY_KEY_HEADER
 
 SESSION_NAME = re.compile(r"^sessions/[A-Za-z0-9_-]{1,64}$")
-MAX_KEY_LENGTH = 255
 
 
 class NoSpeech(InvalidArgument):
@@ -36,25 +34,6 @@ def validate_session_name(name: str, field: str = "session") -> str:
             field_violations=[FieldViolation(field, "must be `sessions/{session_id}`")],
         )
     return name
-
-
-def validate_idempotency_key(key: str | None, *, required: bool) -> str | None:
-    """The key, checked before any work (the same rule the conversation service applies)."""
-    if not key:
-        if not required:
-            return None
-        raise InvalidArgument(
-            f"the Idempotency-Key header is required (gRPC metadata `{IDEMPOTENCY_KEY_HEADER}`)",
-            reason="IDEMPOTENCY_KEY_REQUIRED",
-            field_violations=[FieldViolation("Idempotency-Key", "header is required")],
-        )
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidArgument(
-            f"the Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} printable characters",
-            reason="IDEMPOTENCY_KEY_INVALID",
-            field_violations=[FieldViolation("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable characters")],
-        )
-    return key
 
 
 @dataclass(frozen=True)

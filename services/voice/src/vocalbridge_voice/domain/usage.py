@@ -5,8 +5,6 @@ The event billing receives carries no agent or session: the request belonged to 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,9 +37,3 @@ def speech_usage(
     quantities = Quantities(audio_seconds=quantize_audio_seconds(audio_seconds), tts_characters=characters)
     in_effect = select_prices(prices, speech_provider, "", speech_provider, at=at)
     return SpeechUsage(event_id, tenant_id, speech_provider, engine, quantities, charge(quantities, in_effect), at)
-
-
-def fingerprint(operation: str, **request: object) -> str:
-    """A digest of what a request asks for: equal requests, equal digests."""
-    canonical = json.dumps({"op": operation, **request}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()

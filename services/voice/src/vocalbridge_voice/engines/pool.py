@@ -1,11 +1,15 @@
 """The worker processes, as the service's event loop sees them.
 
 Engine work is CPU-bound, so it runs in separate processes (fresh interpreters, not
-forks: the service process has gRPC threads), each with every configured engine loaded once. A job
-goes to the worker with the fewest jobs waiting; a stream's jobs all go to the worker
-that holds its state. Each worker has one thread of the service process that sends it a
-job and waits for the answer, so the event loop never blocks on a pipe. A worker that
-dies is started again on its next job; the job it was running fails with UNAVAILABLE.
+forks: the service process has gRPC threads). Each worker has a role and loads only its
+role's engines, once: speech-to-text workers the recognizer and the voice activity detector
+(transcription and streams), text-to-speech workers the voices. So a model sits in memory
+once per worker of its kind, not in every worker, and a turn's recognition and its reply's
+synthesis run side by side. A job goes to the worker of its role with the fewest jobs
+waiting; a stream's jobs all go to the worker that holds its state. Each worker has one
+thread of the service process that sends it a job and waits for the answer, so the event
+loop never blocks on a pipe. A worker that dies is started again on its next job; the job
+it was running fails with UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 from vocalbridge_common.config import ConfigError
 from vocalbridge_common.errors import Unavailable
-from vocalbridge_voice.engines.worker import EngineSpec
+from vocalbridge_voice.engines.worker import ROLES, STT, TTS, EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,11 @@ class EngineFailed(RuntimeError):
 
 
 class _Worker:
-    def __init__(self, index: int, spec: EngineSpec) -> None:
+    def __init__(self, index: int, role: str, spec: EngineSpec) -> None:
         self.index = index
+        self.role = role
         self.spec = spec
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"voice-worker-{index}")
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"voice-{role}-worker-{index}")
         self.process: subprocess.Popen[bytes] | None = None
         self.connection: Connection | None = None
         self.waiting = 0
@@ -62,15 +67,15 @@ class _Worker:
         )
         theirs.close()
         parent = Connection(ours.detach())
-        parent.send(self.spec)
+        parent.send((self.spec, self.role))
         if not parent.poll(START_TIMEOUT_SECONDS):
             process.kill()
-            raise ConfigError(f"speech worker {self.index} did not load its engines within {START_TIMEOUT_SECONDS:g}s")
+            raise ConfigError(f"{self} did not load its engines within {START_TIMEOUT_SECONDS:g}s")
         try:
             status, payload = parent.recv()
         except EOFError:
             process.wait(5)
-            raise ConfigError(f"speech worker {self.index} exited while loading (code {process.returncode})") from None
+            raise ConfigError(f"{self} exited while loading (code {process.returncode})") from None
         if status != "ready":
             process.wait(5)
             raise ConfigError(f"speech engines cannot start: {payload}")
@@ -80,7 +85,7 @@ class _Worker:
     def call(self, operation: str, args: tuple[Any, ...]) -> Any:
         """One job, start to finish (runs on self.thread)."""
         if self.process is None or self.process.poll() is not None or self.connection is None:
-            log.warning("speech worker %d is not running; starting it again", self.index)
+            log.warning("%s is not running; starting it again", self)
             self.stop()
             self.start()
         assert self.connection is not None
@@ -95,6 +100,9 @@ class _Worker:
         if answer[0] == "ok":
             return answer[1]
         raise EngineFailed(answer[1], answer[2])
+
+    def __str__(self) -> str:
+        return f"speech worker {self.index} ({self.role})"
 
     def stop(self) -> None:
         if self.connection is not None:
@@ -114,12 +122,20 @@ class StreamHandle:
 
 
 class EnginePool:
-    def __init__(self, spec: EngineSpec, size: int) -> None:
-        if size < 1:
-            raise ConfigError("the speech worker pool needs at least one process")
-        self._workers = [_Worker(index, spec) for index in range(size)]
+    """`workers[role]` processes of each role (STT, TTS)."""
+
+    def __init__(self, spec: EngineSpec, workers: dict[str, int]) -> None:
+        unknown = set(workers) - set(ROLES)
+        if unknown or any(workers.get(role, 0) < 1 for role in ROLES):
+            raise ConfigError(f"the speech worker pool needs at least one process of each role ({', '.join(ROLES)})")
+        self._workers: list[_Worker] = []
+        for role in ROLES:
+            self._workers += [_Worker(len(self._workers), role, spec) for _ in range(workers[role])]
         self._ids = itertools.count(1)
         self.description: dict[str, Any] = {}
+
+    def _of(self, role: str) -> list[_Worker]:
+        return [worker for worker in self._workers if worker.role == role]
 
     async def start(self) -> None:
         """Starts every worker; a missing engine, model or voice fails with its name."""
@@ -131,7 +147,8 @@ class EnginePool:
             if isinstance(outcome, BaseException):
                 await self.stop()
                 raise outcome
-        self.description = self._workers[0].description
+        # What the service may ask for: the recognizers of the one role, the voices of the other.
+        self.description = {"stt": self._of(STT)[0].description["stt"], "tts": self._of(TTS)[0].description["tts"]}
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -146,13 +163,13 @@ class EnginePool:
         finally:
             worker.waiting -= 1
 
-    async def run(self, operation: str, *args: Any) -> Any:
-        """A stateless job on the least busy worker."""
-        worker = min(self._workers, key=lambda w: (w.waiting, w.streams))
+    async def run(self, role: str, operation: str, *args: Any) -> Any:
+        """A stateless job on the least busy worker of `role`."""
+        worker = min(self._of(role), key=lambda w: (w.waiting, w.streams))
         return await self._run(worker, operation, *args)
 
     async def open_stream(self, engine: str, sample_rate: int) -> StreamHandle:
-        worker = min(self._workers, key=lambda w: (w.streams, w.waiting))
+        worker = min(self._of(STT), key=lambda w: (w.streams, w.waiting))
         handle = StreamHandle(f"s{next(self._ids)}", worker.index)
         await self._run(worker, "stream_open", handle.stream_id, engine, sample_rate)
         worker.streams += 1

@@ -1,4 +1,6 @@
-"""One worker process: loads every configured engine once, then runs jobs one at a time.
+"""One worker process: loads the configured engines of its role once, then runs jobs one at a
+time (speech-to-text workers: the recognizer and the voice activity detector; text-to-speech
+workers: the voices).
 
 It talks to the service over a pipe (engines/pool.py): a request is `(operation, args)`,
 an answer `("ok", result)` or `("error", kind, message)`. State that must stay in one
@@ -28,6 +30,10 @@ from vocalbridge_voice.engines.silero import FRAME_SAMPLES, SileroDetector, Sile
 
 STT_ENGINES = ("pocketsphinx", "whisper")
 TTS_ENGINES = ("piper", "espeak")
+# What a worker does: recognize speech (transcription, streams) or speak.
+STT = "stt"
+TTS = "tts"
+ROLES = (STT, TTS)
 # Partial transcripts at most this often (seconds of audio), so a stream's chunks stay cheap.
 PARTIAL_EVERY_SECONDS = 0.25
 _FRAME_BYTES = FRAME_SAMPLES * 2
@@ -35,7 +41,7 @@ _FRAME_BYTES = FRAME_SAMPLES * 2
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """What every worker loads (from the service's settings)."""
+    """The engines the workers load, each worker those of its role (from the service's settings)."""
 
     stt: tuple[str, ...]
     tts: tuple[str, ...]
@@ -123,11 +129,14 @@ class _Stream:
 
 
 class Worker:
-    def __init__(self, spec: EngineSpec) -> None:
+    def __init__(self, spec: EngineSpec, role: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"a speech worker's role is one of {', '.join(ROLES)}, not {role!r}")
         self.spec = spec
-        self.stt = {name: build_stt(name) for name in spec.stt}
-        self.tts = {name: build_tts(name, spec) for name in spec.tts}
-        self.vad = SileroModel()
+        self.role = role
+        self.stt = {name: build_stt(name) for name in spec.stt} if role == STT else {}
+        self.tts = {name: build_tts(name, spec) for name in spec.tts} if role == TTS else {}
+        self._vad = SileroModel() if role == STT else None
         self.streams: dict[str, _Stream] = {}
         self.operations: dict[str, Callable[..., Any]] = {
             "describe": self.describe,
@@ -150,6 +159,12 @@ class Worker:
             },
             "stt": {name: {"partials": engine.streaming_partials} for name, engine in self.stt.items()},
         }
+
+    @property
+    def vad(self) -> SileroModel:
+        if self._vad is None:
+            raise RuntimeError(f"a {self.role} worker has no voice activity detector")
+        return self._vad
 
     def transcribe(self, engine: str, pcm: bytes, rate: int) -> tuple[str, bool]:
         """(transcript, whether the detector heard any speech). Silence is not decoded."""
@@ -183,10 +198,10 @@ class Worker:
 
 
 def worker_main(connection: Connection) -> None:
-    """The body of a worker process: the spec first, then jobs until the pipe closes."""
+    """The body of a worker process: the spec and role first, then jobs until the pipe closes."""
     try:
-        spec = connection.recv()
-        worker = Worker(spec)
+        spec, role = connection.recv()
+        worker = Worker(spec, role)
         connection.send(("ready", worker.describe()))
     except EngineUnavailable as error:
         connection.send(("failed", str(error)))

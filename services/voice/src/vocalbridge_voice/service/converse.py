@@ -1,5 +1,5 @@
 """Converse: one spoken turn, whole. Speech-to-text, the transcript as a turn of the session
-through the conversation service (the caller's identity, the same delivery, history,
+through the conversation service (for the caller's tenant: the same delivery, history,
 idempotency and billing as a text turn), then the reply spoken with the agent's voice.
 
 Everything that can be refused is refused before any engine or provider runs: the key,
@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vocalbridge_common.idempotency import required_key
 from vocalbridge_voice.agents_client import AgentVoices
 from vocalbridge_voice.conversation_client import ConversationTurns, StoredTurn
 from vocalbridge_voice.domain.audio import AudioLimits, Pcm, parse_wav
 from vocalbridge_voice.domain.text import speakable
-from vocalbridge_voice.domain.turns import Latency, NoSpeech, validate_idempotency_key, validate_session_name
+from vocalbridge_voice.domain.turns import Latency, NoSpeech, validate_session_name
 from vocalbridge_voice.domain.voices import VoiceChoice
 from vocalbridge_voice.service.speech import Capacity, Speech
 
@@ -57,8 +58,7 @@ class ConverseService:
     async def converse(
         self, tenant_id: str, session_name: str, audio: bytes, idempotency_key: str | None, timeout: float
     ) -> SpokenTurn:
-        key = validate_idempotency_key(idempotency_key, required=True)
-        assert key is not None
+        key = required_key(idempotency_key)
         validate_session_name(session_name)
         pcm = parse_wav(audio, self._limits)
         async with self._capacity.slot():

@@ -15,6 +15,7 @@ from vocalbridge_common.pricing import DEFAULT_SPEECH_PROVIDER
 from vocalbridge_voice.domain.audio import Pcm
 from vocalbridge_voice.domain.voices import VoiceCatalogue, VoiceChoice, VoiceInfo
 from vocalbridge_voice.engines.pool import EnginePool, StreamHandle
+from vocalbridge_voice.engines.worker import STT, TTS
 
 # Seconds of engine work (waiting for a worker included) per second of audio heard or spoken:
 # below 1 keeps up with a speaker.
@@ -90,13 +91,15 @@ class Speech:
 
     async def transcribe(self, pcm: Pcm) -> Transcript:
         started = time.perf_counter()
-        text, heard = await self._pool.run("transcribe", self.stt_engine, pcm.samples, pcm.sample_rate)
+        text, heard = await self._pool.run(STT, "transcribe", self.stt_engine, pcm.samples, pcm.sample_rate)
         _observe_rtf("stt", self.stt_engine, started, pcm.seconds)
         return Transcript(str(text).strip(), bool(heard))
 
     async def synthesize(self, choice: VoiceChoice, text: str) -> Pcm:
         started = time.perf_counter()
-        samples, rate = await self._pool.run("synthesize", choice.engine, choice.voice, text, choice.words_per_minute)
+        samples, rate = await self._pool.run(
+            TTS, "synthesize", choice.engine, choice.voice, text, choice.words_per_minute
+        )
         spoken = Pcm(bytes(samples), int(rate))
         _observe_rtf("tts", choice.engine, started, spoken.seconds)
         return spoken

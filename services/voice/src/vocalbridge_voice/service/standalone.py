@@ -2,39 +2,37 @@
 
 Each request writes one usage event to the outbox (the relay delivers it to billing), in
 the transaction that records its response. With an Idempotency-Key the request runs and
-bills once: the (tenant, key) primary key decides which of two concurrent requests wins,
-the other returns the winner's response; a repeat gets the stored response without
-running an engine; the same key with another request is refused. The engines have no side
-effects, so the work is done before the claim, and nothing needs releasing on failure.
+bills once, by the same rules as a turn (vocalbridge_common.idempotency): the request
+claims its key before any engine runs; a repeat gets the stored response without running an
+engine; the same key with another request is refused (IDEMPOTENCY_KEY_REUSED); a repeat
+while the first runs is told the key is in use (IDEMPOTENCY_KEY_IN_USE); a claim whose
+worker died is taken over after its lease; a request that fails frees its key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import TypeVar
 
 from vocalbridge_common.db import Database, utcnow
-from vocalbridge_common.errors import AlreadyExists, invalid_fields
+from vocalbridge_common.errors import invalid_fields
+from vocalbridge_common.idempotency import ClaimLost, IdempotencySettings, Replay, claim, fingerprint, validate_key
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.pricing import SEED_PRICES, PriceRow
 from vocalbridge_common.validation import Violations
 from vocalbridge_voice.domain.audio import AudioLimits, Pcm, parse_wav
 from vocalbridge_voice.domain.text import validate_synthesis_text
-from vocalbridge_voice.domain.turns import validate_idempotency_key
-from vocalbridge_voice.domain.usage import SpeechUsage, fingerprint, speech_usage
-from vocalbridge_voice.repository import SpeechRequestRepository, UsageOutboxRepository
+from vocalbridge_voice.domain.usage import SpeechUsage, speech_usage
+from vocalbridge_voice.repository import IdempotencyRepository, UsageOutboxRepository
 from vocalbridge_voice.service.speech import Capacity, Speech
 
-IDEMPOTENCY_TTL = timedelta(hours=24)
+__all__ = ["Encoders", "Replay", "StandaloneService", "Synthesis", "Transcription"]
 
-
-@dataclass(frozen=True)
-class Replay:
-    """The stored response of the request this key already ran."""
-
-    response: bytes
+Result = TypeVar("Result", "Transcription", "Synthesis")
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,7 @@ class StandaloneService:
         limits: AudioLimits,
         encoders: Encoders,
         *,
+        keys: IdempotencySettings | None = None,
         prices: Sequence[PriceRow] = SEED_PRICES,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -76,28 +75,27 @@ class StandaloneService:
         self._capacity = capacity
         self._limits = limits
         self._encoders = encoders
+        self._keys = keys or IdempotencySettings()
         self._prices = prices
         self._clock = clock
 
     async def transcribe(self, tenant_id: str, audio: bytes, idempotency_key: str | None) -> Transcription | Replay:
-        key = validate_idempotency_key(idempotency_key, required=False)
+        key = validate_key(idempotency_key, required=False)
         pcm = parse_wav(audio, self._limits)
         digest = fingerprint("Transcribe", audio=hashlib.sha256(audio).hexdigest())
-        if key and (stored := await self._stored(tenant_id, key, digest)):
-            return stored
-        async with self._capacity.slot():
-            transcript = await self._speech.transcribe(pcm)
-        result = Transcription(
-            transcript.text,
-            pcm.seconds,
-            self._usage(tenant_id, self._speech.stt_engine, audio_seconds=pcm.seconds),
-        )
-        return await self._record(tenant_id, key, digest, self._encoders.transcription(result), result.usage) or result
+
+        async def run() -> Transcription:
+            async with self._capacity.slot():
+                transcript = await self._speech.transcribe(pcm)
+            usage = self._usage(tenant_id, self._speech.stt_engine, audio_seconds=pcm.seconds)
+            return Transcription(transcript.text, pcm.seconds, usage)
+
+        return await self._once(tenant_id, key, digest, run, self._encoders.transcription)
 
     async def synthesize(
         self, tenant_id: str, text: str, voice: str, words_per_minute: int, idempotency_key: str | None
     ) -> Synthesis | Replay:
-        key = validate_idempotency_key(idempotency_key, required=False)
+        key = validate_key(idempotency_key, required=False)
         violations = Violations()
         validate_synthesis_text(text, violations)
         violations.extend(self._speech.catalogue.problems(voice, words_per_minute))
@@ -105,12 +103,13 @@ class StandaloneService:
             raise invalid_fields(violations)
         choice = self._speech.catalogue.resolve(voice, words_per_minute)
         digest = fingerprint("Synthesize", text=text, voice=choice.qualified_name, wpm=choice.words_per_minute)
-        if key and (stored := await self._stored(tenant_id, key, digest)):
-            return stored
-        async with self._capacity.slot():
-            audio = await self._speech.synthesize(choice, text)
-        result = Synthesis(audio, self._usage(tenant_id, choice.engine, characters=len(text)))
-        return await self._record(tenant_id, key, digest, self._encoders.synthesis(result), result.usage) or result
+
+        async def run() -> Synthesis:
+            async with self._capacity.slot():
+                audio = await self._speech.synthesize(choice, text)
+            return Synthesis(audio, self._usage(tenant_id, choice.engine, characters=len(text)))
+
+        return await self._once(tenant_id, key, digest, run, self._encoders.synthesis)
 
     def _usage(self, tenant_id: str, engine: str, *, audio_seconds: float = 0.0, characters: int = 0) -> SpeechUsage:
         return speech_usage(
@@ -124,36 +123,45 @@ class StandaloneService:
             at=self._clock(),
         )
 
-    async def _stored(self, tenant_id: str, key: str, digest: str) -> Replay | None:
-        async with self._db.tenant_transaction(tenant_id) as tx:
-            stored = await SpeechRequestRepository(tx, tenant_id).get(key)
-        if stored is None or stored.expire_time <= self._clock():
-            return None
-        return self._replay_or_refuse(key, digest, stored.fingerprint, stored.response)
+    async def _once(
+        self,
+        tenant_id: str,
+        key: str | None,
+        digest: str,
+        run: Callable[[], Awaitable[Result]],
+        encode: Callable[[Result], bytes],
+    ) -> Result | Replay:
+        """Runs the request once per key (every time without one) and records its response and
+        usage event in one transaction. With a key: claimed first (or a Replay, or refused as
+        reused or in use), freed again if the work or the record fails."""
+        record_id: str | None = None
+        if key is not None:
+            async with self._db.tenant_transaction(tenant_id) as tx:
+                claimed = await claim(
+                    IdempotencyRepository(tx, tenant_id), key, digest, self._clock(), self._keys.lease, self._keys.ttl
+                )
+            if isinstance(claimed, Replay):
+                return claimed
+            record_id = claimed.record_id
+        try:
+            result = await run()
+            now = self._clock()
+            async with self._db.tenant_transaction(tenant_id) as tx:
+                if record_id is not None and not await IdempotencyRepository(tx, tenant_id).complete(
+                    record_id, encode(result)
+                ):
+                    assert key is not None
+                    raise ClaimLost(key)  # a retry took the key over: its result is the one recorded
+                usage = result.usage
+                await UsageOutboxRepository(tx, tenant_id).add(usage.event_id, self._encoders.usage_event(usage), now)
+        except ClaimLost:
+            raise
+        except BaseException:
+            if record_id is not None:
+                await asyncio.shield(self._release(tenant_id, record_id))
+            raise
+        return result
 
-    @staticmethod
-    def _replay_or_refuse(key: str, digest: str, stored_digest: str, response: bytes) -> Replay:
-        if stored_digest != digest:
-            raise AlreadyExists(
-                "this Idempotency-Key was already used with a different request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                metadata={"idempotencyKey": key},
-            )
-        return Replay(response)
-
-    async def _record(
-        self, tenant_id: str, key: str | None, digest: str, response: bytes, usage: SpeechUsage
-    ) -> Replay | None:
-        """Stores the response (under the key) and its usage event in one transaction; the
-        stored response instead when another request with the key got there first."""
-        now = self._clock()
+    async def _release(self, tenant_id: str, record_id: str) -> None:
         async with self._db.tenant_transaction(tenant_id) as tx:
-            if key:
-                requests = SpeechRequestRepository(tx, tenant_id)
-                await requests.forget_expired(key, now)
-                if not await requests.add_if_absent(key, digest, response, now, now + IDEMPOTENCY_TTL):
-                    winner = await requests.get(key)
-                    if winner is not None:
-                        return self._replay_or_refuse(key, digest, winner.fingerprint, winner.response)
-            await UsageOutboxRepository(tx, tenant_id).add(usage.event_id, self._encoders.usage_event(usage), now)
-        return None
+            await IdempotencyRepository(tx, tenant_id).release(record_id)

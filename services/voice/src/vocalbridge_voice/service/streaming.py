@@ -1,18 +1,22 @@
 """StreamingConverse: a spoken conversation over one stream, turn after turn.
 
-The caller's audio goes, chunk by chunk, to the stream's worker (voice activity, end of
-utterance, partial transcripts). Each finished utterance becomes a turn streamed from the
-conversation service; its text is passed on as it comes and spoken a sentence at a time.
+The caller's audio goes, chunk by chunk, to the stream's speech-to-text worker (voice
+activity, end of utterance, partial transcripts). Each finished utterance becomes a spoken
+turn of the conversation service (conversation_client.VoiceTurn); its reply text is passed
+on as it comes and spoken a sentence at a time.
 
-Pacing and barge-in. The server keeps a model of the caller's playback: audio plays from
-when it is sent, one piece after the other. The next piece of the reply is taken from the
-model only when what was sent is within `reply_lead` seconds of running out, so the reply
-is produced about as fast as it is heard (the conversation stream is read through a
-small flow-control window, see conversation_client). When the caller starts speaking while
-the reply is still being produced, the reply stops: its stream is cancelled, and the
-conversation service stores it truncated at the text taken so far and bills that much.
-After `pacing_limit` seconds the rest of a reply is taken at once (the model's attempt has
-a time limit), so a later barge-in finds the reply whole.
+Pacing. The server keeps a model of the caller's playback: audio plays from when it is sent,
+one piece after the other. The next piece of the reply is synthesized and sent only when
+what was sent is within `reply_lead` seconds of running out, so what has been sent stays
+close to what the caller has heard. After `pacing_limit` seconds the rest of a reply is sent
+at once (the turn's call has a deadline).
+
+Barge-in is exact. When the caller starts speaking while a reply is being spoken, the reply
+stops: nothing more is synthesized or sent, and the conversation service is told how many
+characters of the reply had been sent as audio (ReplyInterrupted carries that text). It
+stores the reply cut at exactly that character, marked truncated, and bills exactly that:
+the completion tokens of the text kept, the characters spoken, the caller's audio seconds.
+A reply spoken to its end is stored whole (TurnCompleted).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vocalbridge_common.ids import new_id
-from vocalbridge_voice.conversation_client import ConversationTurns, ReplyDelta, StoredTurn
+from vocalbridge_voice.conversation_client import ConversationTurns, ReplyComplete, ReplyDelta, StoredTurn, VoiceTurn
 from vocalbridge_voice.domain.audio import Pcm, validate_stream_rate
 from vocalbridge_voice.domain.text import SentenceSplitter, speakable
 from vocalbridge_voice.domain.turns import Latency, UtteranceTooLong, validate_session_name
@@ -92,10 +96,17 @@ StreamEvent = (
 
 @dataclass
 class _Reply:
-    """The reply being spoken."""
+    """The reply being spoken: its turn with the conversation service, the task speaking it, and
+    the pieces of its text (since the last restart) whose audio was sent."""
 
-    task: asyncio.Task[None]
-    spoken: list[str]
+    turn: VoiceTurn
+    task: asyncio.Task[None] | None = None
+    spoken: list[str] = field(default_factory=list)
+    restarts: int = 0
+
+    @property
+    def spoken_text(self) -> str:
+        return "".join(self.spoken)
 
 
 class StreamingService:
@@ -154,12 +165,11 @@ class StreamingService:
         turn_number = 0
 
         async def interrupt() -> None:
+            """Barge-in: the reply in progress stops where it is, and is stored as heard."""
             nonlocal reply
-            if reply is not None and not reply.task.done():
-                reply.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reply.task
-                events.put_nowait(ReplyInterrupted("".join(reply.spoken)))
+            if reply is not None and reply.task is not None and not reply.task.done():
+                await self._stop(reply)
+                events.put_nowait(ReplyInterrupted(reply.spoken_text))
             reply = None
 
         try:
@@ -169,7 +179,7 @@ class StreamingService:
                 for event in await self._speech.feed_stream(handle, chunk):
                     kind = event[0]
                     if kind == "speech_started":
-                        await interrupt()  # barge-in, if a reply is being produced
+                        await interrupt()  # barge-in, if a reply is being spoken
                         events.put_nowait(SpeechStarted(float(event[1])))
                     elif kind == "partial":
                         events.put_nowait(PartialTranscript(str(event[1])))
@@ -180,34 +190,47 @@ class StreamingService:
                         events.put_nowait(UtteranceEnded(transcript, seconds))
                         if transcript:
                             await interrupt()
-                            spoken: list[str] = []
                             turn_number += 1
-                            key = f"{stream_key}-{turn_number}"
-                            task = asyncio.create_task(
-                                self._reply(session, voice, transcript, seconds, key, spoken, events)
+                            turn = await self._turns.start(
+                                session,
+                                transcript,
+                                seconds,
+                                self._speech.speech_provider,
+                                f"{stream_key}-{turn_number}",
+                                TURN_TIMEOUT_SECONDS,
                             )
-                            reply = _Reply(task, spoken)
-            if reply is not None:
+                            reply = _Reply(turn)
+                            reply.task = asyncio.create_task(self._reply(reply, voice, events))
+            if reply is not None and reply.task is not None:
                 await reply.task  # the caller stopped sending: finish the reply in progress
             events.put_nowait(None)
         except asyncio.CancelledError:
             if reply is not None:
-                reply.task.cancel()
+                # The caller went away: what it heard is what was sent.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._stop(reply))
             raise
         except BaseException as error:  # noqa: BLE001 - handed to the stream, which raises it
             if reply is not None:
-                reply.task.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._stop(reply))
             events.put_nowait(error)
 
+    async def _stop(self, reply: _Reply) -> StoredTurn:
+        """Stops speaking `reply`, tells the conversation service what was spoken, and returns
+        the turn it stored: cut exactly there (or whole, when all of it had been sent)."""
+        if reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reply.task
+        try:
+            await reply.turn.interrupted(len(reply.spoken_text), reply.restarts)
+            return await reply.turn.result()
+        finally:
+            reply.turn.cancel()
+
     async def _reply(
-        self,
-        session: str,
-        voice: VoiceChoice,
-        transcript: str,
-        audio_seconds: float,
-        key: str,
-        spoken: list[str],
-        events: asyncio.Queue[StreamEvent | BaseException | None],
+        self, reply: _Reply, voice: VoiceChoice, events: asyncio.Queue[StreamEvent | BaseException | None]
     ) -> None:
         started = self._monotonic()
         first_token: float | None = None
@@ -218,7 +241,7 @@ class StreamingService:
         async def speak(piece: str) -> None:
             nonlocal playback_end, first_audio
             if not speakable(piece):
-                spoken.append(piece)
+                reply.spoken.append(piece)
                 return
             now = self._monotonic()
             if now - started < self._pacing_limit and playback_end - now > self._lead:
@@ -228,28 +251,35 @@ class StreamingService:
             if first_audio is None:
                 first_audio = now - started
             playback_end = max(playback_end, now) + audio.seconds
-            spoken.append(piece)
+            # Sent and counted together: what the conversation service is told was spoken is
+            # exactly the text of the audio the caller was sent.
+            reply.spoken.append(piece)
             events.put_nowait(ReplyAudio(audio, piece))
 
         try:
-            async for item in self._turns.stream(
-                session, transcript, audio_seconds, self._speech.speech_provider, key, TURN_TIMEOUT_SECONDS
-            ):
+            async for item in reply.turn.events():
                 if isinstance(item, ReplyDelta):
                     if first_token is None:
                         first_token = self._monotonic() - started
                     if item.restart:
                         splitter.reset()
+                        reply.spoken.clear()
+                        reply.restarts += 1
                     events.put_nowait(ReplyText(item.text, item.restart))
                     for piece in splitter.feed(item.text):
                         await speak(piece)
-                else:
+                elif isinstance(item, ReplyComplete):
                     for piece in splitter.flush():
                         await speak(piece)
+                    # Not cancelled by a barge-in from here on: the report is on its way.
+                    await asyncio.shield(reply.turn.heard_all())
+                else:
                     total = self._monotonic() - started
                     latency = Latency(0.0, first_token, first_audio, total)
                     events.put_nowait(TurnCompleted(item, latency))
+                    reply.turn.cancel()
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # noqa: BLE001 - the stream ends with the turn's error
+            reply.turn.cancel()
             events.put_nowait(error)

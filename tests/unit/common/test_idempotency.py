@@ -9,10 +9,18 @@ from datetime import timedelta
 
 import pytest
 
-from tests.unit.conversation.fakes import FakeClock, FakeIdempotencyStore
+from tests.unit.common.idempotency_fakes import FakeClock, FakeIdempotencyStore
 from vocalbridge_common.errors import Aborted, AlreadyExists, DomainError, InvalidArgument
-from vocalbridge_conversation.domain.idempotency import IdempotencyRecord, KeyState, fingerprint, validate_key
-from vocalbridge_conversation.service.idempotency import Claimed, Replay, claim
+from vocalbridge_common.idempotency import (
+    Claimed,
+    IdempotencyRecord,
+    KeyState,
+    Replay,
+    claim,
+    fingerprint,
+    required_key,
+    validate_key,
+)
 
 LEASE = timedelta(minutes=2)
 TTL = timedelta(hours=24)
@@ -167,15 +175,22 @@ async def test_a_key_released_between_insert_and_read_is_claimed_again(store, cl
 
 
 def test_keys_are_required_printable_and_bounded():
-    assert validate_key("k" * 255) == "k" * 255
+    assert validate_key("k" * 255) == required_key("k" * 255) == "k" * 255
     for bad, reason in ((None, "IDEMPOTENCY_KEY_REQUIRED"), ("", "IDEMPOTENCY_KEY_REQUIRED")):
         with pytest.raises(InvalidArgument) as caught:
-            validate_key(bad)
+            required_key(bad)
         assert caught.value.reason == reason
     for bad in ("k" * 256, "tab\there"):
         with pytest.raises(InvalidArgument) as caught:
             validate_key(bad)
         assert caught.value.reason == "IDEMPOTENCY_KEY_INVALID"
+        with pytest.raises(InvalidArgument):
+            validate_key(bad, required=False)  # optional, but checked when sent
+
+
+def test_an_optional_key_may_be_absent():
+    assert validate_key(None, required=False) is None
+    assert validate_key("", required=False) is None
 
 
 def test_fingerprints_tell_requests_apart_and_nothing_else():
