@@ -36,21 +36,27 @@ from vocalbridge_common.limits.store import (
     StoreUnavailable,
 )
 
+# The numbers of a call travel as one space-separated string (ARGV[1]), parsed once here:
+# cheaper for the client to encode than an argument each.
+_PARSE = """
+local a = {}
+for v in string.gmatch(ARGV[1], '%S+') do a[#a + 1] = tonumber(v) end
+"""
+
 # KEYS: nb bucket keys, nh budget keys, nh reservation-set keys.
-# ARGV: now, nb, nh, then per bucket (limit, cost, consume), per budget (limit, amount,
-# expire_at, seed or -1), then the reservation id and its expiry.
-# Returns {status, refused kind, refused index, then per bucket (remaining, reset, retry),
-# then per budget (spent, reserved)}; status 1 allowed, 0 refused, 2 missing windows
-# (then the missing budgets' indexes, 1-based, follow the status).
-ADMIT = """
-local now = tonumber(ARGV[1])
-local nb = tonumber(ARGV[2])
-local nh = tonumber(ARGV[3])
-local period = tonumber(ARGV[4])
+# Numbers: now, nb, nh, period, then per bucket (limit, cost, consume 0/1), per budget
+# (limit, amount, expire_at, seed or -1), then the reservations' expiry; ARGV[2]: the
+# reservation id. Returns {status, refused kind, refused index, then per bucket (remaining,
+# reset, retry), then per budget (spent, reserved)}; status 1 allowed, 0 refused, 2 missing
+# windows (then the missing budgets' indexes, 1-based, follow the status).
+ADMIT = (
+    _PARSE
+    + """
+local now, nb, nh, period = a[1], a[2], a[3], a[4]
 local hbase = 5 + nb * 3
 local missing = {2}
 for j = 1, nh do
-  if tonumber(ARGV[hbase + (j - 1) * 4 + 3]) < 0 and redis.call('EXISTS', KEYS[nb + j]) == 0 then
+  if a[hbase + (j - 1) * 4 + 3] < 0 and redis.call('EXISTS', KEYS[nb + j]) == 0 then
     missing[#missing + 1] = j
   end
 end
@@ -59,9 +65,7 @@ local out = {1, 0, 0}
 local tats = {}
 for i = 1, nb do
   local b = 5 + (i - 1) * 3
-  local limit = tonumber(ARGV[b])
-  local cost = tonumber(ARGV[b + 1])
-  local consume = ARGV[b + 2] == '1'
+  local limit, cost, consume = a[b], a[b + 1], a[b + 2] == 1
   local interval = period / limit
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
@@ -81,16 +85,13 @@ for i = 1, nb do
   out[#out + 1] = math.ceil(new_tat - now)
   out[#out + 1] = retry
 end
-local rid = ARGV[hbase + nh * 4]
-local rexp = tonumber(ARGV[hbase + nh * 4 + 1])
+local rid = ARGV[2]
+local rexp = a[hbase + nh * 4]
 for j = 1, nh do
   local h = hbase + (j - 1) * 4
   local key = KEYS[nb + j]
   local rkey = KEYS[nb + nh + j]
-  local limit = tonumber(ARGV[h])
-  local amount = tonumber(ARGV[h + 1])
-  local expire_at = tonumber(ARGV[h + 2])
-  local seed = tonumber(ARGV[h + 3])
+  local limit, amount, expire_at, seed = a[h], a[h + 1], a[h + 2], a[h + 3]
   if seed >= 0 and redis.call('EXISTS', key) == 0 then
     redis.call('HSET', key, 'spent', seed, 'reserved', 0)
     redis.call('PEXPIREAT', key, expire_at)
@@ -112,8 +113,7 @@ for j = 1, nh do
 end
 if out[1] == 0 then return out end
 for i = 1, nb do
-  local b = 5 + (i - 1) * 3
-  if ARGV[b + 2] == '1' then
+  if a[5 + (i - 1) * 3 + 2] == 1 then
     redis.call('SET', KEYS[i], string.format('%.3f', tats[i]), 'PX', math.ceil(tats[i] - now) + 1)
   end
 end
@@ -121,33 +121,30 @@ for j = 1, nh do
   local h = hbase + (j - 1) * 4
   local key = KEYS[nb + j]
   local rkey = KEYS[nb + nh + j]
-  local amount = tonumber(ARGV[h + 1])
-  redis.call('HINCRBY', key, 'reserved', amount)
-  redis.call('HSET', key, 'r:' .. rid, amount)
+  redis.call('HINCRBY', key, 'reserved', a[h + 1])
+  redis.call('HSET', key, 'r:' .. rid, a[h + 1])
   redis.call('ZADD', rkey, rexp, rid)
-  redis.call('PEXPIREAT', rkey, tonumber(ARGV[h + 2]))
+  redis.call('PEXPIREAT', rkey, a[h + 2])
 end
 return out
 """
+)
 
 # KEYS: nf forced bucket keys, nh budget keys, nh reservation-set keys, ns spend keys.
-# ARGV: now, nf, nh, ns, period, per forced bucket (limit, cost), the reservation id,
-# per spend the amount.
-SETTLE = """
-local now = tonumber(ARGV[1])
-local nf = tonumber(ARGV[2])
-local nh = tonumber(ARGV[3])
-local ns = tonumber(ARGV[4])
-local period = tonumber(ARGV[5])
+# Numbers: now, nf, nh, ns, period, per forced bucket (limit, cost), per spend the amount;
+# ARGV[2]: the reservation id.
+SETTLE = (
+    _PARSE
+    + """
+local now, nf, nh, ns, period = a[1], a[2], a[3], a[4], a[5]
 for i = 1, nf do
-  local limit = tonumber(ARGV[5 + (i - 1) * 2 + 1])
-  local cost = tonumber(ARGV[5 + (i - 1) * 2 + 2])
+  local limit, cost = a[5 + (i - 1) * 2 + 1], a[5 + (i - 1) * 2 + 2]
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then tat = now end
   tat = tat + cost * period / limit
   redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
 end
-local rid = ARGV[6 + nf * 2]
+local rid = ARGV[2]
 for j = 1, nh do
   local key = KEYS[nf + j]
   local held = redis.call('HGET', key, 'r:' .. rid)
@@ -160,11 +157,12 @@ end
 for k = 1, ns do
   local key = KEYS[nf + 2 * nh + k]
   if redis.call('EXISTS', key) == 1 then
-    redis.call('HINCRBY', key, 'spent', tonumber(ARGV[6 + nf * 2 + k]))
+    redis.call('HINCRBY', key, 'spent', a[5 + nf * 2 + k])
   end
 end
 return 1
 """
+)
 
 # KEYS: a budget key and its reservation-set key. ARGV: now. Returns {} when the window is
 # missing, else {spent, reserved} after dropping expired reservations.
@@ -182,6 +180,10 @@ for _, id in ipairs(expired) do
 end
 return {tonumber(redis.call('HGET', KEYS[1], 'spent') or '0'), tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')}
 """
+
+
+def _packed(numbers: list[int]) -> str:
+    return " ".join(map(str, numbers))
 
 
 def reservations_key(budget_key: str) -> str:
@@ -223,13 +225,13 @@ class RedisStore:
         reservation_expire_ms: int = 0,
     ) -> Admission:
         keys = [b.key for b in buckets] + [h.key for h in holds] + [reservations_key(h.key) for h in holds]
-        args: list[str | int | float] = [now_ms, len(buckets), len(holds), RATE_PERIOD_MS]
+        numbers: list[int] = [now_ms, len(buckets), len(holds), RATE_PERIOD_MS]
         for b in buckets:
-            args += [b.limit, b.cost, 1 if b.consume else 0]
+            numbers += (b.limit, b.cost, 1 if b.consume else 0)
         for h in holds:
-            args += [h.limit, h.amount, h.expire_at_ms, -1 if h.seed is None else h.seed]
-        args += [reservation_id or "-", reservation_expire_ms]
-        reply = [int(v) for v in await self._run(self._admit, keys, args)]
+            numbers += (h.limit, h.amount, h.expire_at_ms, -1 if h.seed is None else h.seed)
+        numbers.append(reservation_expire_ms)
+        reply = [int(v) for v in await self._run(self._admit, keys, [_packed(numbers), reservation_id or "-"])]
         if reply[0] == 2:
             return Admission(False, missing=tuple(j - 1 for j in reply[1:]))
         offset = 3
@@ -262,12 +264,11 @@ class RedisStore:
         if not forced and not held and not spends:
             return
         keys = [b.key for b in forced] + list(held) + [reservations_key(k) for k in held] + [s.key for s in spends]
-        args: list[str | int | float] = [now_ms, len(forced), len(held), len(spends), RATE_PERIOD_MS]
+        numbers: list[int] = [now_ms, len(forced), len(held), len(spends), RATE_PERIOD_MS]
         for b in forced:
-            args += [b.limit, b.cost]
-        args.append(reservation_id or "-")
-        args += [s.amount for s in spends]
-        await self._run(self._settle, keys, args)
+            numbers += (b.limit, b.cost)
+        numbers += (s.amount for s in spends)
+        await self._run(self._settle, keys, [_packed(numbers), reservation_id or "-"])
 
     async def peek_buckets(self, now_ms: int, buckets: Sequence[Bucket]) -> tuple[BucketState, ...]:
         if not buckets:
