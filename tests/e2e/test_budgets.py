@@ -188,3 +188,21 @@ async def test_a_read_only_key_cannot_change_limits_and_another_tenant_cannot_se
     # Still the owner's, unchanged.
     assert (await tenant.get("/v1/budgets/tenant")).json()["limitMicros"] == "1000000"
     assert (await tenant.get("/v1/rateLimits/tenant")).json()["requestsPerMinute"] == "1000"
+
+
+async def test_speech_on_its_own_spends_the_same_budget(new_tenant):
+    tenant = await new_tenant()
+    text = "Budgets hold for speech too."
+    cost = 15 * len(text)  # the seed price of a synthesized character
+    await set_budget(tenant, "budgets/tenant", cost)
+    await asyncio.sleep(0.5)
+    said = await tenant.post("/v1/voice:synthesize", {"text": text, "voice": "espeak/en-us"})
+    assert said.status_code == 200, said.text
+    assert int(said.json()["usage"]["costMicros"]) == cost
+    refused = await tenant.post("/v1/voice:synthesize", {"text": text, "voice": "espeak/en-us"})
+    assert refused.status_code == 429 and error_reason(refused) == "BUDGET_EXCEEDED"
+    assert refused.headers["x-should-retry"] == "false"
+    usage = (await tenant.get("/v1/budgets/tenant")).json()["usage"]
+    assert (int(usage["spentMicros"]), int(usage["remainingMicros"])) == (cost, 0)
+    turns, billed = await wait_for_ledger(tenant, 1)
+    assert (turns, billed) == (1, cost)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
+from vocalbridge_common.limits.config import LimitSettings
 from vocalbridge_common.idempotency import IdempotencySettings
 from vocalbridge_common.outbox import RelaySettings
 from vocalbridge_common.topology import default_address, default_port
@@ -44,6 +45,10 @@ class VoiceSettings:
     reply_pacing_limit_seconds: float
     relay: RelaySettings
     keys: IdempotencySettings
+    # Budgets of Transcribe and Synthesize: the counters (Redis) and the failure modes.
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    # Auth, which says what each tenant's budgets are; None: none are enforced (from_env sets it).
+    auth_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> VoiceSettings:
@@ -89,6 +94,8 @@ class VoiceSettings:
             conversation_address=env.str("VB_CONVERSATION_ADDRESS", default_address("conversation")),
             agents_address=env.str("VB_AGENTS_ADDRESS", default_address("agents")),
             billing_address=env.str("VB_BILLING_ADDRESS", default_address("billing")),
+            auth_address=env.str("VB_AUTH_ADDRESS", default_address("auth")),
+            limits=LimitSettings.from_env(env),
             engines=EngineSpec(
                 stt=stt,
                 tts=tts,

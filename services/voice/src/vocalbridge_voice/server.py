@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,10 @@ from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.config import ConfigError
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.limits.cache import TenantLimitsCache
+from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
+from vocalbridge_common.limits.config import build_limiter, open_store
+from vocalbridge_common.pricing import SEED_PRICES
 from vocalbridge_common.outbox import OutboxRelay
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
@@ -26,6 +31,7 @@ from vocalbridge_voice.engines.pool import EnginePool
 from vocalbridge_voice.models import UsageOutboxRow
 from vocalbridge_voice.service.converse import ConverseService
 from vocalbridge_voice.service.speech import Capacity, Speech
+from vocalbridge_voice.service.budget import SpeechBudget
 from vocalbridge_voice.service.standalone import Encoders, StandaloneService
 from vocalbridge_voice.service.streaming import StreamingService
 from vocalbridge_voice.servicer import VoiceServicer
@@ -51,12 +57,14 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
     turns = ConversationTurns(conversation_channel, signer)
     requests = Capacity("requests", settings.max_requests)
     converse = ConverseService(turns, AgentVoices(agents_channel), speech, requests, settings.audio)
+    budget, close_budget = await _speech_budget(settings, signer, billing_channel, speech.speech_provider)
     standalone = StandaloneService(
         db,
         speech,
         requests,
         settings.audio,
         Encoders(presenters.transcription_bytes, presenters.synthesis_bytes, presenters.usage_event_bytes),
+        budget=budget,
         keys=settings.keys,
     )
     streaming = StreamingService(
@@ -79,6 +87,7 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
     async def close() -> None:
         for channel in (conversation_channel, agents_channel, billing_channel):
             await channel.close()
+        await close_budget()
         await db.dispose()
         await pool.stop()
 
@@ -102,3 +111,28 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         await relay.announce()
         background.append(asyncio.create_task(relay.run_forever(), name="outbox-relay"))
     return running
+
+
+async def _speech_budget(
+    settings: VoiceSettings, signer: IdentitySigner, billing: grpc.aio.Channel, speech_provider: str
+) -> tuple[SpeechBudget, Callable[[], Awaitable[None]]]:
+    """The budgets Transcribe and Synthesize spend (none without an auth address), and how to
+    close what they use."""
+    if settings.auth_address is None:
+
+        async def nothing() -> None:
+            return None
+
+        return SpeechBudget.unlimited(), nothing
+    auth_channel = insecure_channel(settings.auth_address)
+    store = await open_store(settings.limits, "voice")
+    cache = TenantLimitsCache(
+        AuthLimits(auth_channel, signer, "voice").fetch, settings.limits.cache_ttl_seconds, unlimited_when_unknown=True
+    )
+    limiter = build_limiter(store, settings.limits, LedgerSpent(billing))
+
+    async def close() -> None:
+        await auth_channel.close()
+        await store.close()
+
+    return SpeechBudget(cache, limiter, speech_provider, SEED_PRICES), close

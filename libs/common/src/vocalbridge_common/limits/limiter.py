@@ -225,23 +225,24 @@ class Limiter:
     async def start_turn(self, limits: TenantLimits, key_id: str, agent_id: str, cost_micros: int) -> TurnTicket | None:
         """Before a turn calls any provider: charges the agent's request bucket, checks its
         token bucket, and reserves `cost_micros` (the turn's worst case) in every budget
-        that applies. None when no limit applies to the turn at all (nothing to settle).
+        that applies (`agent_id` empty: no agent, as for speech on its own). None when no limit applies to the turn at all (nothing to settle).
         Raises RateLimited, BudgetExceeded (or LimitsUnavailable when failing closed)."""
         tenant = limits.tenant_id
-        agent = Target.agent(agent_id)
+        agent = Target.agent(agent_id)  # no agent (speech on its own): an id no limit names
         charged: list[tuple[Target, Bucket]] = []
-        agent_rate = limits.rate(agent)
+        agent_rate = limits.rate(agent) if agent_id else None
         if agent_rate is not None and agent_rate.requests_per_minute:
             charged.append((agent, Bucket(self._keys.bucket(tenant, agent, REQUESTS), agent_rate.requests_per_minute)))
         if agent_rate is not None and agent_rate.tokens_per_minute:
             bucket = Bucket(self._keys.bucket(tenant, agent, TOKENS), agent_rate.tokens_per_minute, 0, consume=False)
             charged.append((agent, bucket))
         token_buckets = []
-        for target in (TENANT, Target.key(key_id), agent):
+        targets = (TENANT, Target.key(key_id), agent) if agent_id else (TENANT, Target.key(key_id))
+        for target in targets:
             config = limits.rate(target)
             if config is not None and config.tokens_per_minute:
                 token_buckets.append((self._keys.bucket(tenant, target, TOKENS), config.tokens_per_minute))
-        budgets = tuple(b for t in (TENANT, Target.key(key_id), agent) if (b := limits.budget(t)) is not None)
+        budgets = tuple(b for t in targets if (b := limits.budget(t)) is not None)
         if not charged and not budgets:
             if not token_buckets:
                 return None

@@ -28,6 +28,7 @@ from vocalbridge_voice.domain.audio import AudioLimits, Pcm, parse_wav
 from vocalbridge_voice.domain.text import validate_synthesis_text
 from vocalbridge_voice.domain.usage import SpeechUsage, speech_usage
 from vocalbridge_voice.repository import IdempotencyRepository, UsageOutboxRepository
+from vocalbridge_voice.service.budget import SpeechBudget
 from vocalbridge_voice.service.speech import Capacity, Speech
 
 __all__ = ["Encoders", "Replay", "StandaloneService", "Synthesis", "Transcription"]
@@ -69,6 +70,7 @@ class StandaloneService:
         keys: IdempotencySettings | None = None,
         prices: Sequence[PriceRow] = SEED_PRICES,
         clock: Callable[[], datetime] = utcnow,
+        budget: SpeechBudget | None = None,
     ) -> None:
         self._db = db
         self._speech = speech
@@ -78,6 +80,7 @@ class StandaloneService:
         self._keys = keys or IdempotencySettings()
         self._prices = prices
         self._clock = clock
+        self._budget = budget or SpeechBudget.unlimited()
 
     async def transcribe(self, tenant_id: str, audio: bytes, idempotency_key: str | None) -> Transcription | Replay:
         key = validate_key(idempotency_key, required=False)
@@ -85,7 +88,7 @@ class StandaloneService:
         digest = fingerprint("Transcribe", audio=hashlib.sha256(audio).hexdigest())
 
         async def run() -> Transcription:
-            async with self._capacity.slot():
+            async with self._budget.hold(tenant_id, audio_seconds=pcm.seconds), self._capacity.slot():
                 transcript = await self._speech.transcribe(pcm)
             usage = self._usage(tenant_id, self._speech.stt_engine, audio_seconds=pcm.seconds)
             return Transcription(transcript.text, pcm.seconds, usage)
@@ -105,7 +108,7 @@ class StandaloneService:
         digest = fingerprint("Synthesize", text=text, voice=choice.qualified_name, wpm=choice.words_per_minute)
 
         async def run() -> Synthesis:
-            async with self._capacity.slot():
+            async with self._budget.hold(tenant_id, characters=len(text)), self._capacity.slot():
                 audio = await self._speech.synthesize(choice, text)
             return Synthesis(audio, self._usage(tenant_id, choice.engine, characters=len(text)))
 
