@@ -1,7 +1,8 @@
 """Voice: real-time factor of each speech engine, word error rate of each speech-to-text
-engine on sentences synthesised at bench time (Piper), and voice-to-voice latency (end of
-the caller's speech → first reply audio byte, simulated LLM at 0 ms) at 1 and 4 concurrent
-streams through the whole stack and Envoy. Numbers, not pass/fail."""
+engine on sentences synthesised at bench time (Piper), voice-to-voice latency (end of the
+caller's speech → first reply audio byte, simulated LLM at 0 ms) at 1 and 4 concurrent
+streams through the whole stack and Envoy, and the voice service's resident memory (its
+process and its speech workers) idle and after those streams. Numbers, not pass/fail."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import grpc
 import httpx
 
-from bench.support import throwaway_database
+from bench.support import rss_bytes, throwaway_database
 from vocalbridge.voice.v1 import voice_service_pb2 as pb
 from vocalbridge.voice.v1 import voice_service_pb2_grpc
 from vocalbridge_devstack.stack import Stack, StackConfig
@@ -33,6 +34,7 @@ SENTENCES = (
     "my order number is four five six seven",
     "cancel the meeting with the design team",
 )
+MIB = 1024 * 1024
 NUMBERS = {"two": "2", "four": "4", "five": "5", "six": "6", "seven": "7"}
 
 
@@ -144,6 +146,8 @@ async def latency(quick: bool) -> list[dict]:
         )
         stack = Stack(config)
         await stack.start()
+        voice_pid = stack.children["voice"].started().pid
+        rows.append(_row("memory, idle", rss_bytes([voice_pid]) / MIB, "MB", service="voice"))
         try:
             async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as http:
                 operator = {"Authorization": f"Bearer {stack.operator_key}"}
@@ -180,6 +184,10 @@ async def latency(quick: bool) -> list[dict]:
                         labels = {"voice": voice.split("/")[0], "streams": str(streams)}
                         rows.append(_row("voice-to-voice p50", 1000 * statistics.median(samples), "ms", **labels))
                         rows.append(_row("voice-to-voice p95", 1000 * p95, "ms", **labels))
+            rows.append(_row("memory, after the streams", rss_bytes([voice_pid]) / MIB, "MB", service="voice"))
+            # Idle speech workers give back what the streams made them keep (engines/worker.py).
+            await asyncio.sleep(EngineSpec.idle_tidy_seconds + 5)
+            rows.append(_row("memory, idle again", rss_bytes([voice_pid]) / MIB, "MB", service="voice"))
         finally:
             await stack.stop()
     return rows

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vocalbridge_common.config import CommonSettings, ConfigError, Env
-from vocalbridge_common.limits.config import LimitSettings
 from vocalbridge_common.idempotency import IdempotencySettings
+from vocalbridge_common.limits.config import LimitSettings
 from vocalbridge_common.outbox import RelaySettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_voice.domain.audio import AudioLimits

@@ -19,8 +19,8 @@ from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.limits.cache import TenantLimitsCache
 from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
 from vocalbridge_common.limits.config import build_limiter, open_store
-from vocalbridge_common.pricing import SEED_PRICES
 from vocalbridge_common.outbox import OutboxRelay
+from vocalbridge_common.pricing import SEED_PRICES
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 from vocalbridge_voice import presenters
@@ -29,9 +29,9 @@ from vocalbridge_voice.config import SERVICE, VoiceSettings
 from vocalbridge_voice.conversation_client import ConversationTurns
 from vocalbridge_voice.engines.pool import EnginePool
 from vocalbridge_voice.models import UsageOutboxRow
+from vocalbridge_voice.service.budget import SpeechBudget
 from vocalbridge_voice.service.converse import ConverseService
 from vocalbridge_voice.service.speech import Capacity, Speech
-from vocalbridge_voice.service.budget import SpeechBudget
 from vocalbridge_voice.service.standalone import Encoders, StandaloneService
 from vocalbridge_voice.service.streaming import StreamingService
 from vocalbridge_voice.servicer import VoiceServicer

@@ -46,6 +46,9 @@ class SpeechToText(abc.ABC):
         """An utterance fed chunk by chunk. Engines without partials transcribe it at the end."""
         return _BufferedStream(self)
 
+    def tidy(self) -> None:  # noqa: B027 - an optional hook: most engines keep nothing extra
+        """The worker is idle: give back what only concurrent work needed (nothing by default)."""
+
 
 class _BufferedStream(SttStream):
     def __init__(self, engine: SpeechToText) -> None:
@@ -83,6 +86,9 @@ class TextToSpeech(abc.ABC):
     @abc.abstractmethod
     def synthesize(self, text: str, voice: str, words_per_minute: int) -> bytes:
         """`text` spoken by `voice` at about `words_per_minute`, at `sample_rate`."""
+
+    def tidy(self) -> None:  # noqa: B027 - an optional hook: most engines keep nothing extra
+        """The worker is idle: give back memory kept for speed while busy (nothing by default)."""
 
 
 class VoiceActivityDetector(abc.ABC):

@@ -23,6 +23,25 @@ VOICE_PACKAGES: dict[str, tuple[str, Callable[[], tuple[Path, Path]]]] = {
 }
 
 
+class _Session:
+    """An onnxruntime session as PiperVoice uses it (`run`), which can give back the memory its
+    arena grew to: a run with `shrink_next` set returns the arena's unused chunks at its end.
+    The arena is kept while busy (without it, or shrinking after every run, a sentence costs
+    about 15% more CPU here), and shrunk when the worker is idle."""
+
+    def __init__(self, session: Any, run_options: Any) -> None:
+        self._session = session
+        self._shrinking = run_options
+        self.shrink_next = False
+
+    def run(self, output_names: Any, input_feed: Any) -> Any:
+        options, self.shrink_next = (self._shrinking if self.shrink_next else None), False
+        return self._session.run(output_names, input_feed, options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
 class PiperTts(TextToSpeech):
     name = "piper"
 
@@ -38,7 +57,10 @@ class PiperTts(TextToSpeech):
         # One worker process is one core: no thread pool of its own inside.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        shrinking = onnxruntime.RunOptions()
+        shrinking.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._voices: dict[str, Any] = {}
+        self._sessions: list[_Session] = []
         rates: set[int] = set()
         for name in voices:
             if name not in VOICE_PACKAGES:
@@ -55,7 +77,9 @@ class PiperTts(TextToSpeech):
                 raise EngineUnavailable(
                     f"piper voice '{name}' (package {package}) cannot be loaded: {error}"
                 ) from error
-            self._voices[name] = PiperVoice(session=session, config=config)
+            wrapped = _Session(session, shrinking)
+            self._sessions.append(wrapped)
+            self._voices[name] = PiperVoice(session=wrapped, config=config)
             rates.add(config.sample_rate)
         if len(rates) > 1:
             raise EngineUnavailable(f"piper voices must share one sample rate, got {sorted(rates)}")
@@ -73,3 +97,9 @@ class PiperTts(TextToSpeech):
             raise ValueError(f"piper has no voice {voice!r}")
         config = self._synthesis_config(length_scale=words_per_minute_scale(words_per_minute))
         return b"".join(chunk.audio_int16_bytes for chunk in engine.synthesize(text, config))
+
+    def tidy(self) -> None:
+        """Returns what each voice's arena grew to while busy: one short run with shrinking on."""
+        for name, session in zip(self._voices, self._sessions, strict=True):
+            session.shrink_next = True
+            self.synthesize("Hi.", name, 175)

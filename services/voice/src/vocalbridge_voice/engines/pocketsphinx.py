@@ -55,3 +55,8 @@ class PocketsphinxStt(SpeechToText):
     def open_stream(self) -> SttStream:
         decoder = self._free.pop() if self._free else self._new_decoder()
         return _PocketsphinxStream(decoder, self._free)
+
+    def tidy(self) -> None:
+        """Keeps one free decoder. Each holds its own copy of the model (about 90 MB): one per
+        utterance heard at the same time, kept while streams overlap, dropped once idle."""
+        del self._free[1:]

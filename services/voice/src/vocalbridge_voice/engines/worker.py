@@ -10,6 +10,8 @@ the `Worker` object, keyed by the stream's id.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import sys
 import traceback
 from collections.abc import Callable
@@ -47,6 +49,8 @@ class EngineSpec:
     tts: tuple[str, ...]
     piper_voices: tuple[str, ...] = ("en_US-joe-medium",)
     endpointing: EndpointSettings = field(default_factory=EndpointSettings)
+    # A worker idle this long after some work gives back memory it kept for busy times.
+    idle_tidy_seconds: float = 30.0
 
 
 def build_stt(name: str) -> SpeechToText:
@@ -191,6 +195,16 @@ class Worker:
     def stream_feed(self, stream_id: str, pcm: bytes) -> list[tuple[Any, ...]]:
         return self.streams[stream_id].feed(pcm)
 
+    def tidy(self) -> None:
+        """Idle: the engines give back what they kept for concurrent work, then the C heap
+        returns freed pages to the system (glibc keeps them otherwise)."""
+        for recognizer in self.stt.values():
+            recognizer.tidy()
+        for voice in self.tts.values():
+            voice.tidy()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
     def stream_close(self, stream_id: str) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
@@ -209,11 +223,23 @@ def worker_main(connection: Connection) -> None:
     except Exception as error:  # noqa: BLE001 - reported to the service, which refuses to start
         connection.send(("failed", f"{type(error).__name__}: {error}"))
         return
+    serve(connection, worker, spec.idle_tidy_seconds)
+
+
+def serve(connection: Connection, worker: Worker, idle_tidy_seconds: float) -> None:
+    """Runs jobs until the pipe closes; once no job has come for `idle_tidy_seconds` after
+    one that did, tidies the worker (gives back memory only concurrent work needed)."""
+    tidy = False
     while True:
         try:
+            if tidy and not connection.poll(idle_tidy_seconds):
+                worker.tidy()
+                tidy = False
+                continue
             operation, args = connection.recv()
         except (EOFError, OSError, KeyboardInterrupt):
             return
+        tidy = True
         try:
             result = worker.operations[operation](*args)
         except Exception as error:  # noqa: BLE001 - every failure goes back to the caller
