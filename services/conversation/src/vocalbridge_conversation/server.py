@@ -3,16 +3,14 @@ billing outbox relay and the price refresh."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
 
 from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
+from vocalbridge_common.background import BackgroundTasks
 from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.db import Database
 from vocalbridge_common.identity import IdentitySigner
@@ -69,17 +67,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         encode_usage_event=presenters.usage_event_bytes,
         limits=limits,
     )
-    background: list[asyncio.Task[None]] = []
-
-    def start(work: Coroutine[Any, Any, None], name: str) -> None:
-        background.append(asyncio.create_task(work, name=name))
-
-    async def stop_background() -> None:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    background = BackgroundTasks()
 
     async def close_clients() -> None:
         await agents_channel.close()
@@ -99,16 +87,16 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         signer=signer,
         host=settings.common.listen_host,
         port=settings.common.port,
-        on_stop=(stop_background, close_clients),
+        on_stop=(background.stop, close_clients),
     )
     refresher = PriceRefresher(prices, BillingPrices(billing_channel, signer), settings.prices.refresh_seconds)
-    start(refresher.run_forever(), "price-refresh")
+    background.start(refresher.run_forever(), "price-refresh")
     if run_relay:
         relay = OutboxRelay(
             db, OutboxRow, billing_channel, signer, settings.relay, service=SERVICE, health=running.health
         )
         await relay.announce()
-        start(relay.run_forever(), "outbox-relay")
+        background.start(relay.run_forever(), "outbox-relay")
     return running
 
 

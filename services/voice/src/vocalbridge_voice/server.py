@@ -4,14 +4,13 @@ agents and billing services, and the billing outbox relay of standalone speech u
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 
 from vocalbridge.voice.v1 import voice_service_pb2, voice_service_pb2_grpc
+from vocalbridge_common.background import BackgroundTasks
 from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.config import ConfigError
 from vocalbridge_common.db import Database
@@ -75,14 +74,7 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         reply_lead=settings.reply_lead_seconds,
         pacing_limit=settings.reply_pacing_limit_seconds,
     )
-    background: list[asyncio.Task[None]] = []
-
-    async def stop_background() -> None:
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    background = BackgroundTasks()
 
     async def close() -> None:
         for channel in (conversation_channel, agents_channel, billing_channel):
@@ -102,14 +94,14 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         signer=signer,
         host=settings.common.listen_host,
         port=settings.common.port,
-        on_stop=(stop_background, close),
+        on_stop=(background.stop, close),
     )
     if run_relay:
         relay = OutboxRelay(
             db, UsageOutboxRow, billing_channel, signer, settings.relay, service=SERVICE, health=running.health
         )
         await relay.announce()
-        background.append(asyncio.create_task(relay.run_forever(), name="outbox-relay"))
+        background.start(relay.run_forever(), "outbox-relay")
     return running
 
 
