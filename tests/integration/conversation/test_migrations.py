@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
+from tests import migration_support
 from tests.conftest import temporary_database
-from vocalbridge_common.db import Database, UtcDateTime, sync_url
+from vocalbridge_common.db import Database, UtcDateTime
 from vocalbridge_common.vocabulary import Channel
 from vocalbridge_conversation.repository import MessageRepository, SessionRepository
 from vocalbridge_conversation.server import MIGRATIONS_DIR, SCHEMA
@@ -42,17 +41,11 @@ MESSAGES_V1 = sa.table(
 
 
 def alembic(url: str, action: str, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes.update(database_url=url, schema=SCHEMA)
-    getattr(command, action)(config, revision)
+    migration_support.alembic(url, MIGRATIONS_DIR, SCHEMA, action, revision)
 
 
 def connect(url: str) -> sa.Engine:
-    engine = sa.create_engine(sync_url(url))
-    if engine.dialect.name == "postgresql":
-        sa.event.listen(engine, "connect", lambda dbapi, _: dbapi.execute(f"SET search_path TO {SCHEMA}"))
-    return engine
+    return migration_support.connect(url, SCHEMA)
 
 
 def add_version_1_rows(url: str) -> None:

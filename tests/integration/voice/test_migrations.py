@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
+from tests import migration_support
 from tests.conftest import temporary_database
-from vocalbridge_common.db import Database, UtcDateTime, sync_url
+from vocalbridge_common.db import Database, UtcDateTime
 from vocalbridge_common.idempotency import Replay, claim
 from vocalbridge_voice.repository import IdempotencyRepository
 from vocalbridge_voice.server import MIGRATIONS_DIR, SCHEMA
@@ -29,17 +28,11 @@ SPEECH_REQUESTS_V1 = sa.table(
 
 
 def alembic(url: str, action: str, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes.update(database_url=url, schema=SCHEMA)
-    getattr(command, action)(config, revision)
+    migration_support.alembic(url, MIGRATIONS_DIR, SCHEMA, action, revision)
 
 
 def connect(url: str) -> sa.Engine:
-    engine = sa.create_engine(sync_url(url))
-    if engine.dialect.name == "postgresql":
-        sa.event.listen(engine, "connect", lambda dbapi, _: dbapi.execute(f"SET search_path TO {SCHEMA}"))
-    return engine
+    return migration_support.connect(url, SCHEMA)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

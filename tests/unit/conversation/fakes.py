@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 
 from tests.unit.common.idempotency_fakes import FakeClock, FakeIdempotencyStore
 from vocalbridge_common.idempotency import IdempotencyRecord
+from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine, RetryPolicy
 from vocalbridge_conversation.domain.history import HistoryMessage, OpenedTurn
 from vocalbridge_conversation.domain.sessions import HISTORY_STATUSES, Message, SessionState
 from vocalbridge_conversation.domain.turns import AgentConfig
 from vocalbridge_conversation.domain.usage import OutboxEntry
+from vocalbridge_conversation.price_book import PriceBook
 from vocalbridge_conversation.providers.base import (
     ChatMessage,
     Completion,
@@ -28,6 +30,21 @@ from vocalbridge_conversation.providers.base import (
     ProviderError,
     ProviderRegistry,
     StreamChunk,
+)
+from vocalbridge_conversation.service.turns import TurnService
+
+# A tenant and an agent version for turn tests.
+TENANT = "ten_01m87srx2qrnbdce06p98dr0wk"
+AGENT = AgentConfig(
+    agent_id="agt_01m87srx2qrnbdce06p98dr0wk",
+    version=1,
+    system_prompt="Be brief.",
+    primary_provider="vendorA",
+    fallback_provider=None,
+    model="",
+    temperature=None,
+    top_p=None,
+    max_output_tokens=None,
 )
 
 REQUEST = CompletionRequest(
@@ -264,3 +281,23 @@ class FakeAgents:
 
     async def version(self, tenant_id: str, agent_id: str, version: int, timeout: float) -> AgentConfig:
         return dataclasses.replace(self.config, agent_id=agent_id, version=version)
+
+
+def turn_service(
+    store: FakeTurnStore, provider: Provider, settings: TurnSettings | None = None, clock: FakeClock | None = None
+) -> TurnService:
+    """A TurnService over `store` and one provider, on fake time, with its own history cache
+    (as another process would be); a stored response is "stored: <reply>"."""
+    time = FakeTime()
+    engine, _ = make_engine(time, provider)
+    return TurnService(
+        store,
+        FakeAgents(AGENT),
+        engine,
+        PriceBook(),
+        settings or TurnSettings(),
+        encode_response=lambda turn: f"stored: {turn.assistant_message.content}".encode(),
+        encode_usage_event=lambda record: record.event_id.encode(),
+        clock=clock or FakeClock(),
+        monotonic=time.clock,
+    )

@@ -10,15 +10,13 @@ from datetime import timedelta
 
 import pytest
 
-from tests.unit.conversation.fakes import FakeAgents, FakeClock, FakeTime, FakeTurnStore, make_engine
+from tests.unit.conversation.fakes import TENANT, FakeClock, turn_service
 from vocalbridge_common.errors import Aborted
 from vocalbridge_common.idempotency import KeyState, Replay
-from vocalbridge_common.ids import new_id
 from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import Delta
 from vocalbridge_conversation.domain.sessions import MessageStatus, Role
-from vocalbridge_conversation.domain.turns import AgentConfig, CompletedTurn, ProvidersExhausted, TurnRequest
-from vocalbridge_conversation.price_book import PriceBook
+from vocalbridge_conversation.domain.turns import CompletedTurn, ProvidersExhausted, TurnRequest
 from vocalbridge_conversation.providers.base import (
     Completion,
     CompletionRequest,
@@ -29,19 +27,7 @@ from vocalbridge_conversation.providers.base import (
 )
 from vocalbridge_conversation.service.turns import TurnService
 
-TENANT = "ten_01m87srx2qrnbdce06p98dr0wk"
 LEASE = timedelta(seconds=30)
-AGENT = AgentConfig(
-    agent_id="agt_01m87srx2qrnbdce06p98dr0wk",
-    version=1,
-    system_prompt="Be brief.",
-    primary_provider="vendorA",
-    fallback_provider=None,
-    model="",
-    temperature=None,
-    top_p=None,
-    max_output_tokens=None,
-)
 
 
 class RecordingProvider(Provider):
@@ -76,11 +62,6 @@ class RecordingProvider(Provider):
 
 
 @pytest.fixture
-def store() -> FakeTurnStore:
-    return FakeTurnStore()
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
@@ -91,30 +72,11 @@ def provider() -> RecordingProvider:
 
 
 @pytest.fixture
-def session_name(store) -> str:
-    session_id = new_id("ses")
-    store.turns.add_session(session_id, AGENT.agent_id)
-    return f"sessions/{session_id}"
-
-
-@pytest.fixture
 def new_service(store, clock, provider):
     """new_service() → a TurnService over the shared store, as another process would be (its own cache)."""
 
     def build() -> TurnService:
-        time = FakeTime()
-        engine, _ = make_engine(time, provider)
-        return TurnService(
-            store,
-            FakeAgents(AGENT),
-            engine,
-            PriceBook(),
-            TurnSettings(idempotency_lease=LEASE),
-            encode_response=lambda turn: f"stored: {turn.assistant_message.content}".encode(),
-            encode_usage_event=lambda record: record.event_id.encode(),
-            clock=clock,
-            monotonic=time.clock,
-        )
+        return turn_service(store, provider, TurnSettings(idempotency_lease=LEASE), clock)
 
     return build
 

@@ -9,15 +9,16 @@ import asyncio
 
 import pytest
 
-from tests.unit.conversation.fakes import FakeAgents, FakeClock, FakeTime, FakeTurnStore, make_engine
+from tests.unit.conversation.fakes import (
+    TENANT,
+    FakeTurnStore,
+    turn_service,
+)
 from vocalbridge_common.errors import InvalidArgument
 from vocalbridge_common.idempotency import Replay
-from vocalbridge_common.ids import new_id
-from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import Delta, Restart
 from vocalbridge_conversation.domain.sessions import MessageStatus
 from vocalbridge_conversation.domain.turns import (
-    AgentConfig,
     CompletedTurn,
     Playback,
     ReplyGenerated,
@@ -25,7 +26,6 @@ from vocalbridge_conversation.domain.turns import (
     VoiceInput,
     heard_reply,
 )
-from vocalbridge_conversation.price_book import PriceBook
 from vocalbridge_conversation.providers.base import (
     Completion,
     CompletionRequest,
@@ -37,19 +37,7 @@ from vocalbridge_conversation.providers.base import (
 )
 from vocalbridge_conversation.service.turns import TurnService
 
-TENANT = "ten_01m87srx2qrnbdce06p98dr0wk"
 REPLY = "Sure, a table for two. Shall I book the terrace? It is lovely tonight."
-AGENT = AgentConfig(
-    agent_id="agt_01m87srx2qrnbdce06p98dr0wk",
-    version=1,
-    system_prompt="Be brief.",
-    primary_provider="vendorA",
-    fallback_provider=None,
-    model="",
-    temperature=None,
-    top_p=None,
-    max_output_tokens=None,
-)
 SPOKEN = VoiceInput(audio_seconds=2.345, speech_provider="")
 
 
@@ -79,32 +67,8 @@ class WordProvider(Provider):
             self.closed = True
 
 
-@pytest.fixture
-def store() -> FakeTurnStore:
-    return FakeTurnStore()
-
-
-@pytest.fixture
-def session_name(store) -> str:
-    session_id = new_id("ses")
-    store.turns.add_session(session_id, AGENT.agent_id)
-    return f"sessions/{session_id}"
-
-
 def service_with(store: FakeTurnStore, provider: Provider) -> TurnService:
-    time = FakeTime()
-    engine, _ = make_engine(time, provider)
-    return TurnService(
-        store,
-        FakeAgents(AGENT),
-        engine,
-        PriceBook(),
-        TurnSettings(),
-        encode_response=lambda turn: f"stored: {turn.assistant_message.content}".encode(),
-        encode_usage_event=lambda record: record.event_id.encode(),
-        clock=FakeClock(),
-        monotonic=time.clock,
-    )
+    return turn_service(store, provider)
 
 
 def spoken_turn(session_name: str, key: str = "v1") -> TurnRequest:
