@@ -156,3 +156,23 @@ def test_the_service_images_leave_out_nothing_that_stays_needs():
             if norm(parsed.name) not in keep:
                 missing.append(f"{name} needs {parsed.name}")
     assert missing == []
+
+
+def test_everything_a_dockerfile_copies_from_the_context_reaches_the_builder():
+    """.dockerignore is an allow-list: a COPY of a path it leaves out fails the build."""
+    allowed = [
+        line[1:].rstrip("/") for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
+    for dockerfile in DOCKERFILES:
+        for word, rest in instructions(dockerfile.read_text()):
+            parts = shlex.split(rest)
+            if word != "COPY" or any(p.startswith("--from") for p in parts):
+                continue
+            for source in parts[:-1]:
+                source = source.rstrip("/")
+                assert any(
+                    Path(source).match(pattern)
+                    or source.startswith(pattern + "/")
+                    or Path(source).parent.match(pattern)
+                    for pattern in allowed
+                ), f"{dockerfile.relative_to(REPO_ROOT)}: COPY {source} is not in .dockerignore's allow-list"
