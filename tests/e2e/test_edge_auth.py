@@ -97,5 +97,8 @@ async def test_me_and_operator_only_tenants(new_tenant, http, stack):
     assert me.status_code == 200 and me.json()["tenant"] == tenant.name
     assert me.json()["scopes"] == ["SCOPE_ADMIN"]
     assert_json_status(await tenant.post("/v1/tenants", {"displayName": "Nope"}), 403, "SCOPE_INSUFFICIENT")
-    listed = await http.get("/v1/tenants", headers={"Authorization": f"Bearer {stack.operator_key}"})
+    # Every tenant the session's stack holds (other tests create many), not only the first page.
+    listed = await http.get(
+        "/v1/tenants", params={"pageSize": 1000}, headers={"Authorization": f"Bearer {stack.operator_key}"}
+    )
     assert tenant.name in [t["name"] for t in listed.json()["tenants"]]
