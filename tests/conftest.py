@@ -63,10 +63,25 @@ def as_tenant(signer):
 REDIS_URL = os.environ.get("VB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+def forget_redis_prefix(prefix: str, url: str = REDIS_URL) -> None:
+    """Deletes the keys under `prefix` (budget windows would otherwise stay until a month ends)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def redis_prefix() -> str:
-    """A key prefix no other test (or engineer's run) shares."""
-    return f"vbtest:{uuid.uuid4().hex[:12]}:"
+def redis_prefix():
+    """A key prefix no other test (or engineer's run) shares; its keys are deleted afterwards."""
+    prefix = f"vbtest:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    forget_redis_prefix(prefix)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, temporary_database
+from tests.conftest import REDIS_URL, forget_redis_prefix, temporary_database
 from tests.e2e.client import KEY_CACHE_TTL_SECONDS, Tenant
 from vocalbridge_devstack.stack import Stack, StackConfig
 
@@ -63,12 +63,14 @@ async def stack(tmp_path_factory):
                 **limits_env(),
             },
         )
+        prefix = config.extra_env["VB_REDIS_KEY_PREFIX"]
         stack = Stack(config)
         try:
             await stack.start()
             yield stack
         finally:
             await stack.stop()
+            forget_redis_prefix(prefix)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from tests.conftest import REDIS_URL, TEST_IDENTITY_SECRET
+from tests.conftest import REDIS_URL, TEST_IDENTITY_SECRET, forget_redis_prefix
 from tests.integration.auth.test_auth_service import OPERATOR_KEY, check, denial, new_tenant
 from tests.support import error_reason, violated_fields
 from vocalbridge.auth.v1 import auth_service_pb2 as pb
@@ -62,6 +62,7 @@ async def ledger():
 @pytest.fixture(scope="module")
 async def server(pg_url, ledger):
     migrate(pg_url, "auth", MIGRATIONS_DIR)
+    prefix = f"vbtest:{uuid.uuid4().hex[:12]}:"
     settings = AuthSettings(
         common=CommonSettings(
             service_name="auth",
@@ -80,13 +81,14 @@ async def server(pg_url, ledger):
         limits=LimitSettings(
             store="redis",
             redis_url=REDIS_URL,
-            key_prefix=f"vbtest:{uuid.uuid4().hex[:12]}:",
+            key_prefix=prefix,
             cache_ttl_seconds=0,  # every Check reads the limits: no waiting in these tests
         ),
     )
     running = await create_server(settings)
     yield running
     await running.stop(None)
+    forget_redis_prefix(prefix)
 
 
 @pytest.fixture(scope="module")
