@@ -120,6 +120,22 @@ async def test_every_endpoint_counts_the_turns_it_served(stack, new_tenant):
     )
 
 
+async def test_a_refusal_of_the_tenant_controls_is_counted(stack, new_tenant):
+    """A tenant's own request limit, exceeded: auth.Check refuses with 429, and the auth service's
+    endpoint counts the refusal by reason and level."""
+    port = stack.config.metrics_ports["auth"]
+    refusals = "vocalbridge_limit_refusals_total"
+    before = total(await scrape(port), refusals, reason="RATE_LIMITED", level="tenant")
+    tenant = await new_tenant("Refused")
+    limited = await tenant.patch("/v1/rateLimits/tenant", {"requestsPerMinute": "3"}, params={"allowMissing": "true"})
+    assert limited.status_code == 200, limited.text
+    await asyncio.sleep(0.5)  # the limits cache of the auth process (0.2 s)
+    statuses = [(await tenant.get("/v1/agents")).status_code for _ in range(8)]
+    assert 429 in statuses, statuses
+    after = total(await scrape(port), refusals, reason="RATE_LIMITED", level="tenant")
+    assert after - before == statuses.count(429)
+
+
 async def test_the_stats_port_serves_nothing_but_the_stats(stack):
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.config.stats_port}", timeout=10) as client:
         for method, path in (("GET", "/config_dump"), ("POST", "/quitquitquit"), ("GET", "/stats"), ("GET", "/")):
