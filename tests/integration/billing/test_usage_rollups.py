@@ -31,9 +31,9 @@ from alembic.config import Config
 from google.protobuf import timestamp_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import BigInteger, literal, select, text
+from sqlalchemy import BigInteger, literal, make_url, select, text
 
-from tests.conftest import temporary_database
+from tests.conftest import PG_ADMIN_URL, temporary_database
 from tests.integration.billing.billing_testkit import attempt, usage_event
 from vocalbridge.billing.v1 import billing_service_pb2 as pb
 from vocalbridge_billing.domain import (
@@ -473,6 +473,60 @@ async def test_the_backfill_builds_what_the_triggers_keep(backend, tmp_path):
     else:
         with temporary_database() as url:
             await check(url)
+
+
+async def test_a_migrator_that_is_no_superuser_backfills_every_tenant(billing_database):
+    """Production migrates as an account that owns the schema and may become the service roles,
+    not as a superuser (deploy/k8s/README.md). Row-level security is forced on the ledger's
+    owner too, yet the backfill must see every tenant's events."""
+    login = f"vb_migrator_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {login} LOGIN")  # billing_database made the service roles
+        admin.execute(f"GRANT {APP_ROLE}, {SYSTEM_ROLE} TO {login}")
+    try:
+        with temporary_database() as admin_url:
+            name = make_url(admin_url).database
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'GRANT CREATE ON DATABASE "{name}" TO {login}')
+            url = make_url(admin_url).set(username=login).render_as_string(hide_password=False)
+            await _alembic_off_loop(url, "upgrade", "0001")
+            db = Database(url, SCHEMA)
+            tenants = [new_id("ten"), new_id("ten")]
+            try:
+                await LedgerService(db).record_usage(
+                    [
+                        draft(
+                            who,
+                            BASE + timedelta(hours=h),
+                            "agt_a",
+                            "vendorA",
+                            Channel.TEXT,
+                            (h, 1),
+                            0.0,
+                            0,
+                            [("vendorA", AttemptOutcome.SUCCESS, 1_000_000 * h)],
+                        )
+                        for who in tenants
+                        for h in range(1, 30)
+                    ]
+                )
+                await db.dispose()
+                await _alembic_off_loop(url, "upgrade", "head")
+                db = Database(url, SCHEMA)
+                f = UsageFilter(BASE, BASE + timedelta(days=1))
+                for tenant in tenants:
+                    async with db.tenant_transaction(tenant) as session:
+                        repository = UsageRepository(session, tenant)
+                        assert report_split(f).windows == ()
+                        totals = await repository.totals(f, report_split(f))
+                        assert totals.turns == 23 and totals == await repository.totals(f, ledger_only(f))
+                        stats = await repository.provider_stats(f, report_split(f))
+                        assert stats == await repository.provider_stats(f, ledger_only(f))
+            finally:
+                await db.dispose()
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {login}")
 
 
 async def _alembic_off_loop(url: str, action: str, revision: str) -> None:

@@ -18,9 +18,9 @@ Row-level security as on the ledger. The services may read them and never change
 directly: the tenant role only reads; the system role, which writes the ledger, may insert
 and update (the triggers run as the inserting role), never delete.
 
-Existing events are added here (a backfill) while the ledger tables are locked against
-inserts (SHARE ROW EXCLUSIVE, until the migration commits), so nothing recorded meanwhile
-is counted twice or missed; reads of the ledger go on.
+Existing events are added here (a backfill, as the system role: it sees every tenant) while
+the ledger tables are locked against inserts (SHARE ROW EXCLUSIVE, until the migration
+commits), so nothing recorded meanwhile is counted twice or missed; reads go on.
 
 The latency bucket of a latency in nanoseconds keeps its 6 highest bits (values below 64
 exactly): vocalbridge_billing.domain.latency_bucket, written out in SQL below.
@@ -212,26 +212,23 @@ def upgrade() -> None:
         # No ledger insert from here until this migration commits; those in flight finish first.
         op.execute(f"LOCK TABLE {', '.join(LEDGER)} IN SHARE ROW EXCLUSIVE MODE")
     _create_tables()
-
-    # The backfill: every tenant's events, before row-level security is on the rollups.
-    if postgres:
-        # Row-level security is forced on the owner too; the backfill must see every tenant.
-        for table in LEDGER:
-            op.execute(f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY")
-    day = PG_ATTEMPT_DAY if postgres else sqlite_attempt_day("usage_attempts")
-    for statement in event_rollups("usage_events", upsert=False) + attempt_rollups("usage_attempts", day, upsert=False):
-        op.execute(statement)
-    if postgres:
-        for table in LEDGER:
-            op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
-        for table in ROLLUPS:
-            op.execute(f"ANALYZE {table}")  # autovacuum may be off, or late: plan with the backfilled sizes
-
     for table in ROLLUPS:
         enable_tenant_rls(op, table)
         if postgres:
             op.execute(f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {table} FROM {APP_ROLE}")
             op.execute(f"REVOKE DELETE, TRUNCATE ON {table} FROM {SYSTEM_ROLE}")
+
+    # The backfill, as the role that writes the ledger: it sees every tenant's rows (row-level
+    # security is forced on the tables' owner too), and may write the rollups.
+    if postgres:
+        op.execute(f"SET LOCAL ROLE {SYSTEM_ROLE}")
+    day = PG_ATTEMPT_DAY if postgres else sqlite_attempt_day("usage_attempts")
+    for statement in event_rollups("usage_events", upsert=False) + attempt_rollups("usage_attempts", day, upsert=False):
+        op.execute(statement)
+    if postgres:
+        op.execute("RESET ROLE")
+        for table in ROLLUPS:
+            op.execute(f"ANALYZE {table}")  # autovacuum may be off, or late: plan with the backfilled sizes
 
     if postgres:
         op.execute(_pg_trigger_function("roll_up_usage_events", event_rollups("new_events", upsert=True)))
