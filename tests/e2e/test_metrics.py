@@ -95,7 +95,9 @@ async def test_every_endpoint_counts_the_turns_it_served(stack, new_tenant):
     # Requests by method and code, in every service.
     assert calls(after["auth"], "Check") - calls(before["auth"], "Check") >= 7
     assert calls(after["agents"], "CreateAgent") - calls(before["agents"], "CreateAgent") == 1
-    assert calls(after["conversation"], "SendMessage") - calls(before["conversation"], "SendMessage") == 4
+    assert calls(after["conversation"], "SendMessage") - calls(before["conversation"], "SendMessage") == 3
+    # The spoken turn: voice hands it to conversation's internal StreamVoiceTurn.
+    assert calls(after["conversation"], "StreamVoiceTurn") - calls(before["conversation"], "StreamVoiceTurn") == 1
     assert calls(after["billing"], "RecordUsage") > calls(before["billing"], "RecordUsage")
     assert calls(after["voice"], "Converse") - calls(before["voice"], "Converse") == 1
     # The turn metrics: three text turns and one spoken one, by vendorA; one attempt each.
