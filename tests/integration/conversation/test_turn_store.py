@@ -49,13 +49,27 @@ def store(db):
     return chosen
 
 
-@pytest.fixture
-async def session_id(db) -> str:
+async def new_session(db: Database) -> str:
     now = utcnow()
     session = Session(new_id("ses"), new_id("agt"), 3, Channel.TEXT, "", {}, now, now)
     async with db.tenant_transaction(TENANT) as tx:
         await SessionRepository(tx, TENANT).add(session)
     return session.id
+
+
+@pytest.fixture
+async def session_id(db) -> str:
+    return await new_session(db)
+
+
+@pytest.fixture(scope="module")
+async def postgres_db():
+    """Row-level security is PostgreSQL's: its test runs there only, not on both stores."""
+    with temporary_database() as url:
+        migrate(url, SCHEMA, MIGRATIONS_DIR)
+        database = Database(url, SCHEMA)
+        yield database
+        await database.dispose()
 
 
 def claim_of(key: str, at=None):
@@ -151,11 +165,12 @@ async def test_a_failed_turn_frees_its_key_and_stays_out_of_the_history(store, s
     assert opened.claimed and opened.session.last_seq == 1 and opened.history == ()
 
 
-async def test_without_the_tenant_the_statements_see_nothing(db, store, session_id):
+async def test_without_the_tenant_the_statements_see_nothing(postgres_db):
+    db = postgres_db
+    store = turn_store(db)
+    session_id = await new_session(db)
     claim, _ = await open_turn(store, session_id, "k-rls")
     await store_turn(store, claim, session_id, "secret", "secret reply")
-    if not db.postgres:
-        pytest.skip("row-level security is PostgreSQL's")
     async with db.tenant_connection(STRANGER) as connection:
         # No tenant filter in these queries: the policy alone hides the rows.
         for table in ("sessions", "messages", "idempotency_keys", "usage_outbox"):
