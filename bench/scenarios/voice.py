@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -117,17 +118,31 @@ async def _stream_latencies(stack: Stack, key: str, session: str, audio: bytes, 
             requests(), metadata=(("authorization", f"Bearer {key}"),), timeout=600
         )
         events = aiter(call)
-        for _ in range(turns):
-            speaking = asyncio.create_task(speak())
-            while (await anext(events)).WhichOneof("event") != "reply_audio":
-                pass
-            first_audio = time.perf_counter()
-            latencies.append(first_audio - await speaking)
-            while (await anext(events)).WhichOneof("event") != "turn_completed":
-                pass
-        outgoing.put_nowait(None)
-        call.cancel()
+        try:
+            for number in range(1, turns + 1):
+                speaking = asyncio.create_task(speak())
+                kind = ""
+                while kind not in ("reply_audio", "turn_completed"):
+                    kind = await _next_kind(events, session, number)
+                if kind == "turn_completed":
+                    raise RuntimeError(f"{session}, turn {number}: the reply had nothing to speak")
+                latencies.append(time.perf_counter() - await speaking)
+                while kind != "turn_completed":
+                    kind = await _next_kind(events, session, number)
+        finally:
+            outgoing.put_nowait(None)
+            call.cancel()
     return latencies
+
+
+async def _next_kind(events: AsyncIterator[pb.StreamingConverseResponse], session: str, turn: int) -> str:
+    """The next event's kind; the stream's end or error named with where it happened."""
+    try:
+        return str((await anext(events)).WhichOneof("event"))
+    except StopAsyncIteration:
+        raise RuntimeError(f"{session}, turn {turn}: the stream ended early") from None
+    except grpc.aio.AioRpcError as error:
+        raise RuntimeError(f"{session}, turn {turn}: {error.code().name}: {error.details()}") from None
 
 
 async def latency(quick: bool) -> list[dict]:
