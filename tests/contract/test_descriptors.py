@@ -190,13 +190,19 @@ def tenant_path_violations(fds) -> list[str]:
     return errors
 
 
+# A raw HTTP body: the RPC answers in another API's JSON (the OpenAI-compatible API's
+# ListModels is OpenAI's list, which has no pages), not in the protobuf JSON mapping.
+HTTP_BODY = ".google.api.HttpBody"
+
+
 def pagination_violations(fds) -> list[str]:
     """List* RPCs take int32 page_size and string page_token and return the
-    items (a repeated field) plus string next_page_token."""
+    items (a repeated field) plus string next_page_token; except those that
+    answer with a raw HTTP body in another API's shape."""
     msgs = _messages(fds)
     errors = []
     for full, _, m in _methods(fds):
-        if not m.name.startswith("List"):
+        if not m.name.startswith("List") or m.output_type == HTTP_BODY:
             continue
         req = msgs[_type_name(m.input_type)]
         resp = msgs[_type_name(m.output_type)]
@@ -379,6 +385,8 @@ def test_http_surface_of_design(descriptor_set):
         ("post", "/v1/voice:synthesize"): ("vocalbridge.voice.v1.VoiceService.Synthesize", "*"),
         ("post", "/v1/tenants"): ("vocalbridge.auth.v1.AuthService.CreateTenant", "*"),
         ("get", "/v1/agents"): ("vocalbridge.agents.v1.AgentService.ListAgents", ""),
+        ("post", "/v1/chat/completions"): ("vocalbridge.openai.v1.OpenAIService.CreateChatCompletion", "body"),
+        ("get", "/v1/models"): ("vocalbridge.openai.v1.OpenAIService.ListModels", ""),
     }
     assert {k: routes.get(k) for k in expected} == expected
     streaming = {full for full, _, m in _methods(descriptor_set) if m.server_streaming or m.client_streaming}
@@ -386,7 +394,13 @@ def test_http_surface_of_design(descriptor_set):
         "vocalbridge.conversation.v1.ConversationService.StreamMessage",
         "vocalbridge.conversation.v1.ConversationService.StreamVoiceTurn",
         "vocalbridge.voice.v1.VoiceService.StreamingConverse",
+        # One HTTP rule for both of OpenAI's answers: one JSON body, or Server-Sent Events.
+        "vocalbridge.openai.v1.OpenAIService.CreateChatCompletion",
     }
+    # OpenAI's JSON passes through as raw bytes both ways.
+    msgs = {full: m for full, _, m in _methods(descriptor_set)}
+    for rpc in ("CreateChatCompletion", "ListModels"):
+        assert msgs[f"vocalbridge.openai.v1.OpenAIService.{rpc}"].output_type == HTTP_BODY
 
 
 def test_json_numbers_and_strings_of_design(descriptor_set):

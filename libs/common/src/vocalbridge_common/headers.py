@@ -14,3 +14,11 @@ IDEMPOTENT_REPLAYED_HEADER = "idempotent-replayed"
 # Where an API key may arrive.
 AUTHORIZATION_HEADER = "authorization"
 API_KEY_HEADER = "x-api-key"
+# The OpenAI-compatible API (vocalbridge.openai.v1): the VocalBridge session a chat completion
+# belongs to, when the client wants the history kept server-side (absent: stateless).
+SESSION_HEADER = "vocalbridge-session"
+# The OpenAI-shaped error JSON of a refused OpenAI-compatible request (gRPC trailer, or a header of
+# auth.Check's denial); the edge moves it into the response body and never passes it on.
+OPENAI_ERROR_HEADER = "x-vb-openai-error"
+# OpenAI's SDKs obey it: "false" where retrying the same request cannot help.
+SHOULD_RETRY_HEADER = "x-should-retry"

@@ -14,6 +14,10 @@ SERVICE_PORTS = MappingProxyType(
     {"auth": 50051, "agents": 50052, "conversation": 50053, "billing": 50054, "voice": 50055}
 )
 SERVICES = tuple(SERVICE_PORTS)
+# Proto packages that are an API of another service rather than a service of their own:
+# `vocalbridge.<package>.v1` → the service that serves it (its Envoy cluster). The
+# OpenAI-compatible API speaks OpenAI's wire shapes, not the gateway's, and conversation serves it.
+SERVED_PACKAGES = MappingProxyType({"openai": "conversation"})
 # Where each service serves its Prometheus metrics (HTTP, GET /metrics), VB_<NAME>_METRICS_PORT.
 METRICS_PORTS = MappingProxyType({"auth": 9151, "agents": 9152, "conversation": 9153, "billing": 9154, "voice": 9155})
 
