@@ -266,8 +266,10 @@ def validate_event(
         and draft.prompt_tokens == draft.completion_tokens == 0
     )
     agent_id = _name_id(violations, f"{prefix}.agent", draft.agent, AGENTS, RESOURCE_ID, required=not standalone)
+    # A chat completion of the OpenAI-compatible API may run outside any session: it names an
+    # agent but no session and no message. A billed message is always a session's.
     session_id = _name_id(
-        violations, f"{prefix}.session", draft.session, SESSIONS, RESOURCE_ID, required=not standalone
+        violations, f"{prefix}.session", draft.session, SESSIONS, RESOURCE_ID, required=bool(draft.message)
     )
     message_id = _message_id(violations, f"{prefix}.message", draft.message, session_id)
     if draft.agent_version < 1 and not standalone:

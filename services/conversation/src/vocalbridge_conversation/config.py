@@ -33,6 +33,9 @@ class TurnSettings:
     # Sessions whose recent history a process keeps, so a turn reads only what is new (each
     # at most the context budget: 1000 sessions of a 4000-token budget hold under 20 MB).
     history_cache_sessions: int = 1000
+    # A completion outside any session (the OpenAI-compatible API) uses its agent's current
+    # version as read at most this long ago: an agent's change reaches completions within it.
+    agent_cache_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class ConversationSettings:
         history_cache = env.int("VB_CONVERSATION_HISTORY_CACHE_SESSIONS", TurnSettings.history_cache_sessions)
         if history_cache < 0:
             raise ConfigError("VB_CONVERSATION_HISTORY_CACHE_SESSIONS must not be negative")
+        agent_cache = env.float("VB_CONVERSATION_AGENT_CACHE_SECONDS", TurnSettings.agent_cache_seconds)
+        if agent_cache < 0:
+            raise ConfigError("VB_CONVERSATION_AGENT_CACHE_SECONDS must not be negative")
         price_refresh = env.float("VB_CONVERSATION_PRICE_REFRESH_SECONDS", PriceSettings.refresh_seconds)
         if price_refresh <= 0:
             raise ConfigError("VB_CONVERSATION_PRICE_REFRESH_SECONDS must be positive")
@@ -85,6 +91,7 @@ class ConversationSettings:
                 idempotency_lease=keys.lease,
                 idempotency_ttl=keys.ttl,
                 history_cache_sessions=history_cache,
+                agent_cache_seconds=agent_cache,
             ),
             retry_policy=RetryPolicy.from_env(environ),
             relay=RelaySettings.from_env(env),

@@ -172,7 +172,7 @@ def usage_event(record: UsageRecord) -> usage_event_pb2.UsageEvent:
         tenant=f"tenants/{record.tenant_id}",
         agent=agent_name(record.agent_id),
         agent_version=record.agent_version,
-        session=session_name(record.session_id),
+        session=session_name(record.session_id) if record.session_id else "",  # "": a completion outside sessions
         message=record.message_name,
         channel=record.channel.to_proto(),
         provider=record.provider,

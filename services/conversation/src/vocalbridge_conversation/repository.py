@@ -12,7 +12,9 @@ hands out, in two implementations behind one interface (`service.turns.TurnTrans
   the idempotency claim and the new history) is one statement, storing it (the key's
   completion, the messages, the usage event, the session's numbering) is another; each
   runs in a transaction of three round trips (BEGIN with the tenant, the statement,
-  COMMIT). Row-level security applies as everywhere.
+  COMMIT). Row-level security applies as everywhere. A completion outside any session
+  (the OpenAI-compatible API) is stored by one more function: its usage event, and its
+  key's response when it has a key.
 - `SqlTurns`, the same operations with SQLAlchemy, for SQLite (the embedded default) and
   for any other backend. Both keep the same promises (tests/integration/conversation/
   test_turn_store.py runs the same checks on both).
@@ -253,6 +255,14 @@ class SqlTurns(TenantRepository):
             return None
         return await self._write([message], None, when)
 
+    async def store_completion(self, record_id: str | None, response: bytes, event: OutboxEntry) -> bool:
+        if record_id is not None and not await self._keys.complete(record_id, response):
+            return False
+        await OutboxRepository(self.session, self.tenant_id, OutboxRow).add(
+            event.event_id, event.payload, event.create_time
+        )
+        return True
+
     async def _write(self, messages: Sequence[Message], event: OutboxEntry | None, when: datetime) -> int:
         last_seq = await self._sessions.advance(messages[0].session_id, when, len(messages))
         if last_seq is None:
@@ -298,6 +308,8 @@ FROM session AS s
 _OPEN_TURN = "SELECT * FROM open_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 _STORE_TURN = "SELECT store_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
 _FAIL_TURN = "SELECT fail_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+# Migration 0006's: a completion outside any session.
+_STORE_COMPLETION = "SELECT store_completion($1, $2, $3, $4, $5, $6)"
 _INSERT_KEY = """
 INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, response, create_time, lease_expire_time,
                               expire_time)
@@ -476,6 +488,18 @@ class PgTurns:
             _FAIL_TURN, self.tenant_id, record_id, when, message.session_id, *_message_columns([message])
         )
         return int(last_seq) if last_seq is not None else None
+
+    async def store_completion(self, record_id: str | None, response: bytes, event: OutboxEntry) -> bool:
+        stored = await self._alone().fetchval(
+            _STORE_COMPLETION,
+            self.tenant_id,
+            record_id,
+            response if record_id is not None else None,
+            event.event_id,
+            event.payload,
+            event.create_time,
+        )
+        return bool(stored)  # False: the claim was lost, nothing written
 
 
 class PgTurnStore:

@@ -1,5 +1,6 @@
 """Builds and starts the conversation gRPC server with its background work: the
-billing outbox relay and the price refresh."""
+billing outbox relay and the price refresh. It serves the ConversationService and the
+OpenAI-compatible API (vocalbridge.openai.v1.OpenAIService), whose completions are turns."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import grpc
 import httpx
 
 from vocalbridge.conversation.v1 import conversation_service_pb2, conversation_service_pb2_grpc
+from vocalbridge.openai.v1 import openai_service_pb2, openai_service_pb2_grpc
 from vocalbridge_common.background import BackgroundTasks
 from vocalbridge_common.clients import insecure_channel
 from vocalbridge_common.db import Database
@@ -21,14 +23,16 @@ from vocalbridge_common.outbox import OutboxRelay
 from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
-from vocalbridge_conversation import presenters
+from vocalbridge_conversation import openai_presenters, presenters
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import SERVICE, ConversationSettings
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine
 from vocalbridge_conversation.models import OutboxRow
+from vocalbridge_conversation.openai_servicer import OpenAIServicer
 from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceRefresher
 from vocalbridge_conversation.providers import build_registry
 from vocalbridge_conversation.repository import turn_store
+from vocalbridge_conversation.service.completions import CompletionService
 from vocalbridge_conversation.service.limits import TurnLimits
 from vocalbridge_conversation.service.sessions import SessionService
 from vocalbridge_conversation.service.turns import TurnService
@@ -48,7 +52,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
     http_client = httpx.AsyncClient()
     agents_channel = insecure_channel(settings.agents_address)
     billing_channel = insecure_channel(settings.billing_address)
-    agents = AgentDirectory(agents_channel)
+    agents = AgentDirectory(agents_channel, recent_seconds=settings.turn.agent_cache_seconds)
     prices = PriceBook()
     limits, close_limits = await _turn_limits(settings, signer, billing_channel, prices)
     engine = DeliveryEngine(
@@ -67,6 +71,7 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         encode_usage_event=presenters.usage_event_bytes,
         limits=limits,
     )
+    completions = CompletionService(turns, agents, openai_presenters.completion_bytes)
     background = BackgroundTasks()
 
     async def close_clients() -> None:
@@ -80,9 +85,13 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         conversation_service_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(sessions, turns), server
         )
+        openai_service_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(completions), server)
 
     running = await start_grpc_server(
-        service_names=(conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,),
+        service_names=(
+            conversation_service_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+            openai_service_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
+        ),
         register=register,
         signer=signer,
         host=settings.common.listen_host,

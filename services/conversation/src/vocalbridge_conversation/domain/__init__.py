@@ -6,4 +6,5 @@
 - `prompt`: the provider request built from the history within the context budget.
 - `usage`: the usage and cost of a turn, and the billing record it produces.
 - `idempotency`: an idempotency key's record, a request's fingerprint, what a valid key is.
+- `chat`: an OpenAI chat completion request (the OpenAI-compatible API), read and checked.
 """

@@ -10,6 +10,7 @@ from vocalbridge_common.validation import Violations
 from vocalbridge_conversation.delivery import DeliveryResult, Delta, Restart
 from vocalbridge_conversation.domain.sessions import Message
 from vocalbridge_conversation.domain.usage import TurnUsage
+from vocalbridge_conversation.providers.base import ChatMessage
 
 MAX_AUDIO_SECONDS = 3600
 
@@ -38,13 +39,63 @@ class VoiceInput:
 
 
 @dataclass(frozen=True)
+class Overrides:
+    """Request parameters that replace the agent's for one turn (the OpenAI-compatible API's
+    `temperature`, `top_p`, `max_tokens`, `stop` and `user`), checked against the agent's
+    bounds once the agent is known (prompt.apply_overrides). None / empty: the agent's."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_output_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    user: str | None = None
+
+    def __bool__(self) -> bool:
+        return self != Overrides()
+
+    def fingerprint(self) -> dict[str, object]:
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_output_tokens": self.max_output_tokens,
+            "stop": list(self.stop),
+            "user": self.user,
+        }
+
+
+@dataclass(frozen=True)
 class TurnRequest:
-    """A turn as the caller asked for it, before anything is checked."""
+    """A turn as the caller asked for it, before anything is checked. `overrides` and
+    `agent_id` come from the OpenAI-compatible API's session mode: its parameters, and the
+    agent (its `model`) the session must be pinned to."""
 
     session_name: str
     content: str
     idempotency_key: str | None
     voice: VoiceInput | None = None
+    overrides: Overrides = Overrides()
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CompletionTurn:
+    """A turn outside any session (the OpenAI-compatible API without a session): the
+    conversation is the caller's, sent whole, after the agent's system prompt; the agent's
+    current version answers it. Nothing is stored but its usage event (and, with an
+    idempotency key, the response a retry gets)."""
+
+    agent_id: str
+    messages: tuple[ChatMessage, ...]
+    idempotency_key: str | None
+    overrides: Overrides = Overrides()
+
+    def fingerprint_fields(self) -> dict[str, object]:
+        """What makes two completions the same request under one idempotency key."""
+        return {
+            "agent": self.agent_id,
+            "messages": [[message.role, message.content] for message in self.messages],
+            "overrides": self.overrides.fingerprint(),
+        }
 
 
 def validate_turn(turn: TurnRequest, max_content_chars: int) -> None:
@@ -67,7 +118,10 @@ def fingerprint_fields(session_id: str, turn: TurnRequest) -> dict[str, object]:
         if turn.voice
         else None
     )
-    return {"session": session_id, "content": turn.content, "voice": voice}
+    fields: dict[str, object] = {"session": session_id, "content": turn.content, "voice": voice}
+    if turn.overrides:  # only the OpenAI-compatible API sets them: SendMessage's fingerprints stay as they were
+        fields["overrides"] = turn.overrides.fingerprint()
+    return fields
 
 
 @dataclass(frozen=True)

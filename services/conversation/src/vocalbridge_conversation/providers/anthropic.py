@@ -8,7 +8,8 @@ The gateway's conversation is reshaped into what Anthropic accepts:
     before it, or the client opened with a greeting) gets a short user turn in front, since
     the first message must be the user's;
   * `max_tokens` is required: the agent's max output tokens, else the configured default;
-  * temperature is clamped to Anthropic's 0…1 (agents may set up to 2, OpenAI's scale).
+  * temperature is clamped to Anthropic's 0…1 (agents may set up to 2, OpenAI's scale);
+  * stop sequences go as `stop_sequences`, the end user as `metadata.user_id`.
 
 Failures are classified for the delivery engine:
   timeout (connect, read or overall)                  → TIMEOUT
@@ -220,6 +221,10 @@ class AnthropicProvider(Provider):
             payload["temperature"] = min(max(request.temperature, 0.0), 1.0)
         if request.top_p is not None:
             payload["top_p"] = request.top_p
+        if request.stop:
+            payload["stop_sequences"] = list(request.stop)
+        if request.user is not None:
+            payload["metadata"] = {"user_id": request.user}
         if stream:
             payload["stream"] = True
         return model, payload

@@ -31,13 +31,17 @@ class ChatMessage:
 @dataclass(frozen=True)
 class CompletionRequest:
     """What to complete. `model` empty means the provider's default model; None
-    parameters mean the provider's defaults."""
+    parameters mean the provider's defaults. `stop`: sequences at which the reply ends
+    (the sequence itself left out), as OpenAI's `stop` and Anthropic's `stop_sequences`.
+    `user`: the caller's end user, passed on to providers that take one (abuse monitoring)."""
 
     model: str
     messages: tuple[ChatMessage, ...]
     temperature: float | None = None
     top_p: float | None = None
     max_output_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,13 @@ def count_tokens(text: str) -> int:
 def count_prompt_tokens(messages: Iterable[ChatMessage]) -> int:
     """Prompt tokens of a conversation: the tokens of every message's content."""
     return sum(count_tokens(message.content) for message in messages)
+
+
+def cut_at_stop(text: str, stop: Iterable[str]) -> str:
+    """`text` up to the first occurrence of any of the `stop` sequences (left out), as a
+    provider ends its reply there."""
+    cut = min((index for index in (text.find(sequence) for sequence in stop if sequence) if index >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
 
 
 def truncate_to_tokens(text: str, max_tokens: int) -> tuple[str, bool]:

@@ -145,6 +145,10 @@ class OpenAICompatibleProvider(Provider):
             payload["top_p"] = request.top_p
         if request.max_output_tokens is not None:
             payload["max_tokens"] = request.max_output_tokens
+        if request.stop:
+            payload["stop"] = list(request.stop)
+        if request.user is not None:
+            payload["user"] = request.user
         if stream:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}

@@ -38,6 +38,7 @@ from vocalbridge_conversation.providers.base import (
     StreamChunk,
     count_prompt_tokens,
     count_tokens,
+    cut_at_stop,
     provider_env_key,
     truncate_to_tokens,
 )
@@ -168,7 +169,7 @@ class SimulatedProvider(Provider):
         await self._sleep(latency)
 
     def _reply(self, request: CompletionRequest) -> Completion:
-        text, truncated = compose_reply(self.name, request), False
+        text, truncated = cut_at_stop(compose_reply(self.name, request), request.stop), False
         if request.max_output_tokens is not None:
             text, truncated = truncate_to_tokens(text, request.max_output_tokens)
         return Completion(

@@ -18,6 +18,13 @@ billed for it (the retry's turn is), and the caller gets IDEMPOTENCY_KEY_IN_USE.
 What is stored as bytes (the response an idempotent replay returns, the usage event
 the outbox carries) is encoded by the functions the server passes in: the protobuf
 presenters.
+
+A completion of the OpenAI-compatible API runs through the same steps. In a session it is
+a turn like SendMessage's (with its own parameters and its own response encoding). Outside
+any session (`complete`, `stream_complete`) the conversation is the caller's: the
+idempotency key is optional (claimed by the common rules when sent), the agent's current
+version answers, and storing it writes nothing but the usage event (and the key's response)
+in one transaction; a failure frees the key and bills nothing, as a turn's does.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import NoReturn, Protocol
 
 from vocalbridge_common import metrics
 from vocalbridge_common.db import utcnow
-from vocalbridge_common.errors import SessionNotFound
+from vocalbridge_common.errors import FieldViolation, InvalidArgument, SessionNotFound
 from vocalbridge_common.idempotency import (
     ClaimLost,
     IdempotencyRecord,
@@ -44,6 +51,7 @@ from vocalbridge_common.idempotency import (
     fingerprint,
     new_claim,
     required_key,
+    validate_key,
 )
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.limits.limiter import TurnTicket
@@ -53,7 +61,7 @@ from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import TurnSettings
 from vocalbridge_conversation.delivery import DeliveryEngine, DeliveryResult, Delta, Done, Restart
 from vocalbridge_conversation.domain.history import MAX_HISTORY_MESSAGES, HistoryMessage, OpenedTurn
-from vocalbridge_conversation.domain.prompt import build_prompt
+from vocalbridge_conversation.domain.prompt import apply_overrides, build_prompt, completion_prompt
 from vocalbridge_conversation.domain.sessions import (
     HISTORY_STATUSES,
     MESSAGE_ID_PREFIX,
@@ -66,6 +74,7 @@ from vocalbridge_conversation.domain.sessions import (
 from vocalbridge_conversation.domain.turns import (
     AgentConfig,
     CompletedTurn,
+    CompletionTurn,
     Playback,
     ProvidersExhausted,
     ReplyGenerated,
@@ -94,6 +103,11 @@ TURNS = metrics.counter("turns", "Turns by channel, outcome and provider.", ("ch
 VOICE_TURN_OPERATION = "SendMessage"
 # How long a turn may wait on the agents service, when the caller set no shorter deadline.
 AGENTS_TIMEOUT_SECONDS = 10.0
+# The operation a completion outside any session names in its idempotency fingerprint.
+COMPLETION_OPERATION = "CreateChatCompletion"
+
+# What a turn stores as its response for replays (and returns): the encoding of its API.
+Encoder = Callable[[CompletedTurn], bytes]
 
 
 class TurnTransaction(IdempotencyStore, Protocol):
@@ -121,6 +135,11 @@ class TurnTransaction(IdempotencyStore, Protocol):
         """If claim `record_id` still holds its key unfinished: frees it and stores `message`
         (the failed user message); the session's new last number. None when the claim was lost."""
 
+    async def store_completion(self, record_id: str | None, response: bytes, event: OutboxEntry) -> bool:
+        """A completion outside any session: queues `event` and, with a claim, completes it with
+        `response`, only if claim `record_id` still holds its key unfinished (else writes
+        nothing and returns False). Without a claim (None) it only queues the event."""
+
 
 class TurnStore(Protocol):
     """Where turns are kept: one transaction of a tenant's turns at a time."""
@@ -130,18 +149,22 @@ class TurnStore(Protocol):
 
 @dataclass(frozen=True)
 class _Running:
-    """A turn that holds its key and is about to call a provider."""
+    """A turn that holds its key (if it has one) and is about to call a provider."""
 
     tenant_id: str
-    session: SessionState
+    # None: a completion outside any session (nothing stored but its usage).
+    session: SessionState | None
     agent: AgentConfig
     request: CompletionRequest
-    key: str
-    record_id: str
+    # None: a completion sent without an Idempotency-Key (no claim to complete or free).
+    key: str | None
+    record_id: str | None
     user_message_id: str
     user_time: datetime
     content: str
     voice: VoiceInput | None
+    # How the turn's response is stored and returned (its API's encoding).
+    encode: Encoder
     # What the turn holds in its tenant's limits (its budget reservation), if any apply.
     ticket: TurnTicket | None = None
 
@@ -178,12 +201,46 @@ class TurnService:
         self._clock = clock
         self._monotonic = monotonic
 
-    async def send_message(self, tenant_id: str, turn: TurnRequest, deadline: float | None) -> CompletedTurn | Replay:
+    async def send_message(
+        self,
+        tenant_id: str,
+        turn: TurnRequest,
+        deadline: float | None,
+        *,
+        operation: str = "SendMessage",
+        encode: Encoder | None = None,
+    ) -> CompletedTurn | Replay:
         """The stored turn, or the stored response of the turn this key already ran.
-        `deadline` is on the monotonic clock (None: the caller set none)."""
-        running = await self._begin(tenant_id, turn, "SendMessage", deadline)
+        `deadline` is on the monotonic clock (None: the caller set none). `operation` names
+        the request in the key's fingerprint, `encode` the response stored for replays (the
+        default: SendMessage's)."""
+        running = await self._begin(tenant_id, turn, operation, deadline, encode)
         if isinstance(running, Replay):
             return running
+        return await self._run(running, deadline)
+
+    async def complete(
+        self, tenant_id: str, turn: CompletionTurn, deadline: float | None, encode: Encoder
+    ) -> CompletedTurn | Replay:
+        """A completion outside any session, whole: its result (usage queued for billing), or
+        the stored response of the completion its idempotency key already ran."""
+        running = await self._begin_completion(tenant_id, turn, deadline, encode)
+        if isinstance(running, Replay):
+            return running
+        return await self._run(running, deadline)
+
+    async def stream_complete(
+        self, tenant_id: str, turn: CompletionTurn, deadline: float | None, encode: Encoder
+    ) -> AsyncGenerator[TurnEvent, None] | Replay:
+        """A completion outside any session, streamed as a turn is (stream_message): if the
+        caller goes away mid-stream, what was generated is billed."""
+        running = await self._begin_completion(tenant_id, turn, deadline, encode)
+        if isinstance(running, Replay):
+            return running
+        return self._stream(running, deadline)
+
+    async def _run(self, running: _Running, deadline: float | None) -> CompletedTurn:
+        """Delivers a turn whole, then stores it (or fails it)."""
         try:
             result = await self._engine.deliver(
                 running.request, running.agent.primary_provider, running.agent.fallback_provider, deadline
@@ -196,13 +253,19 @@ class TurnService:
         return await self._store_or_release(running, result, result.completion, MessageStatus.COMPLETE)
 
     async def stream_message(
-        self, tenant_id: str, turn: TurnRequest, deadline: float | None
-    ) -> AsyncIterator[TurnEvent] | Replay:
+        self,
+        tenant_id: str,
+        turn: TurnRequest,
+        deadline: float | None,
+        *,
+        operation: str = "StreamMessage",
+        encode: Encoder | None = None,
+    ) -> AsyncGenerator[TurnEvent, None] | Replay:
         """The events of the turn, or the stored response of the turn this key already ran.
 
         If the caller goes away mid-stream, the reply generated so far is
         stored as TRUNCATED and billed for what was generated."""
-        running = await self._begin(tenant_id, turn, "StreamMessage", deadline)
+        running = await self._begin(tenant_id, turn, operation, deadline, encode)
         if isinstance(running, Replay):
             return running
         return self._stream(running, deadline)
@@ -226,7 +289,7 @@ class TurnService:
     # -- the steps of a turn ----------------------------------------------------------
 
     async def _begin(
-        self, tenant_id: str, turn: TurnRequest, operation: str, deadline: float | None
+        self, tenant_id: str, turn: TurnRequest, operation: str, deadline: float | None, encode: Encoder | None = None
     ) -> _Running | Replay:
         """Claims the key: the turn to run, or the stored response to replay."""
         key = required_key(turn.idempotency_key)
@@ -257,10 +320,17 @@ class TurnService:
             record_id = claimed.record_id
         history = self._history.merge(session_id, known, opened.session.last_seq, opened.history)
         try:
+            if turn.agent_id is not None and turn.agent_id != opened.session.agent_id:
+                raise InvalidArgument(
+                    f"session {turn.session_name} belongs to agent agents/{opened.session.agent_id}",
+                    reason="SESSION_AGENT_MISMATCH",
+                    field_violations=[FieldViolation("model", "must be the agent of the session")],
+                )
             agent = await self._agents.version(
                 tenant_id, opened.session.agent_id, opened.session.agent_version, self._timeout(deadline)
             )
             request = build_prompt(agent, history, turn.content, settings.context_budget_tokens)
+            request = apply_overrides(request, agent, turn.overrides)
             ticket = None
             if self._limits is not None:
                 # Before any provider call: a turn refused here bills nothing and frees its key.
@@ -279,6 +349,50 @@ class TurnService:
             user_time=now,
             content=turn.content,
             voice=turn.voice,
+            encode=encode or self._encode_response,
+            ticket=ticket,
+        )
+
+    async def _begin_completion(
+        self, tenant_id: str, turn: CompletionTurn, deadline: float | None, encode: Encoder
+    ) -> _Running | Replay:
+        """Claims the key when there is one (the common rules: run, replay or refuse), then
+        reads the agent and reserves the limits; nothing is read or written without a key."""
+        key = validate_key(turn.idempotency_key, required=False)
+        now = self._clock()
+        record_id = None
+        if key is not None:
+            settings = self._settings
+            request_fingerprint = fingerprint(COMPLETION_OPERATION, **turn.fingerprint_fields())
+            async with self._turns.transaction(tenant_id) as turns:
+                claimed = await claim(
+                    turns, key, request_fingerprint, now, settings.idempotency_lease, settings.idempotency_ttl
+                )
+            if isinstance(claimed, Replay):
+                return claimed
+            record_id = claimed.record_id
+        try:
+            agent = await self._agents.recent(tenant_id, turn.agent_id, self._timeout(deadline))
+            request = apply_overrides(completion_prompt(agent, turn.messages), agent, turn.overrides)
+            ticket = None
+            if self._limits is not None:
+                # Before any provider call: a completion refused here bills nothing and frees its key.
+                request, ticket = await self._limits.start(tenant_id, agent, request, None)
+        except BaseException:
+            await asyncio.shield(self._release_key(tenant_id, record_id))
+            raise
+        return _Running(
+            tenant_id=tenant_id,
+            session=None,
+            agent=agent,
+            request=request,
+            key=key,
+            record_id=record_id,
+            user_message_id=new_id(MESSAGE_ID_PREFIX),
+            user_time=now,
+            content="",
+            voice=None,
+            encode=encode,
             ticket=ticket,
         )
 
@@ -426,12 +540,13 @@ class TurnService:
             await self._store(running, result, completion, MessageStatus.TRUNCATED)
         except ClaimLost:
             return  # the retry that took the key over stores its own turn
-        log.info("stored a reply truncated by the caller leaving", extra={"session": running.session.id})
+        session = running.session.id if running.session else None
+        log.info("stored a reply truncated by the caller leaving", extra={"session": session})
 
     def _user_message(self, running: _Running, status: MessageStatus) -> Message:
         return Message(
             id=running.user_message_id,
-            session_id=running.session.id,
+            session_id=running.session.id if running.session else "",
             role=Role.USER,
             content=running.content,
             status=status,
@@ -442,13 +557,19 @@ class TurnService:
     async def _fail(self, running: _Running, result: DeliveryResult) -> NoReturn:
         """Keeps the user message as failed, bills nothing, frees the key, and raises. A request
         whose claim was taken over stores nothing: the retry that holds the key keeps the turn."""
-        now = self._clock()
-        async with self._turns.transaction(running.tenant_id) as turns:
-            last_seq = await turns.fail_turn(running.record_id, self._user_message(running, MessageStatus.FAILED), now)
+        if running.session is None:
+            # A completion outside any session keeps no message: it only frees its key.
+            await self._release_key(running.tenant_id, running.record_id)
+        else:
+            assert running.record_id is not None  # a turn in a session always holds its key
+            async with self._turns.transaction(running.tenant_id) as turns:
+                last_seq = await turns.fail_turn(
+                    running.record_id, self._user_message(running, MessageStatus.FAILED), self._clock()
+                )
+            if last_seq is not None:
+                self._history.extend(running.session.id, last_seq, 1, ())
         tried = result.attempts[-1].provider if result.attempts else running.agent.primary_provider
         TURNS.labels(running.channel.name.lower(), "failed", tried).inc()
-        if last_seq is not None:
-            self._history.extend(running.session.id, last_seq, 1, ())
         await self._release_limits(running)
         raise ProvidersExhausted(result)
 
@@ -473,9 +594,10 @@ class TurnService:
         now = self._clock()
         if status is MessageStatus.COMPLETE and completion.truncated:
             status = MessageStatus.TRUNCATED
+        session = running.session
         reply = Message(
             id=new_id(MESSAGE_ID_PREFIX),
-            session_id=running.session.id,
+            session_id=session.id if session else "",
             role=Role.ASSISTANT,
             content=completion.text,
             status=status,
@@ -500,8 +622,8 @@ class TurnService:
             tenant_id=running.tenant_id,
             agent_id=running.agent.agent_id,
             agent_version=running.agent.version,
-            session_id=running.session.id,
-            message_name=reply.name,
+            session_id=session.id if session else "",
+            message_name=reply.name if session else "",
             channel=running.channel,
             provider=result.provider,
             model=result.model,
@@ -512,17 +634,25 @@ class TurnService:
         event = OutboxEntry(record.event_id, self._encode_usage_event(record), now)
         remember_trace(record.event_id)  # the relay's batch continues this turn's trace
         messages = (turn.user_message, reply)
-        turn = replace(turn, stored_response=self._encode_response(turn))
+        turn = replace(turn, stored_response=running.encode(turn))
+        last_seq = None
         async with self._turns.transaction(running.tenant_id) as turns:
-            last_seq = await turns.store_turn(running.record_id, turn.stored_response, messages, event, now)
-        if last_seq is None:
+            if session is None:
+                stored = await turns.store_completion(running.record_id, turn.stored_response, event)
+            else:
+                assert running.record_id is not None  # a turn in a session always holds its key
+                last_seq = await turns.store_turn(running.record_id, turn.stored_response, messages, event, now)
+                stored = last_seq is not None
+        if not stored:
             await self._release_limits(running)
-            raise ClaimLost(running.key)
+            raise ClaimLost(running.key or "")
         if self._limits is not None:
             await self._limits.finish(running.ticket, usage)
         TURNS.labels(running.channel.name.lower(), status.name.lower(), result.provider).inc()
+        if session is None or last_seq is None:
+            return turn
         self._history.extend(
-            running.session.id,
+            session.id,
             last_seq,
             len(messages),
             [
@@ -541,6 +671,8 @@ class TurnService:
         if self._limits is not None:
             await self._limits.release(running.ticket)
 
-    async def _release_key(self, tenant_id: str, record_id: str) -> None:
+    async def _release_key(self, tenant_id: str, record_id: str | None) -> None:
+        if record_id is None:
+            return
         async with self._turns.transaction(tenant_id) as turns:
             await turns.release(record_id)
