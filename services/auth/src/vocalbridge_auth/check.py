@@ -7,6 +7,10 @@ is validated strictly (see routes.py). Check finds the key by its public
 prefix, compares digests, applies the method's required scope, and on success
 sets the one identity header the services trust. Key lookups are cached for a
 short TTL: a revoked key is refused at most that long after revocation.
+
+A refused request of the OpenAI-compatible API (a JSON request on one of its routes) also
+gets its error in OpenAI's shape, in the `x-vb-openai-error` header that the edge puts into
+the body there, so OpenAI's SDKs raise their own exception types for 401, 403 and 429 too.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from vocalbridge_common.headers import API_KEY_HEADER, AUTHORIZATION_HEADER, IDE
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.limits.cache import TenantLimitsCache
 from vocalbridge_common.limits.limiter import Limiter
+from vocalbridge_common.openai_errors import OPENAI_METHOD_PREFIX, openai_error_headers
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +212,17 @@ class AuthorizationServicer:
             rate_headers = await self._limit(principal)
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
-            return self._deny(to_rpc_status(error, request_id), grpc_client=_is_grpc(headers), extra=error.headers)
+            return self._deny(
+                to_rpc_status(error, request_id), grpc_client=_is_grpc(headers), extra=self._headers_of(error, http)
+            )
         except Exception:
             log.exception("key check failed")
             unavailable = Unavailable("authentication is temporarily unavailable")
-            return self._deny(to_rpc_status(unavailable, request_id), grpc_client=_is_grpc(headers))
+            return self._deny(
+                to_rpc_status(unavailable, request_id),
+                grpc_client=_is_grpc(headers),
+                extra=self._headers_of(unavailable, http),
+            )
         allowed = self._allow(principal)
         if not rate_headers:
             return allowed
@@ -220,6 +231,18 @@ class AuthorizationServicer:
         response.CopyFrom(allowed)
         response.ok_response.response_headers_to_add.extend(_header_options(rate_headers))
         return response
+
+    def _headers_of(
+        self, error: DomainError, http: attribute_context_pb2.AttributeContext.HttpRequest
+    ) -> Mapping[str, str]:
+        """The headers a denial carries: the error's own, and on a JSON request of the
+        OpenAI-compatible API its OpenAI rendering (only denials pay for the route lookup)."""
+        if _is_grpc(http.headers):
+            return error.headers
+        route = self._routes.match(http.method, http.path)
+        if route is None or not route.full_method.startswith(OPENAI_METHOD_PREFIX):
+            return error.headers
+        return {**error.headers, **openai_error_headers(error)}
 
     async def _limit(self, principal: Principal) -> dict[str, str]:
         """Notes the key's use and charges the request to the tenant's and the key's rate

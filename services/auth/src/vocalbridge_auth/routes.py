@@ -7,6 +7,10 @@ them silently; a demanding client wants a 400 for a typo instead. Check sees
 the original request (ext_authz runs before the transcoder, with the body),
 so it parses the body against the request message with unknown fields
 refused, and reports every problem as a BadRequest field violation.
+
+A route whose body is a `google.api.HttpBody` (the OpenAI-compatible API) takes raw
+bytes, not the protobuf JSON mapping: there is nothing for Check to parse, and the
+service reads and validates the body itself before any side effect.
 """
 
 from __future__ import annotations
@@ -41,12 +45,16 @@ _WELL_KNOWN = {
 }
 
 
+# A body bound to this message is raw bytes (OpenAI's JSON, for example), not protobuf JSON.
+HTTP_BODY = "google.api.HttpBody"
+
+
 @dataclass(frozen=True)
 class Route:
     http_method: str
     pattern: re.Pattern[str]
     full_method: str  # /package.Service/Method
-    body_type: descriptor.Descriptor | None  # what the JSON body must parse as; None: no body
+    body_type: descriptor.Descriptor | None  # what the JSON body must parse as; None: nothing to parse
     body_prefix: str  # the request field the body fills ("" for body "*")
     template: str = ""  # the HTTP rule's path template
 
@@ -105,6 +113,8 @@ def build_routes(service_files: list[descriptor.FileDescriptor]) -> list[Route]:
                 elif rule.body:
                     field = method.input_type.fields_by_name[rule.body]
                     body_type, prefix = field.message_type, rule.body
+                if body_type is not None and body_type.full_name == HTTP_BODY:
+                    body_type = None  # raw bytes: the service validates them
                 routes.append(
                     Route(
                         verb.upper(),
