@@ -26,6 +26,7 @@ from vocalbridge_edge import (
     http_services,
     k8s_params,
     local_params,
+    openai_routes,
 )
 from vocalbridge_edge.params import DEFAULT_SERVICES
 
@@ -79,7 +80,32 @@ def test_the_identity_header_is_stripped_and_errors_carry_the_services_domain():
 
 def test_every_transcoded_service_is_one_of_the_topologys():
     for name in DEFAULT_SERVICES:
-        assert name.split(".")[1] in topology.SERVICES, name
+        package = name.split(".")[1]
+        assert topology.SERVED_PACKAGES.get(package, package) in topology.SERVICES, name
+
+
+def test_the_openai_routes_are_the_openai_packages_http_paths():
+    """The paths the edge gives raw bodies and OpenAI's error shape are exactly the HTTP rules of
+    vocalbridge.openai.v1, and its gRPC methods route to the service that serves the package."""
+    fds = descriptor_pb2.FileDescriptorSet()
+    fds.ParseFromString(DESCRIPTOR_SET.read_bytes())
+    paths = {
+        getattr(rule, rule.WhichOneof("pattern"))
+        for file in fds.file
+        if file.package == f"vocalbridge.{openai_routes.PACKAGE}.v1"
+        for service in file.service
+        for method in service.method
+        for rule in [method.options.Extensions[annotations_pb2.http]]
+    }
+    assert paths == set(openai_routes.PATHS)
+    routes = {
+        r["name"]: r for r in _manager(build_envoy_config(local_params()))["route_config"]["virtual_hosts"][0]["routes"]
+    }
+    assert routes["openai"]["match"] == {"prefix": "/vocalbridge.openai.v1."}
+    assert routes["openai"]["route"]["cluster"] == topology.SERVED_PACKAGES["openai"] == "conversation"
+    for path in openai_routes.PATHS:
+        (route,) = [r for r in routes.values() if r["match"] == {"path": path}]
+        assert route["typed_per_filter_config"]["envoy.filters.http.lua"]["disabled"] is False
 
 
 def test_the_stack_runner_starts_every_service_of_the_topology():

@@ -9,7 +9,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from vocalbridge_common.topology import CONSOLE_PORT, EDGE_ADMIN_PORT, EDGE_METRICS_PORT, EDGE_PORT, SERVICE_PORTS
+from vocalbridge_common.topology import (
+    CONSOLE_PORT,
+    EDGE_ADMIN_PORT,
+    EDGE_METRICS_PORT,
+    EDGE_PORT,
+    SERVED_PACKAGES,
+    SERVICE_PORTS,
+)
 
 MIB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -18,13 +25,15 @@ DEFAULT_DESCRIPTOR_SET = str(REPO_ROOT / "gen" / "vocalbridge.pb")
 K8S_DESCRIPTOR_SET = "/etc/vocalbridge/vocalbridge.pb"
 
 # Transcoded gRPC services (HTTP/JSON → gRPC), by full name. Each name's second segment is an
-# upstream (topology.SERVICES): /vocalbridge.<name>.v1.* routes to the cluster of that name.
+# upstream (topology.SERVICES): /vocalbridge.<name>.v1.* routes to the cluster of that name; or a
+# package another upstream serves (topology.SERVED_PACKAGES: vocalbridge.openai.v1 → conversation).
 DEFAULT_SERVICES = (
     "vocalbridge.auth.v1.AuthService",
     "vocalbridge.agents.v1.AgentService",
     "vocalbridge.conversation.v1.ConversationService",
     "vocalbridge.billing.v1.BillingService",
     "vocalbridge.voice.v1.VoiceService",
+    "vocalbridge.openai.v1.OpenAIService",
 )
 
 # Upstreams whose RPCs run a whole turn (provider calls with retries and fallback, STT/TTS,
@@ -32,6 +41,8 @@ DEFAULT_SERVICES = (
 DEFAULT_ROUTE_TIMEOUT_S = 60.0
 SLOW_ROUTE_TIMEOUT_S = 300.0
 SLOW_UPSTREAMS = ("conversation", "voice")
+# The OpenAI-compatible API: OpenAI's SDKs wait up to 600 s for a completion by default.
+OPENAI_ROUTE_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +58,7 @@ def _local_upstreams() -> Mapping[str, Upstream]:
 
 
 def _slow_route_timeouts() -> Mapping[str, float]:
-    return dict.fromkeys(SLOW_UPSTREAMS, SLOW_ROUTE_TIMEOUT_S)
+    return {**dict.fromkeys(SLOW_UPSTREAMS, SLOW_ROUTE_TIMEOUT_S), "openai": OPENAI_ROUTE_TIMEOUT_S}
 
 
 @dataclass(frozen=True)
@@ -75,8 +86,11 @@ class EnvoyParams:
     # Transcoded (JSON) responses above this fail; base64 reply audio is the big one.
     max_response_bytes: int = 8 * MIB
     cors_allowed_origins: tuple[str, ...] = ()
-    # Route timeout per upstream; gRPC clients' own deadlines (grpc-timeout) apply when shorter.
+    # Route timeout per upstream or served package; gRPC clients' own deadlines (grpc-timeout)
+    # apply when shorter. A served package without one of its own gets its upstream's.
     route_timeouts_s: Mapping[str, float] = field(default_factory=_slow_route_timeouts)
+    # Proto packages served by an upstream of another name: `vocalbridge.<package>.v1.*` → upstream.
+    served_packages: Mapping[str, str] = field(default_factory=lambda: dict(SERVED_PACKAGES))
     default_route_timeout_s: float = DEFAULT_ROUTE_TIMEOUT_S
     # Active gRPC health checks (grpc.health.v1) against every upstream host.
     health_checks: bool = False
@@ -107,6 +121,7 @@ class EnvoyParams:
         object.__setattr__(self, "cors_allowed_origins", tuple(self.cors_allowed_origins))
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
         object.__setattr__(self, "route_timeouts_s", MappingProxyType(dict(self.route_timeouts_s)))
+        object.__setattr__(self, "served_packages", MappingProxyType(dict(self.served_packages)))
 
 
 def local_params(**overrides: Any) -> EnvoyParams:

@@ -21,13 +21,22 @@ from vocalbridge_common.headers import (
     IDEMPOTENT_REPLAYED_HEADER,
     IDENTITY_HEADER,
     REQUEST_ID_HEADER,
+    SESSION_HEADER,
 )
+from vocalbridge_edge import openai_routes
 from vocalbridge_edge.params import EnvoyParams, Upstream
 
 # A piece of Envoy configuration, as JSON-shaped data.
 Config = dict[str, Any]
 
-CORS_ALLOW_HEADERS = (AUTHORIZATION_HEADER, API_KEY_HEADER, "content-type", IDEMPOTENCY_KEY_HEADER, REQUEST_ID_HEADER)
+CORS_ALLOW_HEADERS = (
+    AUTHORIZATION_HEADER,
+    API_KEY_HEADER,
+    "content-type",
+    IDEMPOTENCY_KEY_HEADER,
+    REQUEST_ID_HEADER,
+    SESSION_HEADER,
+)
 CORS_EXPOSE_HEADERS = (IDEMPOTENT_REPLAYED_HEADER, REQUEST_ID_HEADER)
 CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
 # The request id in Envoy's substitution format (%REQ(...)%) for log lines and error bodies.
@@ -36,6 +45,7 @@ REQUEST_ID = f"%REQ({REQUEST_ID_HEADER.upper()})%"
 # Filter names; the same strings key the per-route configs below.
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 CORS = "envoy.filters.http.cors"
+LUA = "envoy.filters.http.lua"
 BUFFER = "envoy.filters.http.buffer"
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
@@ -263,7 +273,20 @@ def _http_filters(p: EnvoyParams) -> list[Config]:
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
         },
         {
-            # 3. Body size limit for JSON requests. The transcoder's own max_request_body_size
+            # 3. Errors in OpenAI's shape on the OpenAI-compatible routes only (openai_routes.py):
+            #    off by default, enabled by the routes of those paths. It sits before ext_authz
+            #    and the body limit so that their refusals pass through it on the way out.
+            "name": LUA,
+            "disabled": True,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                "source_codes": {
+                    openai_routes.LUA_CODE_NAME: {"inline_string": openai_routes.lua_source(_openai_local_replies(p))}
+                },
+            },
+        },
+        {
+            # 4. Body size limit for JSON requests. The transcoder's own max_request_body_size
             #    bounds only what it holds unparsed at once: over HTTP/1.1 a 1.1 MB body is
             #    refused, over HTTP/2 (16 KB frames) it is not. This filter counts the whole
             #    body. It is off by default and enabled only on the route JSON requests match
@@ -276,7 +299,7 @@ def _http_filters(p: EnvoyParams) -> list[Config]:
             },
         },
         {
-            # 4. Authentication, per-RPC authorisation and strict JSON validation by auth.Check
+            # 5. Authentication, per-RPC authorisation and strict JSON validation by auth.Check
             #    (fail closed). It runs before the transcoder so that it sees what the client
             #    sent: the gRPC method of a gRPC call, or the HTTP method, path and JSON body of
             #    a JSON request (the body only on the JSON route, see _route_config). The
@@ -285,7 +308,7 @@ def _http_filters(p: EnvoyParams) -> list[Config]:
             "typed_config": _ext_authz(p),
         },
         {
-            # 5. JSON/HTTP → gRPC. Rewrites :path to /<package>.<Service>/<Method> and clears the
+            # 6. JSON/HTTP → gRPC. Rewrites :path to /<package>.<Service>/<Method> and clears the
             #    route cache, so the request is routed by its gRPC method for every client.
             "name": TRANSCODER,
             "typed_config": _transcoder(p),
@@ -365,8 +388,12 @@ def _route_config(p: EnvoyParams) -> Config:
             }
             for name, match in CONSOLE_ROUTES
         )
-    for name in p.upstreams:
-        timeout_s = p.route_timeouts_s.get(name, p.default_route_timeout_s)
+    # Each upstream's own package, then the packages an upstream serves besides (the OpenAI API).
+    packages = [(name, name) for name in p.upstreams] + [
+        (package, upstream) for package, upstream in p.served_packages.items() if upstream in p.upstreams
+    ]
+    for name, cluster in packages:
+        timeout_s = p.route_timeouts_s.get(name, p.route_timeouts_s.get(cluster, p.default_route_timeout_s))
         timeout = _duration(timeout_s)
         route: Config = {
             "name": name,
@@ -375,7 +402,7 @@ def _route_config(p: EnvoyParams) -> Config:
             # grpc.health.v1.Health match no route, so they are unreachable from outside.
             "match": {"prefix": f"/vocalbridge.{name}.v1."},
             "route": {
-                "cluster": name,
+                "cluster": cluster,
                 # The time limit of a call. (With max_stream_duration set, the route "timeout"
                 # is not used.) A gRPC client's grpc-timeout is honoured, capped at the route's
                 # limit; JSON requests get the route's limit. 0 means no limit.
@@ -396,7 +423,36 @@ def _route_config(p: EnvoyParams) -> Config:
                     "append_action": "ADD_IF_ABSENT",
                 }
             ]
+        if name == openai_routes.PACKAGE:
+            # A transcoded request's response is encoded after it was routed here: the Lua filter
+            # (enabled by the paths' routes below) finds its code on this route. A native gRPC
+            # client's response passes through it unchanged. No stream may idle past the limit
+            # either (a completion is silent until its provider answers).
+            route["typed_per_filter_config"] = {LUA: _lua_per_route()}
+            route["route"]["idle_timeout"] = timeout
         routes.append(route)
+    if openai_routes.PACKAGE in p.served_packages:
+        # The OpenAI-compatible API's HTTP paths, before transcoding: raw bodies (Check reads no
+        # body: the service validates it), the body limit, and OpenAI's error shape (Lua).
+        routes.extend(
+            {
+                "name": f"openai_{path.rsplit('/', 1)[-1]}",
+                "match": {"path": path},
+                "route": {"cluster": NO_CLUSTER, "cluster_not_found_response_code": "NOT_FOUND"},
+                "typed_per_filter_config": {
+                    LUA: {
+                        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                        "disabled": False,
+                        "config": _lua_per_route(),
+                    },
+                    BUFFER: {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "buffer": {"max_request_bytes": p.max_request_bytes},
+                    },
+                },
+            }
+            for path in openai_routes.PATHS
+        )
     routes.append(
         {
             # JSON requests match this route first, before the transcoder rewrites their path: here
@@ -444,6 +500,13 @@ def _cors_policy(origins: Iterable[str]) -> Config:
     }
 
 
+def _lua_per_route() -> Config:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+        "name": openai_routes.LUA_CODE_NAME,
+    }
+
+
 def _bypass(*filters: str) -> Config:
     config: Config = {}
     for name in filters:
@@ -483,6 +546,20 @@ _LOCAL_REPLIES = (
     (503, None, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; try again later.", None),
     (504, None, 4, "DEADLINE_EXCEEDED", "The service did not answer in time.", None),
 )
+
+
+def _openai_local_replies(p: EnvoyParams) -> list[tuple[int, str, str]]:
+    """Envoy's own replies (_LOCAL_REPLIES) as the OpenAI-compatible routes word them: the same
+    reasons, without Envoy's substitutions (the Lua filter writes the body as it is). On those
+    routes a 400 of Envoy's is about the query or the path: the body is raw bytes."""
+    plain = {
+        400: "Invalid request: the query or the path is not what this method accepts.",
+        413: f"The request is larger than the gateway accepts (at most {p.max_request_bytes} bytes).",
+        500: "The gateway could not complete the request.",
+    }
+    return [
+        (status, reason, plain.get(status) or message or reason) for status, _, _, reason, message, _ in _LOCAL_REPLIES
+    ]
 
 
 def _local_reply_config(p: EnvoyParams) -> Config:
@@ -739,11 +816,15 @@ def _check(p: EnvoyParams) -> None:
         raise ValueError(f"authz_upstream {p.authz_upstream!r} is not one of the upstreams {sorted(p.upstreams)}")
     if not p.services:
         raise ValueError("no services to transcode")
+    for package, upstream in p.served_packages.items():
+        if package in p.upstreams or upstream not in p.upstreams:
+            raise ValueError(f"package {package!r} must be served by one of the upstreams {sorted(p.upstreams)}")
     for service in p.services:
         parts = service.split(".")
-        if len(parts) != 4 or parts[0] != "vocalbridge" or parts[1] not in p.upstreams:
+        if len(parts) != 4 or parts[0] != "vocalbridge" or parts[1] not in (*p.upstreams, *p.served_packages):
             raise ValueError(
                 f"service {service!r} is not vocalbridge.<upstream>.v1.<Service> with an upstream in {sorted(p.upstreams)}"
+                f" (or a package one serves: {sorted(p.served_packages)})"
             )
     if p.max_request_bytes <= 0 or p.max_response_bytes <= 0:
         raise ValueError("max_request_bytes and max_response_bytes must be positive")
