@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from tests.support import error_reason
+from vocalbridge.conversation.v1 import conversation_service_pb2
 from vocalbridge_common.context import current_identity
 from vocalbridge_common.errors import NotFound
 from vocalbridge_common.server import start_grpc_server
@@ -44,6 +45,21 @@ async def _echo(requests, context):
         yield current_identity().tenant_id.encode() + b":" + message
 
 
+# Requests the typed handlers below ran with: a refused request must never reach one.
+HANDLED: list[object] = []
+
+
+async def _send(request, context):
+    HANDLED.append(request)
+    return conversation_service_pb2.SendMessageResponse()
+
+
+async def _send_each(requests, context):
+    async for request in requests:
+        HANDLED.append(request)
+        yield conversation_service_pb2.StreamVoiceTurnResponse()
+
+
 def _register(server):
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(fn, request_deserializer=None, response_serializer=None)
@@ -51,6 +67,17 @@ def _register(server):
     }
     handlers["Count"] = grpc.stream_unary_rpc_method_handler(_count)
     handlers["Echo"] = grpc.stream_stream_rpc_method_handler(_echo)
+    # Handlers with real request types (conversation's), as a service registers them.
+    handlers["Send"] = grpc.unary_unary_rpc_method_handler(
+        _send,
+        request_deserializer=conversation_service_pb2.SendMessageRequest.FromString,
+        response_serializer=conversation_service_pb2.SendMessageResponse.SerializeToString,
+    )
+    handlers["SendEach"] = grpc.stream_stream_rpc_method_handler(
+        _send_each,
+        request_deserializer=conversation_service_pb2.StreamVoiceTurnRequest.FromString,
+        response_serializer=conversation_service_pb2.StreamVoiceTurnResponse.SerializeToString,
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Probe", handlers),))
 
 
@@ -220,3 +247,140 @@ async def test_streaming_rpcs_log_one_request_line(channel, as_tenant, method, k
     assert [(e["method"], e["status"], e["request_id"], e["tenant"]) for e in lines] == [
         (method, expected_status, f"req-{kind}", "ten_log")
     ]
+
+
+class _Lines:
+    """The JSON lines every logger writes while the block runs (the request log and any error)."""
+
+    def __init__(self) -> None:
+        import io
+
+        from vocalbridge_common.logging import JsonFormatter
+
+        self.stream = io.StringIO()
+        self.handler = logging.StreamHandler(self.stream)
+        self.handler.setFormatter(JsonFormatter("probe"))
+
+    def __enter__(self) -> _Lines:
+        root = logging.getLogger()
+        self.level = root.level
+        root.addHandler(self.handler)
+        root.setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self.handler)
+        root.setLevel(self.level)
+
+    def entries(self) -> list[dict]:
+        import json
+
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+
+# Bytes no request type decodes: a field 2 (content, a string) of length 2 holding invalid UTF-8,
+# and a length that runs past the end of the message.
+MALFORMED = [b"\x12\x02\xff\xfe", b"\x12\x7fshort", b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"]
+
+
+@pytest.mark.parametrize("raw", MALFORMED)
+@pytest.mark.parametrize("with_identity", [True, False])
+async def test_malformed_protobuf_is_invalid_argument_with_a_request_line_and_no_traceback(
+    channel, as_tenant, raw, with_identity
+):
+    HANDLED.clear()
+    metadata = (*(as_tenant("ten_m", ("write",)) if with_identity else ()), ("x-request-id", "req-bad"))
+    with _Lines() as lines, pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/test.Probe/Send")(raw, metadata=metadata)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert error_reason(caught.value) == "INVALID_REQUEST_BODY"
+    assert "parsing" not in caught.value.details().lower()
+    assert HANDLED == []
+    entries = lines.entries()
+    assert [(e["msg"], e["method"], e["status"]) for e in entries] == [
+        ("request", "/test.Probe/Send", "INVALID_ARGUMENT")
+    ], entries
+    assert not any("exception" in e or e["level"] == "ERROR" for e in entries)
+
+
+async def test_malformed_message_in_a_client_stream_is_invalid_argument(channel, as_tenant):
+    HANDLED.clear()
+    good = conversation_service_pb2.StreamVoiceTurnRequest(
+        turn=conversation_service_pb2.VoiceTurnStart(session="sessions/s1", content="hello")
+    ).SerializeToString()
+    with _Lines() as lines, pytest.raises(grpc.aio.AioRpcError) as caught:
+        call = channel.stream_stream("/test.Probe/SendEach")(
+            _stream_of(good, MALFORMED[0], good), metadata=as_tenant("ten_m", ("write",))
+        )
+        [reply async for reply in call]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "INVALID_REQUEST_BODY"
+    assert len(HANDLED) == 1  # the good first message only
+    assert [e["status"] for e in lines.entries()] == ["INVALID_ARGUMENT"]
+
+
+async def test_malformed_health_check_is_invalid_argument_and_a_good_one_is_quiet(channel):
+    with _Lines() as lines:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary("/grpc.health.v1.Health/Check")(MALFORMED[1])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        ok = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="test.Probe"))
+        assert ok.status == health_pb2.HealthCheckResponse.SERVING
+    assert [(e["method"], e["status"]) for e in lines.entries()] == [
+        ("/grpc.health.v1.Health/Check", "INVALID_ARGUMENT")
+    ]
+
+
+async def test_health_watch_still_streams_through_the_guard(channel):
+    call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="test.Probe"))
+    first = await call.read()
+    call.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("poem\u0000please", "NUL"), ("x" * 1_000_001, "at most 1000000 characters")],
+)
+async def test_unstorable_text_is_refused_before_the_handler(channel, as_tenant, content, problem):
+    HANDLED.clear()
+    request = conversation_service_pb2.SendMessageRequest(session="sessions/s1", content=content)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await channel.unary_unary("/test.Probe/Send")(
+            request.SerializeToString(), metadata=as_tenant("ten_t", ("write",))
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "INVALID_ARGUMENT"
+    status = rpc_status.from_call(caught.value)
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in status.details)
+    assert [v.field for v in bad_request.field_violations] == ["content"]
+    assert problem in bad_request.field_violations[0].description
+    assert HANDLED == []
+    # What the error echoes stays small whatever the input's size.
+    assert len(caught.value.details()) < 1000
+
+
+async def test_unstorable_text_in_a_client_stream_and_a_good_request_passes(channel, as_tenant):
+    HANDLED.clear()
+    ok = conversation_service_pb2.SendMessageRequest(session="sessions/s1", content="poem please")
+    await channel.unary_unary("/test.Probe/Send")(ok.SerializeToString(), metadata=as_tenant("ten_t", ("write",)))
+    assert [r.content for r in HANDLED] == ["poem please"]
+    HANDLED.clear()
+    bad = conversation_service_pb2.StreamVoiceTurnRequest(
+        turn=conversation_service_pb2.VoiceTurnStart(
+            session="sessions/s\u0000", content="hi", voice=conversation_service_pb2.VoiceTurn(speech_provider="p")
+        )
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        call = channel.stream_stream("/test.Probe/SendEach")(
+            _stream_of(bad.SerializeToString()), metadata=as_tenant("ten_t", ("write",))
+        )
+        [reply async for reply in call]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in status.details)
+    assert [v.field for v in bad_request.field_violations] == ["turn.session"]
+    assert HANDLED == []

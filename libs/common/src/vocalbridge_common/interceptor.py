@@ -1,8 +1,11 @@
 """The one server interceptor every service runs.
 
 Per call, whatever its kind (unary or streaming in either direction), it:
-assigns the request id (Envoy's x-request-id, or a new one), verifies the
-signed identity header and the scope the method needs, maps domain errors to
+assigns the request id (Envoy's x-request-id, or a new one), refuses a request
+that does not decode (INVALID_ARGUMENT, logged as one request line, no stack
+trace), verifies the signed identity header and the scope the method needs,
+refuses text that cannot be stored (validation.request_violations) before the
+handler runs, maps domain errors to
 rich google.rpc.Status, hides unexpected exceptions behind INTERNAL with a
 logged stack trace, writes one JSON log line, and records the call's duration by
 method and status code (vocalbridge_common.metrics.REQUEST_SECONDS).
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 import uuid
@@ -20,15 +24,25 @@ from contextvars import ContextVar, Token
 from typing import Any, cast
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 from prometheus_client import Histogram
 
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.context import identity_token_var, identity_var, request_id_var
-from vocalbridge_common.errors import DomainError, PermissionDenied, Unauthenticated, status_for
+from vocalbridge_common.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    invalid_fields,
+    status_for,
+)
 from vocalbridge_common.headers import IDENTITY_HEADER, REQUEST_ID_HEADER
 from vocalbridge_common.identity import IdentitySigner, InvalidIdentity
 from vocalbridge_common.metrics import REQUEST_SECONDS
+from vocalbridge_common.validation import request_violations
 
 log = logging.getLogger("vocalbridge.request")
 
@@ -45,6 +59,56 @@ Context = grpc.aio.ServicerContext[Any, Any]
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 _Reset = list[tuple[ContextVar[Any], Token[Any]]]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Undecodable:
+    """What a request that failed to decode becomes: grpc deserializes before any interceptor
+    code runs, and an exception there would reach the client as UNKNOWN with the parser's
+    message, after grpc logs a stack trace. The guarded handler refuses it instead."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - whatever the parser raises, the request is malformed
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _undecodable() -> InvalidArgument:
+    return InvalidArgument(
+        "the request body is not a valid protobuf message of this method's request type",
+        reason="INVALID_REQUEST_BODY",
+        field_violations=[FieldViolation("body", "does not decode as this method's request message")],
+    )
+
+
+def _check_request(request: Any) -> None:
+    """Refuses a request that did not decode or carries text that cannot be stored."""
+    if request is _UNDECODABLE:
+        raise _undecodable()
+    if isinstance(request, Message):
+        violations = request_violations(request)
+        if violations:
+            raise invalid_fields(violations)
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client stream whose every message is checked as it arrives."""
+    async for request in requests:
+        _check_request(request)
+        yield request
 
 
 class _MethodTimer:
@@ -82,8 +146,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method = handler_call_details.method
-        if method.startswith(PUBLIC_METHOD_PREFIXES):
-            return handler
         known = self._guarded.get(method)
         if known is not None and known[0] is handler:
             return known[1]
@@ -94,7 +156,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _guard(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         timer = _MethodTimer(method)
         codecs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         # grpc.aio handlers are coroutine functions and async generators, whatever the stubs say.
@@ -102,23 +164,36 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             unary = cast(UnaryBehavior, handler.unary_unary)
             return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, timer, unary), **codecs)
         if handler.unary_stream:
+            if not inspect.isasyncgenfunction(handler.unary_stream):
+                # It writes its responses with context.write (grpc's health Watch): one awaited call.
+                writer = cast(UnaryBehavior, handler.unary_stream)
+                return grpc.unary_stream_rpc_method_handler(self._wrap_unary(method, timer, writer), **codecs)
             stream = cast(StreamBehavior, handler.unary_stream)
             return grpc.unary_stream_rpc_method_handler(self._wrap_stream(method, timer, stream), **codecs)
         if handler.stream_unary:
             unary = cast(UnaryBehavior, handler.stream_unary)
             return grpc.stream_unary_rpc_method_handler(self._wrap_unary(method, timer, unary), **codecs)
         if handler.stream_stream:
+            if not inspect.isasyncgenfunction(handler.stream_stream):
+                writer = cast(UnaryBehavior, handler.stream_stream)
+                return grpc.stream_stream_rpc_method_handler(self._wrap_unary(method, timer, writer), **codecs)
             stream = cast(StreamBehavior, handler.stream_stream)
             return grpc.stream_stream_rpc_method_handler(self._wrap_stream(method, timer, stream), **codecs)
         # A handler of no known kind would run unguarded: refuse to serve it at all.
         raise RuntimeError(f"{method}: handler of an unknown kind cannot be guarded")
 
-    def _enter(self, method: str, context: Context, reset: _Reset) -> None:
-        """Sets the call's context variables (recorded in `reset`) and checks identity and scope."""
+    def _public(self, method: str) -> bool:
+        return method in self._public_methods or method.startswith(PUBLIC_METHOD_PREFIXES)
+
+    def _enter(self, method: str, context: Context, reset: _Reset, request: Any) -> None:
+        """Sets the call's context variables (recorded in `reset`), refuses a request that did not
+        decode (whoever sent it), then checks identity and scope, then the request's text."""
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         reset.append((request_id_var, request_id_var.set(request_id)))
-        if method in self._public_methods:
+        if request is _UNDECODABLE:
+            raise _undecodable()
+        if self._public(method):
             return
         token = metadata.get(IDENTITY_HEADER)
         try:
@@ -134,6 +209,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 reason="SCOPE_INSUFFICIENT",
                 metadata={"requiredScope": needed},
             )
+        _check_request(request)
 
     @staticmethod
     def _leave(reset: _Reset) -> None:
@@ -162,13 +238,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(grpc_status.code, grpc_status.details, trailing)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, timer: _MethodTimer, context: Context) -> AsyncIterator[None]:
-        """One call's scope, the same for every RPC kind: context in, errors mapped, one log line out."""
+    async def _call(self, method: str, timer: _MethodTimer, context: Context, request: Any) -> AsyncIterator[None]:
+        """One call's scope, the same for every RPC kind: context in, errors mapped, one log line out
+        (for the infrastructure methods, health and reflection, only when they fail)."""
         started = time.perf_counter()
         reset: _Reset = []
         code = grpc.StatusCode.OK
         try:
-            self._enter(method, context, reset)
+            self._enter(method, context, reset, request)
             yield
         except grpc.aio.AbortError:
             code = context.code() or grpc.StatusCode.UNKNOWN
@@ -181,7 +258,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             await self._fail(context, error, request_id_var.get(), method)
         finally:
             seconds = time.perf_counter() - started
-            self._log(method, code, seconds)
+            if code is not grpc.StatusCode.OK or not method.startswith(PUBLIC_METHOD_PREFIXES):
+                self._log(method, code, seconds)
             timer.observe(code, seconds)
             self._leave(reset)
 
@@ -189,8 +267,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         """For handlers that return one response: unary-unary and stream-unary."""
 
         async def behavior(request: Any, context: Context) -> Any:
-            async with self._call(method, timer, context):
-                return await inner(request, context)
+            # A client stream's messages are checked as they arrive; a single request, on entry.
+            single = not isinstance(request, AsyncIterator)
+            async with self._call(method, timer, context, request if single else None):
+                return await inner(request if single else _checked(request), context)
             return None  # unreachable: the scope re-raises or aborts
 
         return behavior
@@ -199,8 +279,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         """For handlers that yield responses: unary-stream and stream-stream."""
 
         async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with self._call(method, timer, context):
-                async for item in inner(request, context):
+            single = not isinstance(request, AsyncIterator)
+            async with self._call(method, timer, context, request if single else None):
+                async for item in inner(request if single else _checked(request), context):
                     yield item
 
         return behavior

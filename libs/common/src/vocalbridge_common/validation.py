@@ -1,8 +1,112 @@
-"""Small field checks that collect FieldViolations instead of raising at the first one."""
+"""Field checks that collect FieldViolations instead of raising at the first one, and the one
+check of stored text that every request passes before any handler runs.
+
+Stored text: PostgreSQL's `text` cannot hold NUL and neither backend should hold a lone
+surrogate (not UTF-8), while SQLite takes both; so a request is refused for them before
+it can reach a provider, a ledger or a table, and both backends give the same verdict.
+`request_violations` walks every string of a request message (nested messages, repeated
+fields, map keys and values) from its descriptor; the server interceptor calls it on each
+request of the API's own packages. Per-field length ceilings are declared once, below, by
+the field's full name; every other string has the default ceiling. A service's own,
+often tighter, limits still apply after this.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
 from vocalbridge_common.errors import FieldViolation
+
+# NUL (PostgreSQL text cannot store it) and UTF-16 surrogates (never valid alone in UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+# Any string of a request not declared below: names, ids, filters, page tokens, etags,
+# display names (a page token is at most 2048 characters too).
+DEFAULT_MAX_TEXT_CHARS = 2048
+# The longest text a request may carry at all; the services' own settings (message content,
+# system prompt) are checked after this and are expected to be at most this.
+MAX_LONG_TEXT_CHARS = 1_000_000
+
+# Fields whose text is longer than the default, by full name (`package.Message.field`).
+TEXT_LIMITS: dict[str, int] = {
+    "vocalbridge.agents.v1.Agent.system_prompt": MAX_LONG_TEXT_CHARS,
+    "vocalbridge.conversation.v1.SendMessageRequest.content": MAX_LONG_TEXT_CHARS,
+    "vocalbridge.conversation.v1.StreamMessageRequest.content": MAX_LONG_TEXT_CHARS,
+    "vocalbridge.conversation.v1.VoiceTurnStart.content": MAX_LONG_TEXT_CHARS,
+    "vocalbridge.voice.v1.SynthesizeRequest.text": MAX_LONG_TEXT_CHARS,
+}
+
+# Requests of these packages are walked; others (Envoy's ext_authz CheckRequest, health,
+# reflection) carry text that is never stored and has limits of its own.
+CHECKED_PACKAGE_PREFIX = "vocalbridge."
+
+
+def text_problem(value: str, maximum: int) -> str | None:
+    """Why `value` cannot be stored as text of at most `maximum` characters, or None."""
+    if len(value) > maximum:
+        return f"must be at most {maximum} characters (got {len(value)})"
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return f"must not contain the NUL character (at position {found.start()})"
+    return f"must be valid UTF-8 text: a lone surrogate at position {found.start()}"
+
+
+def _limit(field: FieldDescriptor) -> int:
+    return TEXT_LIMITS.get(field.full_name, DEFAULT_MAX_TEXT_CHARS)
+
+
+def _walk(message: Message, path: str) -> Iterator[FieldViolation]:
+    for field, value in message.ListFields():
+        where = f"{path}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            limit = _limit(field)
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    problem = text_problem(item, limit)
+                    if problem:
+                        yield FieldViolation(f"{where}[{index}]", problem)
+            else:
+                problem = text_problem(value, limit)
+                if problem:
+                    yield FieldViolation(where, problem)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            entry: Descriptor | None = field.message_type
+            if entry is not None and entry.GetOptions().map_entry:
+                yield from _walk_map(entry, value, where)
+            elif field.is_repeated:
+                for index, item in enumerate(value):
+                    yield from _walk(item, f"{where}[{index}].")
+            else:
+                yield from _walk(value, f"{where}.")
+
+
+def _walk_map(entry: Descriptor, mapping: object, where: str) -> Iterator[FieldViolation]:
+    key_field, value_field = entry.fields_by_name["key"], entry.fields_by_name["value"]
+    for key, value in mapping.items():  # type: ignore[attr-defined]
+        if isinstance(key, str):
+            problem = text_problem(key, _limit(key_field))
+            if problem:
+                yield FieldViolation(f"{where}[{key[:40]!r}]", f"key {problem}")
+                continue
+        if value_field.type == FieldDescriptor.TYPE_STRING:
+            problem = text_problem(value, _limit(value_field))
+            if problem:
+                yield FieldViolation(f"{where}[{key!r}]", problem)
+        elif value_field.type == FieldDescriptor.TYPE_MESSAGE:
+            yield from _walk(value, f"{where}[{key!r}].")
+
+
+def request_violations(message: Message) -> list[FieldViolation]:
+    """Every string of `message` that cannot be stored, with its path (snake_case) and why."""
+    if not message.DESCRIPTOR.full_name.startswith(CHECKED_PACKAGE_PREFIX):
+        return []
+    return list(_walk(message, ""))
 
 
 class Violations(list[FieldViolation]):
@@ -16,6 +120,13 @@ class Violations(list[FieldViolation]):
             self.add(field, "is required" if minimum == 1 else f"must be at least {minimum} characters")
         elif len(value) > maximum:
             self.add(field, f"must be at most {maximum} characters (got {len(value)})")
+
+    def text(self, field: str, value: str, *, maximum: int) -> None:
+        """Text that will be stored: at most `maximum` characters, no NUL, valid UTF-8 (for text
+        that reaches a service other than as a protobuf string, e.g. inside a JSON body)."""
+        problem = text_problem(value, maximum)
+        if problem:
+            self.add(field, problem)
 
     def display_name(self, field: str, value: str) -> None:
         if value != value.strip():
