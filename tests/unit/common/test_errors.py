@@ -53,3 +53,23 @@ def test_unexpected_exception_reveals_nothing_of_its_cause():
 def test_domain_error_keeps_its_own_status():
     status = status_for(NotFound("no such agent", reason="AGENT_NOT_FOUND"), None)
     assert status.code == code_pb2.NOT_FOUND and status.message == "no such agent"
+
+
+def test_whatever_an_error_echoes_the_status_stays_small():
+    huge = "x" * 200_000
+    error = invalid_fields([FieldViolation(f"events[{i}].{huge}", f"bad {huge}") for i in range(500)])
+    error.metadata["echo"] = huge
+    status = to_rpc_status(error, "req-1")
+    # Small enough for a gRPC trailer (Envoy's header limit is 60 KiB, base64 adds a third).
+    assert len(status.SerializeToString()) < 16_000
+    assert len(status.message) <= 1000 and status.message.endswith("…")
+    info = _unpack(status, error_details_pb2.ErrorInfo)
+    assert len(info.metadata["echo"]) <= 500
+    bad_request = _unpack(status, error_details_pb2.BadRequest)
+    assert 0 < len(bad_request.field_violations) <= 20
+    assert bad_request.field_violations[0].field.startswith("events[0].x")
+
+
+def test_a_short_error_is_left_as_it_is():
+    error = NotFound("agent 'agt_x' not found", reason="AGENT_NOT_FOUND", metadata={"agent": "agents/agt_x"})
+    assert to_rpc_status(error, None).message == "agent 'agt_x' not found"

@@ -118,17 +118,36 @@ def status_code(code: grpc.StatusCode) -> int:
     return number
 
 
+# What a status may carry, at most: errors echo client input (a name, a field's problem),
+# and a status too big for a trailer turns into a 502/503 at Envoy instead of this error.
+MAX_STATUS_MESSAGE = 1000
+MAX_METADATA_VALUE = 500
+MAX_VIOLATIONS = 20
+MAX_VIOLATION_FIELD = 200
+MAX_VIOLATION_DESCRIPTION = 300
+
+
+def shorten(value: str, limit: int) -> str:
+    """`value`, cut to at most `limit` characters (an ellipsis marks the cut)."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def to_rpc_status(error: DomainError, request_id: str | None) -> status_pb2.Status:
-    """The google.rpc.Status a client receives for `error`."""
-    status = status_pb2.Status(code=status_code(error.code), message=error.message)
+    """The google.rpc.Status a client receives for `error`: every text in it bounded here, once,
+    whatever the error echoes."""
+    status = status_pb2.Status(code=status_code(error.code), message=shorten(error.message, MAX_STATUS_MESSAGE))
+    metadata = {shorten(k, MAX_VIOLATION_FIELD): shorten(v, MAX_METADATA_VALUE) for k, v in error.metadata.items()}
     status.details.append(
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))
     )
     if error.field_violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.field_violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=shorten(v.field, MAX_VIOLATION_FIELD),
+                    description=shorten(v.description, MAX_VIOLATION_DESCRIPTION),
+                )
+                for v in error.field_violations[:MAX_VIOLATIONS]
             ]
         )
         status.details.append(_pack(bad_request))
@@ -156,7 +175,7 @@ MAX_ECHO = 200
 
 def echo(value: str) -> str:
     """Client input as it may appear in an error: shortened, so a huge input cannot grow the error past a limit."""
-    return value if len(value) <= MAX_ECHO else value[: MAX_ECHO - 1] + "…"
+    return shorten(value, MAX_ECHO)
 
 
 class AgentNotFound(NotFound):
