@@ -35,7 +35,7 @@ async def test_no_key_and_wrong_key_are_401(http, new_tenant):
 
 async def test_revoked_key_is_401_after_the_cache_ttl(new_tenant, http):
     tenant = await new_tenant()
-    key = (await tenant.post("/v1/apiKeys", {"scopes": ["SCOPE_WRITE"]})).json()
+    key = (await tenant.post("/v1/apiKeys", {"displayName": "revoked", "scopes": ["SCOPE_WRITE"]})).json()
     assert (await http.get("/v1/agents", headers=tenant.headers(key["secret"]))).status_code == 200
     revoked = await tenant.post(f"/v1/{key['name']}:revoke", {})
     assert revoked.status_code == 200 and revoked.json()["revokeTime"]
@@ -46,7 +46,7 @@ async def test_revoked_key_is_401_after_the_cache_ttl(new_tenant, http):
 async def test_expired_key_is_401(new_tenant, http):
     tenant = await new_tenant()
     expire = (datetime.now(UTC) + timedelta(seconds=1)).isoformat().replace("+00:00", "Z")
-    key = (await tenant.post("/v1/apiKeys", {"expireTime": expire})).json()
+    key = (await tenant.post("/v1/apiKeys", {"displayName": "brief", "expireTime": expire})).json()
     await asyncio.sleep(1.3)
     assert_json_status(await http.get("/v1/agents", headers=tenant.headers(key["secret"])), 401, "API_KEY_EXPIRED")
 

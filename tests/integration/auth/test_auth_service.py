@@ -177,7 +177,9 @@ async def check_json(authz, http_method: str, path: str, key: str, body: bytes =
 async def test_json_requests_are_resolved_through_the_http_rules(auth, authz, operator, as_tenant):
     tenant_id, key = await new_tenant(auth, operator)
     reader = await auth.CreateApiKey(
-        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_READ])),
+        auth_service_pb2.CreateApiKeyRequest(
+            api_key=api_key_pb2.ApiKey(display_name="reader", scopes=[api_key_pb2.SCOPE_READ])
+        ),
         metadata=as_tenant(tenant_id),
     )
     assert (await check_json(authz, "GET", "/v1/agents?pageSize=2", reader.secret)).HasField("ok_response")
@@ -226,7 +228,9 @@ async def test_check_denies_missing_and_wrong_keys(auth, authz, operator):
 async def test_check_applies_scopes(auth, authz, operator, as_tenant):
     tenant_id, _ = await new_tenant(auth, operator)
     read_only = await auth.CreateApiKey(
-        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_READ])),
+        auth_service_pb2.CreateApiKeyRequest(
+            api_key=api_key_pb2.ApiKey(display_name="reader", scopes=[api_key_pb2.SCOPE_READ])
+        ),
         metadata=as_tenant(tenant_id),
     )
     assert (await check(authz, LIST_AGENTS, read_only.secret)).HasField("ok_response")
@@ -239,7 +243,8 @@ async def test_check_applies_scopes(auth, authz, operator, as_tenant):
 async def test_revoked_key_is_refused_after_cache_ttl(auth, authz, operator, as_tenant):
     tenant_id, admin = await new_tenant(auth, operator)
     key = await auth.CreateApiKey(
-        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()), metadata=as_tenant(tenant_id)
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(display_name="k")),
+        metadata=as_tenant(tenant_id),
     )
     assert list(key.scopes) == [api_key_pb2.SCOPE_WRITE]
     assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")
@@ -255,7 +260,9 @@ async def test_revoked_key_is_refused_after_cache_ttl(auth, authz, operator, as_
 async def test_revoking_a_revoked_key_changes_nothing(auth, operator, as_tenant):
     tenant_id, _ = await new_tenant(auth, operator)
     meta = as_tenant(tenant_id)
-    key = await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()), metadata=meta)
+    key = await auth.CreateApiKey(
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(display_name="k")), metadata=meta
+    )
     first = await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=meta)
     again = await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=meta)
     assert first.HasField("revoke_time") and again == first
@@ -267,7 +274,7 @@ async def test_expired_key_is_refused(auth, authz, operator, as_tenant):
     expire = timestamp_pb2.Timestamp()
     expire.FromDatetime(datetime.now(UTC) + timedelta(seconds=1))
     key = await auth.CreateApiKey(
-        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(expire_time=expire)),
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(display_name="brief", expire_time=expire)),
         metadata=as_tenant(tenant_id),
     )
     assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")
@@ -281,10 +288,15 @@ async def test_create_api_key_validation_writes_nothing(auth, operator, as_tenan
     past = timestamp_pb2.Timestamp()
     past.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
     cases = [
-        (api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_OPERATOR]), {"api_key.scopes"}),
-        (api_key_pb2.ApiKey(scopes=[api_key_pb2.SCOPE_UNSPECIFIED]), {"api_key.scopes"}),
-        (api_key_pb2.ApiKey(expire_time=past), {"api_key.expire_time"}),
+        (api_key_pb2.ApiKey(display_name="k", scopes=[api_key_pb2.SCOPE_OPERATOR]), {"api_key.scopes"}),
+        (api_key_pb2.ApiKey(display_name="k", scopes=[api_key_pb2.SCOPE_UNSPECIFIED]), {"api_key.scopes"}),
+        (api_key_pb2.ApiKey(display_name="k", expire_time=past), {"api_key.expire_time"}),
         (api_key_pb2.ApiKey(display_name="k" * 101), {"api_key.display_name"}),
+        # A key needs a name to be told apart from the others: blank, whitespace or padded is refused.
+        (api_key_pb2.ApiKey(), {"api_key.display_name"}),
+        (api_key_pb2.ApiKey(display_name="   "), {"api_key.display_name"}),
+        (api_key_pb2.ApiKey(display_name="\t"), {"api_key.display_name"}),
+        (api_key_pb2.ApiKey(display_name=" ci "), {"api_key.display_name"}),
     ]
     for key, fields in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -317,7 +329,9 @@ async def test_pagination_and_bad_page_token(auth, operator, as_tenant):
     tenant_id, _ = await new_tenant(auth, operator)
     meta = as_tenant(tenant_id)
     for _ in range(4):
-        await auth.CreateApiKey(auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey()), metadata=meta)
+        await auth.CreateApiKey(
+            auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(display_name="k")), metadata=meta
+        )
     seen, token = [], ""
     while True:
         page = await auth.ListApiKeys(auth_service_pb2.ListApiKeysRequest(page_size=2, page_token=token), metadata=meta)

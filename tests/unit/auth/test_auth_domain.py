@@ -118,8 +118,13 @@ def test_new_key_scopes_default_and_are_normalised():
 def test_new_key_violations_name_every_bad_field():
     violations = key_violations("k" * 101, ["read", "operator"], NOW, NOW)
     assert [v.field for v in violations] == ["api_key.display_name", "api_key.scopes", "api_key.expire_time"]
-    assert key_violations("", [], None, NOW) == []
+    assert key_violations("k", [], None, NOW) == []
     assert key_violations("k" * 100, ["admin"], NOW + timedelta(seconds=1), NOW) == []
+
+
+@pytest.mark.parametrize("name", ["", " ", "   ", "\t", " padded ", "x" * 101, "tab\there"])
+def test_key_display_names_are_required_and_validated(name):
+    assert {v.field for v in key_violations(name, [], None, NOW)} == {"api_key.display_name"}
 
 
 @pytest.mark.parametrize("name", ["", " padded ", "x" * 101, "tab\there"])

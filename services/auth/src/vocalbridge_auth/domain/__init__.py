@@ -35,7 +35,6 @@ INITIAL_KEY_NAME = "Initial admin key"
 INITIAL_KEY_SCOPES = (scopes.ADMIN,)
 # A key created without scopes may use the API but not manage keys.
 DEFAULT_KEY_SCOPES = (scopes.WRITE,)
-MAX_KEY_DISPLAY_NAME_CHARS = 100
 
 SECRET_SCHEME = "vb"
 PUBLIC_ID_BYTES = 4
@@ -151,7 +150,9 @@ def key_violations(
 ) -> Violations:
     """Every problem with a requested key, with paths as the client sent them (`api_key.…`)."""
     violations = Violations()
-    violations.length("api_key.display_name", display_name, maximum=MAX_KEY_DISPLAY_NAME_CHARS)
+    # Required, like a tenant's: a key listed without a name cannot be told apart from the
+    # others when one has to be revoked.
+    violations.display_name("api_key.display_name", display_name)
     if any(name not in scopes.TENANT_SCOPES for name in scope_names):
         violations.add("api_key.scopes", "each scope must be SCOPE_READ, SCOPE_WRITE or SCOPE_ADMIN")
     if expire_time is not None and expire_time <= now:
