@@ -151,15 +151,22 @@ class Database:
             # is a round trip on every checkout; a connection the server dropped fails one
             # transaction, and SQLAlchemy then replaces every connection of the pool.
             self.engine: AsyncEngine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=False
+                self.url,
+                pool_size=pool_size,
+                max_overflow=0,
+                pool_timeout=30,
+                pool_pre_ping=False,
+                hide_parameters=True,
             )
             event.listen(self.engine.sync_engine, "connect", self._on_postgres_connect)
         else:
             database = make_url(self.url).database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_async_engine(self.url, connect_args={"timeout": 30})
+            self.engine = create_async_engine(self.url, connect_args={"timeout": 30}, hide_parameters=True)
             event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
+        # hide_parameters: an error's text never carries the bound values (message contents,
+        # key digests); vocalbridge_common.logging withholds the drivers' own texts too.
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
