@@ -102,18 +102,25 @@ async def test_one_turn_is_one_trace_through_envoy_and_every_service(traced_stac
         assert turn.status_code == 200, turn.text
 
     wanted = bytes.fromhex(trace_id)
-    for _ in range(300):  # Envoy flushes its spans every 5 s; the services within 0.1 s
-        services = {service.removeprefix("vocalbridge-") for service, _ in collector.of_trace(wanted)}
-        if services >= TRACED:
+
+    def orphans_of(spans: list) -> list:
+        """Spans whose parent is neither the client's span nor another span of the same trace."""
+        ids = {span.span_id for _, span in spans} | {bytes.fromhex(client_span)}
+        return [(service, span.name) for service, span in spans if span.parent_span_id not in ids]
+
+    # Envoy flushes its spans every 5 s, and a parent (its ingress span, which ends last) may come in a
+    # later batch than its children: wait for every service and for the tree to close, within 30 s.
+    for _ in range(300):
+        spans = collector.of_trace(wanted)
+        services = {service.removeprefix("vocalbridge-") for service, _ in spans}
+        if services >= TRACED and not orphans_of(spans):
             break
         await asyncio.sleep(0.1)
     spans = collector.of_trace(wanted)
     services = {service.removeprefix("vocalbridge-") for service, _ in spans}
     assert services >= TRACED, f"spans of the turn came from {sorted(services)} only"
-
     # Connected: each span's parent is the client's span or another span of the same trace.
-    ids = {span.span_id for _, span in spans} | {bytes.fromhex(client_span)}
-    orphans = [(service, span.name) for service, span in spans if span.parent_span_id not in ids]
+    orphans = orphans_of(spans)
     assert not orphans, f"spans outside the trace's tree: {orphans}"
     names = {(service.removeprefix("vocalbridge-"), span.name) for service, span in spans}
     assert any(s == "auth" and "Check" in n for s, n in names), names  # ext_authz carried the context
