@@ -85,3 +85,56 @@ def test_token_whose_body_is_not_ours_is_refused_even_with_a_valid_mac():
     token = base64.urlsafe_b64encode(body).rstrip(b"=").decode() + "." + codec._mac(body)
     with pytest.raises(InvalidArgument):
         codec.decode(token, "agents")
+
+
+def _walk(paginator, items, page_size):
+    """Every page of `items` (strings, each keyed by its first four characters), as lists."""
+    pages, token = [], ""
+    while True:
+        request = paginator.request("q", page_size, token)
+        keys = [item[:4] for item in items]
+        start = 0 if request.after is None else keys.index(request.after) + 1
+        page = paginator.page(request, items[start : start + request.fetch], key=lambda item: item[:4])
+        pages.append(page.items)
+        token = page.next_page_token
+        if not token:
+            return pages
+
+
+def test_a_page_of_long_items_stops_at_the_byte_budget_and_continues():
+    by_bytes = Paginator(codec, default_size=100, max_size=1000, byte_budget=10_000)
+    items = [f"{i:04d}" + "x" * 3000 for i in range(10)]
+    pages = _walk(by_bytes, items, 100)
+    assert [len(p) for p in pages] == [3, 3, 3, 1]
+    assert [item for page in pages for item in page] == items  # nothing lost, nothing twice
+    # Bytes, not characters: three-byte characters fill the budget three times as fast.
+    wide = [f"{i:04d}" + "語" * 1000 for i in range(4)]
+    assert [len(p) for p in _walk(by_bytes, wide, 100)] == [3, 1]
+
+
+def test_an_item_larger_than_the_budget_still_makes_a_page():
+    by_bytes = Paginator(codec, default_size=100, max_size=1000, byte_budget=100)
+    items = [f"{i:04d}" + "x" * 500 for i in range(3)]
+    assert _walk(by_bytes, items, 100) == [[item] for item in items]
+
+
+def test_short_items_are_paged_by_count_only():
+    items = [f"id{i:02d}" for i in range(7)]
+    assert [len(p) for p in _walk(Paginator(codec), items, 3)] == [3, 3, 1]
+
+
+def test_sizes_walk_dataclasses_and_collections():
+    from dataclasses import dataclass
+
+    from vocalbridge_common.pagination import approximate_bytes
+
+    @dataclass
+    class Message:
+        id: str
+        content: str
+        metadata: dict
+        parts: tuple
+
+    small = approximate_bytes(Message("m1", "hi", {}, ()))
+    big = approximate_bytes(Message("m1", "hi" * 10_000, {"k": "v" * 1000}, (b"x" * 500,)))
+    assert big - small >= 21_000

@@ -10,16 +10,23 @@
 A service asks the `Paginator` for a `PageRequest`, fetches `request.fetch` rows
 (one more than the page, to know whether another page follows) and turns them into
 a `Page[T]` with `paginator.page(request, rows, key)`.
+
+A page is limited by bytes as well as by count: a page of long items (messages of
+32,000 characters, say) stops at PAGE_BYTE_BUDGET and carries the next page's token,
+so no page grows past the gRPC message limit or the edge's JSON response limit (a
+JSON string can take up to six bytes per character of text). A page always holds at
+least one item.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,6 +36,11 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 # A token is a few dozen bytes; anything far longer did not come from us.
 MAX_TOKEN_CHARS = 2048
+# The bytes of text and data a page may carry (see the module's docstring): with JSON's
+# worst case of six bytes per character, under the edge's 8 MiB response limit.
+PAGE_BYTE_BUDGET = 1024 * 1024
+# What a number, a time or a flag counts for.
+_SCALAR_BYTES = 8
 
 T = TypeVar("T")
 # What a token remembers of the last item: an id, a number, or a tuple of them.
@@ -139,15 +151,37 @@ class PageTokenCodec:
         return key
 
 
+def approximate_bytes(item: object) -> int:
+    """About how many bytes `item` takes in a response: its text (UTF-8) and data, walked
+    through dataclasses, sequences and mappings; every other value a few bytes."""
+    if isinstance(item, str):
+        return len(item.encode("utf-8", "surrogatepass"))
+    if isinstance(item, bytes | bytearray | memoryview):
+        return len(item)
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return sum(approximate_bytes(getattr(item, f.name)) for f in dataclasses.fields(item)) + _SCALAR_BYTES
+    if isinstance(item, Mapping):
+        return sum(approximate_bytes(k) + approximate_bytes(v) for k, v in item.items()) + _SCALAR_BYTES
+    if isinstance(item, list | tuple | set | frozenset):
+        return sum(approximate_bytes(part) for part in item) + _SCALAR_BYTES
+    return _SCALAR_BYTES
+
+
 class Paginator:
     """The pagination policy, shared by every List RPC of a service."""
 
     def __init__(
-        self, codec: PageTokenCodec, *, default_size: int = DEFAULT_PAGE_SIZE, max_size: int = MAX_PAGE_SIZE
+        self,
+        codec: PageTokenCodec,
+        *,
+        default_size: int = DEFAULT_PAGE_SIZE,
+        max_size: int = MAX_PAGE_SIZE,
+        byte_budget: int = PAGE_BYTE_BUDGET,
     ) -> None:
         self._codec = codec
         self._default = default_size
         self._max = max_size
+        self._byte_budget = byte_budget
 
     def request(self, query: str, page_size: int, page_token: str) -> PageRequest:
         """Validates the size and the token of a list call. `query` names the list and every
@@ -155,9 +189,23 @@ class Paginator:
         limit = clamp_page_size(page_size, self._default, self._max)
         return PageRequest(query=query, limit=limit, after=self._codec.decode(page_token, query))
 
-    def page(self, request: PageRequest, rows: Sequence[T], key: Callable[[T], PageKey]) -> Page[T]:
-        """The page for `rows` (read with `request.fetch`); `key` gives an item's position."""
-        if len(rows) > request.limit:
-            items = list(rows[: request.limit])
+    def page(
+        self,
+        request: PageRequest,
+        rows: Sequence[T],
+        key: Callable[[T], PageKey],
+        size: Callable[[T], int] = approximate_bytes,
+    ) -> Page[T]:
+        """The page for `rows` (read with `request.fetch`); `key` gives an item's position, `size`
+        its bytes in the response. The page ends at the count or at the byte budget, whichever
+        comes first; a next page token follows whenever rows were left out."""
+        items: list[T] = []
+        used = 0
+        for row in rows[: request.limit]:
+            used += size(row)
+            if items and used > self._byte_budget:
+                break
+            items.append(row)
+        if len(items) < len(rows):
             return Page(items, self._codec.encode(request.query, key(items[-1])))
-        return Page(list(rows))
+        return Page(items)
