@@ -68,7 +68,7 @@ async def test_keys_belong_to_the_tenant_given(auth):
     service, _ = auth
     mine = (await service.create_tenant("Mine")).tenant
     other = (await service.create_tenant("Other")).tenant
-    key = (await service.create_api_key(mine.id, "", [], None)).key
+    key = (await service.create_api_key(mine.id, "mine", [], None)).key
     assert key.scopes == ("write",)
     for call in (service.get_api_key, service.revoke_api_key):
         with pytest.raises(ApiKeyNotFound):
@@ -81,7 +81,7 @@ async def test_listing_pages_through_everything_once(auth):
     service, _ = auth
     tenant = (await service.create_tenant("Paged")).tenant
     for _ in range(4):
-        await service.create_api_key(tenant.id, "", [], None)
+        await service.create_api_key(tenant.id, "k", [], None)
     seen, token = [], ""
     while True:
         page = await service.list_api_keys(tenant.id, 2, token)
