@@ -12,8 +12,11 @@ Run by `make gen` after tools/gen_protos.sh; never edit the output by hand. Ever
   the path); without a body, the request's other fields are query parameters;
 - schemas follow the protobuf JSON mapping: lowerCamelCase names, 64-bit integers as strings,
   enums by name, bytes as base64, Timestamp, Duration and FieldMask as strings;
-- every error is a `google.rpc.Status` (with ErrorInfo, BadRequest and RequestInfo details);
-- server-streaming RPCs answer with Server-Sent Events, one message per `data:` line;
+- every error is a `google.rpc.Status` (with ErrorInfo, BadRequest and RequestInfo details),
+  except in a package that speaks another API's shapes (OWN_ERRORS: the OpenAI-compatible API,
+  whose errors the edge renders as OpenAI's `{"error": {...}}`);
+- server-streaming RPCs answer with Server-Sent Events, one message per `data:` line; a
+  `google.api.HttpBody` answer is raw bytes (streamed or not), described by the method's comment;
 - the proto comments are the descriptions.
 """
 
@@ -41,6 +44,40 @@ STATUS = "google.rpc.Status"
 ERROR_DETAILS = ("google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RequestInfo")
 HTTP_BODY = "google.api.HttpBody"
 METHODS = ("get", "put", "post", "delete", "patch")
+# Packages whose errors are not google.rpc.Status: the response component that describes them.
+OWN_ERRORS = {"vocalbridge.openai.v1": "OpenAIError"}
+OPENAI_ERROR: dict[str, Any] = {
+    "description": "An error in OpenAI's shape, with the HTTP status of the refusal (400, 401, 403, 404, 409, "
+    "429 with `Retry-After`, 5xx). `x-should-retry: false` marks the refusals a retry cannot change.",
+    "headers": {
+        "x-request-id": {"description": "The request id.", "schema": {"type": "string"}},
+        "x-should-retry": {"description": "`false` where retrying cannot help.", "schema": {"type": "string"}},
+    },
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["message", "type", "code"],
+                        "properties": {
+                            "message": {"type": "string"},
+                            "type": {
+                                "type": "string",
+                                "description": "invalid_request_error, authentication_error, permission_error, "
+                                "rate_limit_error, insufficient_quota or server_error.",
+                            },
+                            "param": {"type": ["string", "null"], "description": "The first invalid parameter."},
+                            "code": {"type": ["string", "null"]},
+                        },
+                    }
+                },
+            }
+        }
+    },
+}
 IDEMPOTENCY_KEY = "Idempotency-Key"
 
 FDP = descriptor_pb2.FieldDescriptorProto
@@ -461,7 +498,9 @@ def _operation(builder: SchemaBuilder, method: Method, binding: Binding, index: 
     else:
         content = {"application/json": {"schema": builder.ref(response_type)}}
     ok: dict[str, Any] = {"description": "OK", "content": content}
-    if method.proto.server_streaming:
+    if response_type == HTTP_BODY and method.proto.server_streaming:
+        ok["description"] = "The raw response body, streamed (for example Server-Sent Events), as the method says."
+    elif method.proto.server_streaming:
         ok["description"] = (
             f"Server-Sent Events: each event's `data:` line is one `{response_type}` as JSON "
             "(see `x-sse-data`). An error after the first event ends the stream with a "
@@ -474,7 +513,9 @@ def _operation(builder: SchemaBuilder, method: Method, binding: Binding, index: 
                 "schema": {"type": "string"},
             }
         }
-    operation["responses"] = {"200": ok, "default": {"$ref": "#/components/responses/Error"}}
+    package = method.service_full_name.rsplit(".", 1)[0]
+    error = OWN_ERRORS.get(package, "Error")
+    operation["responses"] = {"200": ok, "default": {"$ref": f"#/components/responses/{error}"}}
     return path, {binding.verb: operation}
 
 
@@ -546,7 +587,8 @@ def build_document(catalogue: Catalogue) -> dict[str, Any]:
                         "x-request-id": {"description": "The request id.", "schema": {"type": "string"}},
                     },
                     "content": {"application/json": {"schema": status}},
-                }
+                },
+                **dict.fromkeys(OWN_ERRORS.values(), OPENAI_ERROR),
             },
             "schemas": dict(sorted(builder.schemas.items())),
         },

@@ -163,7 +163,10 @@ def test_errors_are_google_rpc_status(document):
         assert detail in document["components"]["schemas"]
     for item in document["paths"].values():
         for operation in item.values():
-            assert operation["responses"]["default"] == {"$ref": "#/components/responses/Error"}
+            # The OpenAI-compatible API's errors are OpenAI's (the next test).
+            own = operation["x-grpc-method"].startswith("vocalbridge.openai.v1.")
+            expected = "OpenAIError" if own else "Error"
+            assert operation["responses"]["default"] == {"$ref": f"#/components/responses/{expected}"}
 
 
 def test_paths_query_bodies_and_headers_match_the_rules(document):
@@ -198,3 +201,16 @@ def test_comments_are_descriptions(document):
     me = document["paths"]["/v1/me"]["get"]
     assert me["summary"] == "Returns who the caller is: tenant, key and scopes."
     assert {t["name"] for t in document["tags"]} >= {"AgentService", "ConversationService", "BillingService"}
+
+
+def test_the_openai_compatible_routes_are_raw_bodies_with_openais_errors(document):
+    """Their bodies are OpenAI's JSON (google.api.HttpBody), and the edge renders their errors in
+    OpenAI's shape, not as google.rpc.Status."""
+    create = document["paths"]["/v1/chat/completions"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"] == {"description": "The raw request body."}
+    assert "Server-Sent Events" in create["responses"]["200"]["description"]
+    for operation in (create, document["paths"]["/v1/models"]["get"]):
+        assert operation["responses"]["default"] == {"$ref": "#/components/responses/OpenAIError"}
+    error = document["components"]["responses"]["OpenAIError"]["content"]["application/json"]["schema"]
+    assert error["properties"]["error"]["required"] == ["message", "type", "code"]
+    assert document["paths"]["/v1/agents"]["get"]["responses"]["default"] == {"$ref": "#/components/responses/Error"}
