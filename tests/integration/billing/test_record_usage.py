@@ -292,3 +292,27 @@ async def test_an_event_without_delivery_or_message_reads_back_without_them(stub
     (recorded,) = await ledger(stub, md)
     assert not recorded.HasField("delivery") and recorded.message == ""
     assert recorded.name == event.name and recorded.cost_micros == event.cost_micros
+
+
+async def test_integers_beyond_the_ledgers_range_are_invalid_argument_before_the_write(stub, relay, tenant, md):
+    """Each was an INTERNAL error at the INSERT on PostgreSQL (bigint), after the batch had begun."""
+    from google.protobuf import duration_pb2
+
+    huge_latency = usage_event(tenant)
+    huge_latency.delivery.latency.CopyFrom(duration_pb2.Duration(seconds=10**11))  # 1e20 ns
+    huge_attempt = usage_event(tenant)
+    huge_attempt.delivery.attempts[0].latency.CopyFrom(duration_pb2.Duration(seconds=2**40))
+    huge_cost = usage_event(tenant, cost_micros=2**63 - 1)
+    far_time = usage_event(tenant)
+    far_time.event_time.seconds = 2**62  # beyond any datetime
+    for bad, field in (
+        (huge_latency, "events[0].delivery.latency"),
+        (huge_attempt, "events[0].delivery.attempts[0].latency"),
+        (huge_cost, "events[0].cost_micros"),
+        (far_time, "events[0].event_time"),
+    ):
+        failure = await expect_failure(record(stub, relay, [bad]), INVALID)
+        assert field in failure.fields, (field, failure)
+    assert await ledger(stub, md) == []
+    # The positive control: the same events within range are recorded.
+    assert (await record(stub, relay, [usage_event(tenant)])).accepted_count == 1

@@ -108,6 +108,18 @@ def test_message_and_delivery_are_optional():
         ({"event_time": NOW + SKEW + timedelta(seconds=1)}, "event_time"),
         ({"delivery": DeliveryDraft("vendorB", "", False, (), 0)}, "delivery.provider"),
         ({"delivery": DeliveryDraft("vendorA", "", False, (), -1)}, "delivery.latency"),
+        # Above bigint in the ledger: refused, not an INTERNAL error at the write.
+        ({"delivery": DeliveryDraft("vendorA", "", False, (), 2**63)}, "delivery.latency"),
+        ({"delivery": DeliveryDraft("vendorA", "", False, (), 86_400 * 10**9 + 1)}, "delivery.latency"),
+        ({"cost_micros": 2**63}, "cost_micros"),
+        (
+            {
+                "delivery": DeliveryDraft(
+                    "", "", False, (AttemptDraft("vendorA", AttemptOutcome.SUCCESS, 10**20, 0, ""),), 0
+                )
+            },
+            "delivery.attempts[0].latency",
+        ),
         (
             {"delivery": DeliveryDraft("", "", False, (AttemptDraft("", AttemptOutcome.SUCCESS, 0, 0, ""),), 0)},
             "delivery.attempts[0].provider",

@@ -71,3 +71,27 @@ def test_text_that_arrives_outside_protobuf_strings_is_checked_the_same_way():
     violations.text("messages[3].content", "long", maximum=3)
     assert [v.field for v in violations] == ["messages[0].content", "messages[1].content", "messages[3].content"]
     assert text_problem("fine", 4) is None
+
+
+def test_times_out_of_their_protos_range_are_violations():
+    from google.protobuf import duration_pb2, timestamp_pb2
+
+    from vocalbridge.billing.v1 import billing_service_pb2 as billing
+
+    in_range = usage_event_pb2.UsageEvent(
+        event_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+        delivery=delivery_pb2.Delivery(latency=duration_pb2.Duration(seconds=5, nanos=1)),
+    )
+    assert _fields(billing.RecordUsageRequest(events=[in_range])) == {}
+    far = usage_event_pb2.UsageEvent(
+        event_time=timestamp_pb2.Timestamp(seconds=2**62),
+        delivery=delivery_pb2.Delivery(
+            latency=duration_pb2.Duration(seconds=2**62),
+            attempts=[delivery_pb2.Attempt(backoff=duration_pb2.Duration(seconds=1, nanos=-5))],
+        ),
+    )
+    assert set(_fields(billing.RecordUsageRequest(events=[far]))) == {
+        "events[0].event_time",
+        "events[0].delivery.latency",
+        "events[0].delivery.attempts[0].backoff",
+    }

@@ -1,5 +1,5 @@
 """Field checks that collect FieldViolations instead of raising at the first one, and the one
-check of stored text that every request passes before any handler runs.
+check of stored text (and of times) that every request passes before any handler runs.
 
 Stored text: PostgreSQL's `text` cannot hold NUL and neither backend should hold a lone
 surrogate (not UTF-8), while SQLite takes both; so a request is refused for them before
@@ -8,7 +8,8 @@ it can reach a provider, a ledger or a table, and both backends give the same ve
 fields, map keys and values) from its descriptor; the server interceptor calls it on each
 request of the API's own packages. Per-field length ceilings are declared once, below, by
 the field's full name; every other string has the default ceiling. A service's own,
-often tighter, limits still apply after this.
+often tighter, limits still apply after this. Timestamps and durations anywhere in a request
+must be within the ranges their protos define (a converter raises outside them).
 """
 
 from __future__ import annotations
@@ -57,11 +58,37 @@ def text_problem(value: str, maximum: int) -> str | None:
     return f"must be valid UTF-8 text: a lone surrogate at position {found.start()}"
 
 
+# The ranges google/protobuf/timestamp.proto and duration.proto define: outside them a value
+# has no datetime or timedelta (converting it raises), so it is refused with the text.
+_MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+_MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_MAX_DURATION_SECONDS = 315_576_000_000  # about 10,000 years
+_NANOS = 1_000_000_000
+
+
+def _time_problem(message: Message) -> str | None:
+    name = message.DESCRIPTOR.full_name
+    seconds: int = getattr(message, "seconds", 0)
+    nanos: int = getattr(message, "nanos", 0)
+    if name == "google.protobuf.Timestamp":
+        if not (_MIN_TIMESTAMP_SECONDS <= seconds <= _MAX_TIMESTAMP_SECONDS and 0 <= nanos < _NANOS):
+            return "must be a time between 0001-01-01 and 9999-12-31"
+    elif name == "google.protobuf.Duration":
+        same_sign = seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0)
+        if not (abs(seconds) <= _MAX_DURATION_SECONDS and abs(nanos) < _NANOS and same_sign):
+            return f"must be a duration of at most {_MAX_DURATION_SECONDS} seconds either way"
+    return None
+
+
 def _limit(field: FieldDescriptor) -> int:
     return TEXT_LIMITS.get(field.full_name, DEFAULT_MAX_TEXT_CHARS)
 
 
 def _walk(message: Message, path: str) -> Iterator[FieldViolation]:
+    problem = _time_problem(message)
+    if problem:
+        yield FieldViolation(path.rstrip("."), problem)
+        return
     for field, value in message.ListFields():
         where = f"{path}{field.name}"
         if field.type == FieldDescriptor.TYPE_STRING:

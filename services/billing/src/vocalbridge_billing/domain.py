@@ -33,6 +33,11 @@ MAX_BATCH_EVENTS = 500  # billing_service.proto: RecordUsageRequest.events, 1 to
 MAX_ATTEMPTS = 50
 MAX_COUNT = 10**9  # tokens or characters of one turn
 MAX_AUDIO_SECONDS = 86_400.0  # one turn's audio: a day is already absurd
+# One turn's latency or backoff, in ns: a day is already absurd, and any bound here keeps the
+# value inside the ledger's bigint (a Duration can reach 3e20 ns, bigint 9.2e18).
+MAX_DURATION_NS = 86_400 * 10**9
+# One turn's reported cost: a million dollars, far inside bigint even summed in the rollups.
+MAX_COST_MICROS = 10**12
 MAX_ERROR_MESSAGE = 500
 MAX_PROVIDER_CHARS = 64
 MAX_MODEL_CHARS = 100
@@ -251,6 +256,11 @@ def _provider(violations: Violations, field: str, value: str, *, required: bool 
         violations.add(field, f"must be a provider name of at most {MAX_PROVIDER_CHARS} characters")
 
 
+def _duration(violations: Violations, field: str, nanoseconds: int) -> None:
+    if not (0 <= nanoseconds <= MAX_DURATION_NS):
+        violations.add(field, f"must be between 0 and {MAX_DURATION_NS // 10**9} seconds")
+
+
 def validate_event(
     draft: UsageEventDraft, prefix: str, now: datetime, max_skew: timedelta, violations: Violations
 ) -> NewUsageEvent | None:
@@ -285,8 +295,8 @@ def validate_event(
     audio = draft.audio_seconds
     if not (0 <= audio <= MAX_AUDIO_SECONDS):  # also refuses NaN
         violations.add(f"{prefix}.audio_seconds", f"must be between 0 and {MAX_AUDIO_SECONDS:g}")
-    if draft.cost_micros < 0:
-        violations.add(f"{prefix}.cost_micros", "must not be negative")
+    if not (0 <= draft.cost_micros <= MAX_COST_MICROS):
+        violations.add(f"{prefix}.cost_micros", f"must be between 0 and {MAX_COST_MICROS}")
     price_ids = tuple(
         _name_id(violations, f"{prefix}.prices[{index}].name", name, PRICES, PRICE_ID)
         for index, name in enumerate(draft.price_names)
@@ -301,8 +311,7 @@ def validate_event(
         violations.add(f"{prefix}.delivery.provider", "must be the event's provider")
     if len(delivery.model) > MAX_MODEL_CHARS:
         violations.add(f"{prefix}.delivery.model", f"must be at most {MAX_MODEL_CHARS} characters")
-    if delivery.latency_ns < 0:
-        violations.add(f"{prefix}.delivery.latency", "must not be negative")
+    _duration(violations, f"{prefix}.delivery.latency", delivery.latency_ns)
     if len(delivery.attempts) > MAX_ATTEMPTS:
         violations.add(f"{prefix}.delivery.attempts", f"must have at most {MAX_ATTEMPTS} attempts")
     for index, attempt in enumerate(delivery.attempts[:MAX_ATTEMPTS]):
@@ -310,10 +319,8 @@ def validate_event(
         _provider(violations, f"{field}.provider", attempt.provider)
         if attempt.outcome is None:
             violations.add(f"{field}.outcome", "must be a known ATTEMPT_OUTCOME_ value")
-        if attempt.latency_ns < 0:
-            violations.add(f"{field}.latency", "must not be negative")
-        if attempt.backoff_ns < 0:
-            violations.add(f"{field}.backoff", "must not be negative")
+        _duration(violations, f"{field}.latency", attempt.latency_ns)
+        _duration(violations, f"{field}.backoff", attempt.backoff_ns)
     if len(violations) > before or draft.channel is None or draft.event_time is None:
         return None
     return NewUsageEvent(
