@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import temporary_database
 from vocalbridge_common.db import Database, utcnow
@@ -163,6 +164,33 @@ async def test_a_failed_turn_frees_its_key_and_stays_out_of_the_history(store, s
         assert await turns.get("k-fail") is None
     _, opened = await open_turn(store, session_id, "k-fail")  # the key is free again
     assert opened.claimed and opened.session.last_seq == 1 and opened.history == ()
+
+
+async def test_a_completion_outside_any_session_queues_its_event_and_completes_its_key_once(store, db):
+    """The OpenAI-compatible API's stateless completion: no session, no messages; its usage event,
+    and with a key its response, written only while the claim still holds the key."""
+    claim = claim_of("k-completion")
+    async with store.transaction(TENANT) as turns:
+        assert await turns.insert_if_absent(claim)
+    first, second, keyless = event(), event(), event()
+    async with store.transaction(TENANT) as turns:
+        assert await turns.store_completion(claim.id, b"completion", first)
+    async with store.transaction(TENANT) as turns:
+        assert (await turns.get("k-completion")).response == b"completion"
+        # A second store by the same claim (a duplicate, or a claim taken over) writes nothing.
+        assert not await turns.store_completion(claim.id, b"again", second)
+        assert (await turns.get("k-completion")).response == b"completion"
+        # Without a key only the event is queued.
+        assert await turns.store_completion(None, b"ignored", keyless)
+    queued = await pending_events(db)
+    assert first.event_id in queued and keyless.event_id in queued and second.event_id not in queued
+
+
+async def pending_events(db: Database) -> set[str]:
+    """The tenant's usage events waiting in the outbox."""
+    async with db.tenant_transaction(TENANT) as tx:
+        result = await tx.execute(text("SELECT event_id FROM usage_outbox WHERE tenant_id = :t"), {"t": TENANT})
+        return {row[0] for row in result}
 
 
 async def test_without_the_tenant_the_statements_see_nothing(postgres_db):
