@@ -20,6 +20,11 @@ from vocalbridge_common.interceptor import ServerInterceptor
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Request metadata a server accepts, as soft and hard limit alike: between gRPC's defaults
+# (8 and 16 KiB) a call is refused at random, with a message naming the headers. The edge
+# limits a client's headers to a quarter of this (vocalbridge_edge), so nothing it passes on
+# comes near it.
+MAX_METADATA_BYTES = 64 * 1024
 
 
 @dataclass
@@ -57,6 +62,8 @@ async def start_grpc_server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
         )
         register(server)
