@@ -8,6 +8,11 @@ the original request (ext_authz runs before the transcoder, with the body),
 so it parses the body against the request message with unknown fields
 refused, and reports every problem as a BadRequest field violation.
 
+What the path binds, the path decides: a body or query field that names a path variable's
+field with another value (`POST /v1/apiKeys/K1:revoke` with `{"name": "apiKeys/K2"}`) would
+make the transcoder run another request than the one the path says and the log records, so
+it is refused (binding_conflicts), for every rule at once, from the rules themselves.
+
 A route whose body is a `google.api.HttpBody` (the OpenAI-compatible API) takes raw
 bytes, not the protobuf JSON mapping: there is nothing for Check to parse, and the
 service reads and validates the body itself before any side effect.
@@ -16,18 +21,19 @@ service reads and validates the body itself before any side effect.
 from __future__ import annotations
 
 import importlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor, json_format, symbol_database
 from google.protobuf.descriptor import FieldDescriptor
 
 from vocalbridge_common.errors import FieldViolation
+from vocalbridge_common.json_limits import JsonTooDeep, loads_bounded
 
 # Messages with their own JSON form (strings or special objects); not walked field by field.
 _WELL_KNOWN = {
@@ -57,16 +63,19 @@ class Route:
     body_type: descriptor.Descriptor | None  # what the JSON body must parse as; None: nothing to parse
     body_prefix: str  # the request field the body fills ("" for body "*")
     template: str = ""  # the HTTP rule's path template
+    # The request fields the path's variables bind (`name`, `agent.name`), in the order of the
+    # pattern's groups.
+    bindings: tuple[str, ...] = ()
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
-    """`/v1/{name=agents/*}/versions` → ^/v1/agents/[^/:]+/versions$ (variables as segments)."""
+    """`/v1/{name=agents/*}/versions` → ^/v1/(agents/[^/:]+)/versions$ (each variable a group)."""
     out, i = [], 0
     while i < len(template):
         if template[i] == "{":
             end = template.index("}", i)
             _, _, pattern = template[i + 1 : end].partition("=")
-            out.append(_segments_regex(pattern or "*"))
+            out.append("(" + _segments_regex(pattern or "*") + ")")
             i = end + 1
         else:
             end = template.find("{", i)
@@ -74,6 +83,11 @@ def _template_regex(template: str) -> re.Pattern[str]:
             out.append(_segments_regex(template[i:end]))
             i = end
     return re.compile("^" + "".join(out) + "$")
+
+
+def _template_bindings(template: str) -> tuple[str, ...]:
+    """The fields of a template's variables: `/v1/{agent.name=agents/*}` → ("agent.name",)."""
+    return tuple(variable.partition("=")[0] for variable in re.findall(r"\{([^}]*)\}", template))
 
 
 def _segments_regex(text: str) -> str:
@@ -123,6 +137,7 @@ def build_routes(service_files: list[descriptor.FileDescriptor]) -> list[Route]:
                         body_type,
                         prefix,
                         template,
+                        _template_bindings(template),
                     )
                 )
     return routes
@@ -181,16 +196,30 @@ class RouteTable:
 
 
 def body_violations(route: Route, body: bytes) -> list[FieldViolation]:
-    """Why `body` is not a valid JSON body for `route` (empty when it is)."""
+    """Why `body` is not a valid JSON body for `route` (empty when it is). JsonTooDeep (a
+    ValueError) for a body nested deeper than the API ever nests."""
+    return parse_body(route, body)[1]
+
+
+def parse_body(route: Route, body: bytes) -> tuple[dict[str, Any] | None, list[FieldViolation]]:
+    """The JSON body of a request for `route` (None when it has none to parse) and why it is
+    not a valid one (empty when it is). JsonTooDeep for a body nested too deep."""
     if route.body_type is None or not body.strip():
-        return []
+        return None, []
     prefix = f"{route.body_prefix}." if route.body_prefix else ""
     try:
-        document = json.loads(body)
+        document = loads_bounded(body)
+    except JsonTooDeep:
+        raise  # the caller refuses it with a reason of its own
     except (ValueError, UnicodeDecodeError) as exc:
-        return [FieldViolation("body", f"not valid JSON: {exc}")]
+        return None, [FieldViolation("body", f"not valid JSON: {exc}")]
     if not isinstance(document, dict):
-        return [FieldViolation("body", "must be a JSON object")]
+        return None, [FieldViolation("body", "must be a JSON object")]
+    return document, _document_violations(route, document, prefix)
+
+
+def _document_violations(route: Route, document: dict[str, Any], prefix: str) -> list[FieldViolation]:
+    assert route.body_type is not None
     violations = list(_unknown_fields(document, route.body_type, prefix))
     if violations:
         return violations
@@ -254,3 +283,55 @@ def _unknown_fields(document: dict[str, Any], message: descriptor.Descriptor, pa
         for item in items:
             if isinstance(item, dict):
                 yield from _unknown_fields(item, nested, f"{path}{field.name}.")
+
+
+def binding_conflicts(route: Route, path: str, document: dict[str, Any] | None) -> list[FieldViolation]:
+    """The query parameters and body fields of a request for `route` that name a field its path
+    binds, with another value. The transcoder would let them win over the path; the path is
+    what the client addressed (and what the access log records), so they are refused instead.
+    The same value again is no conflict (a PATCH body often repeats the resource's name)."""
+    if not route.bindings:
+        return []
+    bare, _, query = path.partition("?")
+    found = route.pattern.match(bare)
+    if found is None:
+        return []
+    bound = dict(zip(route.bindings, found.groups(), strict=True))
+    conflicts = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        field = ".".join(_snake(part) for part in key.split("."))
+        if field in bound and not _same(value, bound[field]):
+            conflicts.append(_conflict(field, bound[field], "query parameter"))
+    if document is not None and route.body_type is not None:
+        for field, value in bound.items():
+            if route.body_prefix and not field.startswith(route.body_prefix + "."):
+                continue  # the body fills another field: it cannot reach this one
+            relative = field.removeprefix(route.body_prefix + ".") if route.body_prefix else field
+            given = _body_value(document, route.body_type, relative.split("."))
+            if given is not _ABSENT and not _same(given, value):
+                conflicts.append(_conflict(field, value, "body field"))
+    return conflicts
+
+
+_ABSENT = object()
+
+
+def _body_value(document: dict[str, Any], message: descriptor.Descriptor, path: list[str]) -> Any:
+    """The value at a field path in a JSON body (by JSON or proto names), or _ABSENT."""
+    field = _fields(message).get(path[0])
+    if field is None:
+        return _ABSENT
+    value = document.get(field.json_name, document.get(field.name, _ABSENT))
+    if len(path) == 1 or value is _ABSENT:
+        return value
+    if not isinstance(value, dict) or field.message_type is None:
+        return _ABSENT
+    return _body_value(value, field.message_type, path[1:])
+
+
+def _same(given: Any, in_path: str) -> bool:
+    return isinstance(given, str) and given in (in_path, unquote(in_path))
+
+
+def _conflict(field: str, in_path: str, where: str) -> FieldViolation:
+    return FieldViolation(field, f"the path sets it to {in_path!r}; a {where} must not change it")
