@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol, cast
 
-from sqlalchemy import CursorResult, LargeBinary, String, UniqueConstraint, delete, select, update
+from sqlalchemy import CursorResult, Index, LargeBinary, String, UniqueConstraint, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
@@ -237,7 +237,11 @@ class IdempotencyKeyColumns:
     @declared_attr.directive
     @classmethod
     def __table_args__(cls) -> tuple[Any, ...]:
-        return (UniqueConstraint("tenant_id", "key", name=f"uq_{cls.__tablename__}_tenant_key"),)
+        return (
+            UniqueConstraint("tenant_id", "key", name=f"uq_{cls.__tablename__}_tenant_key"),
+            # The retention sweeper's (vocalbridge_common.retention) way to the expired keys.
+            Index(f"ix_{cls.__tablename__}_expire_time", "expire_time"),
+        )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(40))

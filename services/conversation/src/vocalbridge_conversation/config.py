@@ -11,6 +11,7 @@ from vocalbridge_common.config import CommonSettings, ConfigError, Env
 from vocalbridge_common.idempotency import IdempotencySettings
 from vocalbridge_common.limits.config import LimitSettings
 from vocalbridge_common.outbox import RelaySettings
+from vocalbridge_common.retention import RetentionSettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_conversation.delivery import RetryPolicy
 
@@ -62,6 +63,8 @@ class ConversationSettings:
     # Auth, which says what each tenant's limits are; None: no limits are enforced
     # (from_env always sets it).
     auth_address: str | None = None
+    # How long expired idempotency keys and delivered outbox rows are kept (VB_RETENTION_*).
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConversationSettings:
@@ -95,6 +98,7 @@ class ConversationSettings:
             ),
             retry_policy=RetryPolicy.from_env(environ),
             relay=RelaySettings.from_env(env),
+            retention=RetentionSettings.from_env(env),
             prices=PriceSettings(refresh_seconds=price_refresh),
             provider_env={
                 k: v

@@ -21,13 +21,14 @@ from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
 from vocalbridge_common.limits.config import build_limiter, open_store
 from vocalbridge_common.outbox import OutboxRelay
 from vocalbridge_common.pagination import PageTokenCodec, Paginator
+from vocalbridge_common.retention import RetentionSweeper
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 from vocalbridge_conversation import openai_presenters, presenters
 from vocalbridge_conversation.agents_client import AgentDirectory
 from vocalbridge_conversation.config import SERVICE, ConversationSettings
 from vocalbridge_conversation.delivery import BreakerRegistry, DeliveryEngine
-from vocalbridge_conversation.models import OutboxRow
+from vocalbridge_conversation.models import IdempotencyRow, OutboxRow
 from vocalbridge_conversation.openai_servicer import OpenAIServicer
 from vocalbridge_conversation.price_book import BillingPrices, PriceBook, PriceRefresher
 from vocalbridge_conversation.providers import build_registry
@@ -106,6 +107,9 @@ async def create_server(settings: ConversationSettings, *, run_relay: bool = Tru
         )
         await relay.announce()
         background.start(relay.run_forever(), "outbox-relay")
+        # One process sweeps, the one that relays (see vocalbridge_common.retention).
+        sweeper = RetentionSweeper(db, settings.retention, idempotency=IdempotencyRow, outbox=OutboxRow)
+        background.start(sweeper.run_forever(), "retention-sweep")
     return running
 
 

@@ -8,6 +8,7 @@ from vocalbridge_common.config import CommonSettings, ConfigError, Env
 from vocalbridge_common.idempotency import IdempotencySettings
 from vocalbridge_common.limits.config import LimitSettings
 from vocalbridge_common.outbox import RelaySettings
+from vocalbridge_common.retention import RetentionSettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_voice.domain.audio import AudioLimits
 from vocalbridge_voice.domain.endpointing import EndpointSettings
@@ -49,6 +50,8 @@ class VoiceSettings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     # Auth, which says what each tenant's budgets are; None: none are enforced (from_env sets it).
     auth_address: str | None = None
+    # How long expired idempotency keys and delivered outbox rows are kept (VB_RETENTION_*).
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> VoiceSettings:
@@ -115,4 +118,5 @@ class VoiceSettings:
             reply_pacing_limit_seconds=env.float("VB_VOICE_REPLY_PACING_LIMIT_SECONDS", 20),
             relay=RelaySettings.from_env(env),
             keys=IdempotencySettings.from_env(env),
+            retention=RetentionSettings.from_env(env),
         )

@@ -20,6 +20,7 @@ from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
 from vocalbridge_common.limits.config import build_limiter, open_store
 from vocalbridge_common.outbox import OutboxRelay
 from vocalbridge_common.pricing import SEED_PRICES
+from vocalbridge_common.retention import RetentionSweeper
 from vocalbridge_common.server import RunningServer, start_grpc_server
 from vocalbridge_common.telemetry import instrument_engine
 from vocalbridge_voice import presenters
@@ -27,7 +28,7 @@ from vocalbridge_voice.agents_client import AgentVoices
 from vocalbridge_voice.config import SERVICE, VoiceSettings
 from vocalbridge_voice.conversation_client import ConversationTurns
 from vocalbridge_voice.engines.pool import EnginePool
-from vocalbridge_voice.models import UsageOutboxRow
+from vocalbridge_voice.models import IdempotencyRow, UsageOutboxRow
 from vocalbridge_voice.service.budget import SpeechBudget
 from vocalbridge_voice.service.converse import ConverseService
 from vocalbridge_voice.service.speech import Capacity, Speech
@@ -102,6 +103,9 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         )
         await relay.announce()
         background.start(relay.run_forever(), "outbox-relay")
+        # One process sweeps, the one that relays (see vocalbridge_common.retention).
+        sweeper = RetentionSweeper(db, settings.retention, idempotency=IdempotencyRow, outbox=UsageOutboxRow)
+        background.start(sweeper.run_forever(), "retention-sweep")
     return running
 
 
