@@ -185,6 +185,8 @@ class Stack:
         self.operator_key = read_or_create_secret(
             config.data_dir / "operator-api-key", lambda: "vbop_" + secrets.token_urlsafe(32)
         )
+        # Envoy sends it on every auth.Check; Check answers no one else.
+        self.edge_secret = read_or_create_secret(config.data_dir / "edge-secret", lambda: secrets.token_urlsafe(48))
 
     # -- addresses ----------------------------------------------------------
 
@@ -206,6 +208,7 @@ class Stack:
         env.update(
             VB_IDENTITY_SECRET=self.identity_secret,
             VB_OPERATOR_API_KEY=self.operator_key,
+            VB_EDGE_SECRET=self.edge_secret,
             VB_DATA_DIR=str(self.config.data_dir),
             PYTHONUNBUFFERED="1",
         )
@@ -443,6 +446,23 @@ class Stack:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Sends `sig` to a child; the supervisor (if on) restarts it."""
         self.children[name].started().send_signal(sig)
+
+    async def kill_and_wait_restart(self, name: str, sig: int = signal.SIGKILL, timeout: float = 60.0) -> None:
+        """Sends `sig` to a child (SIGKILL: a crash) and waits until the supervisor has started a
+        new process in its place and, for a service worker, that process serves on its port."""
+        if self._supervisor is None:
+            raise RuntimeError("nothing restarts a killed child: the stack runs without its supervisor")
+        child = self.children[name]
+        old = child.started()
+        old.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while child.process is old or child.started().returncode is not None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} was not restarted within {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        if child.service:
+            await self.wait_serving(child.service, max(1.0, deadline - time.monotonic()))
+            await self.wait_listening(child, self.config.service_ports[child.service])
 
     def _children_of(self, name: str) -> list[Child]:
         """A service's workers, or the one child called `name`."""
