@@ -130,9 +130,14 @@ wrk:
 bench: gen web chromium wrk
 	$(PY) -m bench $(BENCH_ARGS)
 
-# Ten minutes of steady load on the full stack: resident memory sampled throughout, and its
-# growth reported (bench/scenarios/soak.py; VB_SOAK_DURATION_S changes the length).
+# The fault suite at ten times its size (tests/faults: every fault ten times over under load,
+# then its summary line: sent, succeeded, retried, failed, billed, duplicates, lost; it fails on
+# any lost or doubled turn; VB_FAULT_SCALE changes the size), then ten minutes of steady load on
+# the full stack: resident memory sampled throughout, and its growth reported
+# (bench/scenarios/soak.py; VB_SOAK_DURATION_S changes the length).
+VB_FAULT_SCALE ?= 10
 soak: gen wrk
+	VB_FAULT_SCALE=$(VB_FAULT_SCALE) $(PY) -m pytest -p no:cacheprovider tests/faults
 	$(PY) -m bench --only soak $(BENCH_ARGS)
 
 clean:

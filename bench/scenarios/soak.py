@@ -9,8 +9,10 @@ PostgreSQL runs with autovacuum off).
 `make soak`, or `python -m bench --only soak`. VB_SOAK_DURATION_S (600), VB_SOAK_ROUND_S
 (60), VB_SOAK_CONNECTIONS (16) change the shape; --quick makes it a two-minute smoke run.
 
-Later soak work (faults injected between rounds, fuzzed requests) hooks in through
-ROUND_HOOKS: each hook runs after a round, with the stack and the round's number.
+Faults are not injected here: `make soak` runs the fault suite (tests/faults, every fault
+under load with its own stack and PostgreSQL server) at ten times its size before this
+scenario. Other soak work hooks in through ROUND_HOOKS: each hook runs after a round, with the
+stack and the round's number.
 """
 
 from __future__ import annotations
