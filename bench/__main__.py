@@ -19,7 +19,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCENARIOS = ("send_message", "usage_summary", "console_usage", "voice")
+SCENARIOS = ("send_message", "chat_completions", "usage_summary", "console_usage", "voice")
 # Run only when named (`--only soak`, `make soak`): ten minutes of load.
 OPT_IN = ("soak",)
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -99,8 +99,9 @@ async def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     print(f"VocalBridge benchmarks — {started:%Y-%m-%d %H:%M:%S} UTC{' (quick)' if args.quick else ''}")
     print(describe_machine(machine), flush=True)
-    if not shutil.which("wrk") and "send_message" in names:
-        print("warning: wrk is not installed (apt-get install -y wrk); send_message will fail", flush=True)
+    needs_wrk = [name for name in ("send_message", "chat_completions") if name in names]
+    if not shutil.which("wrk") and needs_wrk:
+        print(f"warning: wrk is not installed (apt-get install -y wrk); {', '.join(needs_wrk)} will fail", flush=True)
 
     results: list[dict] = []
     status: dict[str, dict] = {}

@@ -118,6 +118,28 @@ def slowest_p50(prefix: str) -> Callable[[list[dict]], float | None]:
     return measure
 
 
+def completions(stat: str, connections: int | None = None) -> Callable[[list[dict]], float | None]:
+    """chat_completions' `stat`: at `connections`, or the best among its error-free levels."""
+
+    def measure(rows: list[dict]) -> float | None:
+        cells: dict[int, dict[str, object]] = {}
+        for row in rows:
+            labels = row.get("labels") or {}
+            if row.get("scenario") == "chat_completions" and "connections" in labels:
+                cells.setdefault(labels["connections"], {})[labels["stat"]] = row["value"]
+        if connections is not None:
+            return _number(cells.get(connections, {}).get(stat))
+        values = [_number(cell.get(stat)) for cell in cells.values() if cell.get("errors") == 0]
+        return max((v for v in values if v is not None), default=None)
+
+    return measure
+
+
+def completions_exactly_once(rows: list[dict]) -> float | None:
+    row = next((r for r in rows if (r.get("labels") or {}).get("stat") == "completions_exactly_once"), None)
+    return None if row is None else (1.0 if row["value"] == "yes" else 0.0)
+
+
 def memory_growth(rows: list[dict]) -> float | None:
     return next(
         (_number(row["value"]) for row in rows if row.get("scenario") == "soak" and row["metric"] == "memory growth"),
@@ -141,6 +163,10 @@ TARGETS = (
     ),
     Target("GetProviderPerformance p50", "ms", 200, True, slowest_p50("GetProviderPerformance")),
     Target("exactly-once billing under load (1 = ledger turns equal committed turns)", "", 1, False, exactly_once),
+    # The OpenAI-compatible endpoint, stateless: the text turn's targets (issue 12).
+    Target("chat completions: throughput at the best concurrency", "req/s", 600, False, completions("throughput")),
+    Target("chat completions: one sequential client, p50", "ms", 4, True, completions("p50", 1)),
+    Target("chat completions: exactly-once billing under load", "", 1, False, completions_exactly_once),
 )
 
 
