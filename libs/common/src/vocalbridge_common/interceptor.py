@@ -88,7 +88,8 @@ def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
 
 def _undecodable() -> InvalidArgument:
     return InvalidArgument(
-        "the request body is not a valid protobuf message of this method's request type",
+        "the request does not decode: a text field (in the body, path or query) is not valid UTF-8,"
+        " or the bytes are not this method's request message",
         reason="INVALID_REQUEST_BODY",
         field_violations=[FieldViolation("body", "does not decode as this method's request message")],
     )
