@@ -1,13 +1,16 @@
 """The one billing outbox relay (vocalbridge_common.outbox) on every service's own outbox table,
 against real PostgreSQL (and SQLite): lag and health while billing is down, relays side by
-side sending disjoint batches, and an event billing refuses neither holding up the others
-nor coming back on every poll, until billing accepts it."""
+side sending disjoint batches, an event billing refuses neither holding up the others nor
+coming back on every poll, until billing accepts it, and a relay that outlives a database
+restart."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 import grpc
@@ -140,6 +143,59 @@ class RefusingBilling(FakeBilling):
         if self.refused & set(names):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "this event's agent version does not exist")
         return await super().RecordUsage(request, context)
+
+
+class RestartingDatabase:
+    """`db` as the relay sees it during a PostgreSQL restart: every transaction refused while
+    `down` is set (the lag report's included), then served again."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.postgres = db.postgres
+        self.down = True
+        self.refusals = 0
+
+    @asynccontextmanager
+    async def system_transaction(self):
+        if self.down:
+            self.refusals += 1
+            raise ConnectionRefusedError(111, "Connection refused")
+        async with self._db.system_transaction() as tx:
+            yield tx
+
+
+async def test_the_relay_outlives_a_database_restart(outbox):
+    """A database outage fails deliveries and lag reports alike; the relay keeps going, backing
+    off, and delivers everything once the database is back."""
+    service, db, table = outbox
+    tenant = new_id("ten")
+    events = await add_events(db, table, tenant, 3, utcnow())
+    restarting = RestartingDatabase(db)
+    billing = FakeBilling()
+    settings = RelaySettings(poll_interval_seconds=0.01, backoff_base_seconds=0.005, backoff_cap_seconds=0.02)
+    port = free_port()
+    async with billing_on(port, billing), grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        relay = OutboxRelay(restarting, table, channel, SIGNER, settings, service=service)
+        running = asyncio.create_task(relay.run_forever())
+        try:
+            for _ in range(500):
+                if restarting.refusals >= 6 or running.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert not running.done(), running.exception()
+            restarting.down = False
+            for _ in range(500):
+                if set((await delivered(db, table, tenant)).values()) == {True} or running.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert not running.done(), running.exception()
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    assert (await delivered(db, table, tenant)) == dict.fromkeys(events, True)
+    accepted = Counter(event.name.removeprefix("usageEvents/") for event in billing.events)
+    assert {event_id: accepted[event_id] for event_id in events} == dict.fromkeys(events, 1)
 
 
 async def _drain(relay: OutboxRelay, rounds: int) -> list[int]:

@@ -274,6 +274,8 @@ class OutboxRelay:
         return Lag(lag.pending, max(0.0, age), lag.refused)
 
     async def run_forever(self) -> None:
+        """Delivers until cancelled. Nothing else ends it: an iteration that fails (billing or
+        the database unreachable, its lag report included) is logged and backed off."""
         while True:
             try:
                 delivered = await self.deliver_once()
@@ -285,7 +287,15 @@ class OutboxRelay:
             if delivered > 0:
                 RELAY_DELIVERED.inc(delivered)
             if delivered <= 0 or time.monotonic() - self._last_report >= self._settings.report_interval_seconds:
-                await self._report()
+                try:
+                    await self._report()
+                except Exception:
+                    # The lag is read from the database. Raised from here, this would end the
+                    # loop, and every later usage event would wait in the outbox, unbilled,
+                    # until the process restarts.
+                    log.exception("outbox lag could not be measured")
+                    if delivered == 0:
+                        delivered = -1  # back off as after a failed delivery
             if delivered < 0:
                 self._failures += 1
                 ceiling = min(
