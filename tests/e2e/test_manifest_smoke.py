@@ -404,6 +404,20 @@ def voice_turn(http: httpx.Client, session: str) -> None:
     )
 
 
+def chat_completion(http: httpx.Client, session: str) -> None:
+    """The OpenAI-compatible route (raw body, its own route timeout and error filter), stateless."""
+    agent = expect(http.get(f"/v1/{session}"), "reading the session")["agent"]
+    body = expect(
+        http.post(
+            "/v1/chat/completions",
+            json={"model": agent, "messages": [{"role": "user", "content": "Hello from an OpenAI client"}]},
+        ),
+        "a chat completion",
+    )
+    assert body["object"] == "chat.completion" and body["model"] == agent, body
+    assert body["choices"][0]["message"]["content"] and body["vocalbridge"]["provider"] == "vendorA", body
+
+
 Call = Callable[[httpx.Client, str], None]
 
 
@@ -446,13 +460,13 @@ def smoke(objects: list[dict], work: Path, calls: tuple[Call, ...], only: set[st
 # --------------------------------------------------------------------------------------------
 
 
-def test_the_dev_overlay_runs_a_json_turn_and_a_voice_turn_through_its_envoy(tmp_path):
+def test_the_dev_overlay_runs_a_json_turn_a_chat_completion_and_a_voice_turn_through_its_envoy(tmp_path):
     objects = render_dev()
     with temporary_database() as database_url:
         cluster = Cluster(objects, database_url, tmp_path)
         assert set(cluster.pods) == {"auth", "agents", "conversation", "billing", "voice", "console", "envoy"}
         with cluster.running():
-            through_the_edge(cluster, (json_turn, voice_turn))
+            through_the_edge(cluster, (json_turn, chat_completion, voice_turn))
             # The console's files through the same edge, without a key.
             assert httpx.get(cluster.edge + "/", timeout=10).status_code == 200
             envoy_drains_on_its_pre_stop_hook(cluster)
