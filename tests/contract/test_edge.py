@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from vocalbridge_common import topology
 from vocalbridge_common.errors import ERROR_DOMAIN
-from vocalbridge_common.headers import IDENTITY_HEADER
+from vocalbridge_common.headers import EDGE_SECRET_ENV, EDGE_SECRET_HEADER, IDENTITY_HEADER
+from vocalbridge_common.server import MAX_METADATA_BYTES
 from vocalbridge_devstack import stack
 from vocalbridge_edge import (
     EnvoyParams,
@@ -165,3 +167,48 @@ def test_the_command_line_renders_in_the_virtual_environment(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # the descriptor set check found nothing to warn about
     assert json.loads(out.read_text()) == build_envoy_config(local_params())
+
+
+def _ext_authz(config: dict) -> dict:
+    (authz,) = [f for f in _manager(config)["http_filters"] if f["name"] == "envoy.filters.http.ext_authz"]
+    return authz["typed_config"]
+
+
+def test_envoy_sends_the_edge_secret_from_its_environment_only():
+    """auth.Check answers Envoy only: Envoy names the variable holding the secret, and the
+    rendered configuration (a ConfigMap in Kubernetes) never holds a value."""
+    for params in (local_params(), k8s_params()):
+        metadata = _ext_authz(build_envoy_config(params))["grpc_service"]["initial_metadata"]
+        assert metadata == [{"key": EDGE_SECRET_HEADER, "value": f"%ENVIRONMENT({EDGE_SECRET_ENV})%"}]
+
+
+def test_header_limits_stay_well_below_what_the_services_accept():
+    for params in (local_params(), k8s_params()):
+        manager = _manager(build_envoy_config(params))
+        limit_kb = manager["max_request_headers_kb"]
+        assert limit_kb == params.max_request_headers_kb and limit_kb * 1024 * 4 <= MAX_METADATA_BYTES
+        assert manager["common_http_protocol_options"]["max_headers_count"] == params.max_request_headers
+    # A positive control: a limit the services could not take is refused when rendering.
+    with pytest.raises(ValueError, match="max_request_headers_kb"):
+        build_envoy_config(local_params(max_request_headers_kb=MAX_METADATA_BYTES // 1024))
+
+
+def test_every_local_reply_is_a_json_status_and_none_is_left_out():
+    """Every mapper after the pass-through ones writes a google.rpc.Status in JSON, and the last
+    ones catch whatever status Envoy may answer with by itself, from 400 up."""
+    mappers = _manager(build_envoy_config(local_params()))["local_reply_config"]["mappers"]
+    passing = [m for m in mappers if "body_format_override" not in m]
+    assert mappers[: len(passing)] == passing == mappers[:2]  # ext_authz denials, native gRPC
+    for mapper in mappers[len(passing) :]:
+        override = mapper["body_format_override"]
+        assert override["content_type"] == "application/json"
+        status = override["json_format"]
+        assert {"code", "message", "details"} <= status.keys() and status["code"] != 0
+        assert status["details"][0]["@type"].endswith("google.rpc.ErrorInfo") and status["details"][0]["reason"]
+    statuses = [
+        m["filter"].get("status_code_filter") or m["filter"]["and_filter"]["filters"][0]["status_code_filter"]
+        for m in mappers[len(passing) :]
+    ]
+    assert [s["comparison"]["op"] for s in statuses[-2:]] == ["GE", "GE"]
+    assert [s["comparison"]["value"]["default_value"] for s in statuses[-2:]] == [500, 400]
+    assert 431 in {s["comparison"]["value"]["default_value"] for s in statuses}

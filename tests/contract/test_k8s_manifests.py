@@ -311,15 +311,22 @@ def test_envoy_config_routes_to_every_backend_by_its_dns_name(rendered):
     assert [(p["name"], p["port"]) for p in service["ports"]] == [("http", topology.EDGE_PORT)]
 
 
-def test_secrets_are_placeholders_and_only_auth_gets_the_operator_key(rendered):
+def test_secrets_are_placeholders_and_each_pod_gets_only_its_own(rendered):
     overlay, objects = rendered
     secrets = _of_kind(objects, "Secret")
     if overlay == "prod":
         assert SECRET_NAME not in secrets, "prod must not ship the placeholder Secret"
     else:
         values = {k: base64.b64decode(v).decode() for k, v in secrets[SECRET_NAME]["data"].items()}
-        assert values.keys() == {"VB_IDENTITY_SECRET", "VB_OPERATOR_API_KEY", "VB_DATABASE_URL", "VB_REDIS_URL"}
-        assert "FAKE" in values["VB_IDENTITY_SECRET"] and "FAKE" in values["VB_OPERATOR_API_KEY"]
+        assert values.keys() == {
+            "VB_IDENTITY_SECRET",
+            "VB_OPERATOR_API_KEY",
+            "VB_EDGE_SECRET",
+            "VB_DATABASE_URL",
+            "VB_REDIS_URL",
+        }
+        for key in ("VB_IDENTITY_SECRET", "VB_OPERATOR_API_KEY", "VB_EDGE_SECRET"):
+            assert "FAKE" in values[key], key
 
     configmaps = _of_kind(objects, "ConfigMap")
     for name, deployment in _of_kind(objects, "Deployment").items():
@@ -327,6 +334,8 @@ def test_secrets_are_placeholders_and_only_auth_gets_the_operator_key(rendered):
         for container in spec["containers"] + spec.get("initContainers", []):
             env = {e["name"]: e for e in container.get("env", [])}
             assert ("VB_OPERATOR_API_KEY" in env) == (name == "auth"), f"{name}/{container['name']}"
+            # The edge secret: Envoy sends it to auth.Check, and no one else may hold it.
+            assert ("VB_EDGE_SECRET" in env) == (name in ("auth", "envoy")), f"{name}/{container['name']}"
             refs = [e["valueFrom"]["secretKeyRef"] for e in env.values() if "secretKeyRef" in e.get("valueFrom", {})]
             for ref in refs:
                 # In prod the Secret is created outside git, under this fixed name.

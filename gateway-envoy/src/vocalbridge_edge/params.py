@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from vocalbridge_common.headers import EDGE_SECRET_ENV
 from vocalbridge_common.topology import (
     CONSOLE_PORT,
     EDGE_ADMIN_PORT,
@@ -85,6 +86,15 @@ class EnvoyParams:
     max_request_bytes: int = 1 * MIB
     # Transcoded (JSON) responses above this fail; base64 reply audio is the big one.
     max_response_bytes: int = 8 * MIB
+    # Request headers: at most this much in all (names and values, the path included) and this
+    # many, or 431 with a JSON status. Every service accepts well over what this lets through
+    # as gRPC metadata (vocalbridge_common.server), so a request within it never meets a
+    # service's own metadata limit (which would refuse it at random, naming internal headers).
+    max_request_headers_kb: int = 16
+    max_request_headers: int = 100
+    # The environment variable, in Envoy's process, holding the edge secret that Envoy sends on
+    # every auth.Check (Check answers no one else). Only its name is in the configuration.
+    edge_secret_env: str = EDGE_SECRET_ENV
     cors_allowed_origins: tuple[str, ...] = ()
     # Route timeout per upstream or served package; gRPC clients' own deadlines (grpc-timeout)
     # apply when shorter. A served package without one of its own gets its upstream's.

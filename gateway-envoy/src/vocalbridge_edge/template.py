@@ -17,12 +17,14 @@ from vocalbridge_common.errors import ERROR_DOMAIN
 from vocalbridge_common.headers import (
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
+    EDGE_SECRET_HEADER,
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENT_REPLAYED_HEADER,
     IDENTITY_HEADER,
     REQUEST_ID_HEADER,
     SESSION_HEADER,
 )
+from vocalbridge_common.server import MAX_METADATA_BYTES
 from vocalbridge_edge import openai_routes
 from vocalbridge_edge.params import EnvoyParams, Upstream
 
@@ -39,9 +41,14 @@ CORS_ALLOW_HEADERS = (
 )
 CORS_EXPOSE_HEADERS = (IDEMPOTENT_REPLAYED_HEADER, REQUEST_ID_HEADER)
 CORS_ALLOW_METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS")
+# What a gRPC client proper sends (the Content-Type of gRPC over HTTP/2), as RE2.
+GRPC_CONTENT_TYPE = r"application/grpc([+;].*)?"
 # The request id in Envoy's substitution format (%REQ(...)%) for log lines and error bodies.
 REQUEST_ID = f"%REQ({REQUEST_ID_HEADER.upper()})%"
 
+# A client's headers reach the services as gRPC metadata, with the transcoder's copy of the path
+# and Envoy's own headers added, each counted with 32 bytes more: keep a client's well below.
+MAX_REQUEST_HEADERS_KB = MAX_METADATA_BYTES // 1024 // 4
 # Filter names; the same strings key the per-route configs below.
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 CORS = "envoy.filters.http.cors"
@@ -164,6 +171,10 @@ def _http_connection_manager(p: EnvoyParams) -> Config:
         "always_set_request_id_in_response": True,
         "server_name": "vocalbridge",
         "stream_idle_timeout": "300s",
+        # Deterministic limits on what a client's headers may be (431 with a JSON status), below
+        # what the services accept as gRPC metadata.
+        "max_request_headers_kb": p.max_request_headers_kb,
+        "common_http_protocol_options": {"max_headers_count": p.max_request_headers},
         "access_log": [_access_log()],
         "http_filters": _http_filters(p),
         "route_config": _route_config(p),
@@ -354,6 +365,10 @@ def _ext_authz(p: EnvoyParams) -> Config:
         "grpc_service": {
             "envoy_grpc": {"cluster_name": p.authz_upstream},
             "timeout": _duration(p.authz_timeout_s),
+            # Check answers the edge only: the secret comes from Envoy's environment (a k8s
+            # Secret, the dev stack's var/), never from this file. Unset, Envoy sends "-", Check
+            # refuses, and every request is refused with 503 (fail closed).
+            "initial_metadata": [{"key": EDGE_SECRET_HEADER, "value": f"%ENVIRONMENT({p.edge_secret_env})%"}],
         },
         # Fail closed: if auth cannot answer, nothing passes.
         "failure_mode_allow": False,
@@ -525,7 +540,8 @@ def _bypass(*filters: str) -> Config:
 
 # Local replies are matched by HTTP status plus Envoy's response code details (via CEL), in
 # order; the first match wins. (HTTP status, details test, gRPC code, reason, message, field).
-_LOCAL_REPLIES = (
+_LocalReply = tuple[int, str | None, int, str, str | None, str | None]
+_LOCAL_REPLIES: tuple[_LocalReply, ...] = (
     # The transcoder refused the query string or path bindings (headers phase).
     (
         400,
@@ -535,16 +551,38 @@ _LOCAL_REPLIES = (
         None,
         "query",
     ),
+    # The HTTP codec refused the request itself (a malformed request line or header).
+    (
+        400,
+        "response.code_details.startsWith('http1.') || response.code_details.startsWith('http2.')",
+        3,
+        "MALFORMED_REQUEST",
+        "The request is not well-formed HTTP.",
+        None,
+    ),
     # Anything else Envoy refuses with 400: malformed JSON, wrong types (body phase).
     (400, None, 3, "INVALID_REQUEST_BODY", None, "body"),
     (404, None, 5, "NOT_FOUND", "No such method or resource path.", None),
     (413, None, 8, "REQUEST_TOO_LARGE", "The request is larger than the gateway accepts.", "body"),
+    (
+        431,
+        None,
+        8,
+        "REQUEST_HEADERS_TOO_LARGE",
+        "The request's headers are larger than the gateway accepts.",
+        "headers",
+    ),
     # Envoy's own 500s, e.g. a response larger than max_response_bytes (upstream 500s are
     # not local replies and keep the service's body).
     (500, None, 13, "GATEWAY_ERROR", "The gateway could not complete the request: %LOCAL_REPLY_BODY%", None),
     (502, None, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; try again later.", None),
     (503, None, 14, "SERVICE_UNAVAILABLE", "The service is unavailable; try again later.", None),
     (504, None, 4, "DEADLINE_EXCEEDED", "The service did not answer in time.", None),
+)
+# Any other status Envoy answers with by itself, from this one up (first match wins).
+_OTHER_LOCAL_REPLIES: tuple[_LocalReply, ...] = (
+    (500, None, 13, "GATEWAY_ERROR", "The gateway could not complete the request.", None),
+    (400, None, 3, "REQUEST_REFUSED", "The gateway refused the request.", None),
 )
 
 
@@ -555,6 +593,7 @@ def _openai_local_replies(p: EnvoyParams) -> list[tuple[int, str, str]]:
     plain = {
         400: "Invalid request: the query or the path is not what this method accepts.",
         413: f"The request is larger than the gateway accepts (at most {p.max_request_bytes} bytes).",
+        431: f"The request's headers are larger than the gateway accepts ({_header_limits(p)}).",
         500: "The gateway could not complete the request.",
     }
     return [
@@ -570,22 +609,56 @@ def _local_reply_config(p: EnvoyParams) -> Config:
             {"filter": _cel("response.code_details == 'ext_authz_denied'")},
             # - native gRPC clients: Envoy puts the body into grpc-message; keep its plain text there.
             #   Transcoded requests also carry content-type application/grpc by now, but only they
-            #   have x-envoy-original-method (set by the transcoder).
+            #   have x-envoy-original-method (set by the transcoder). gRPC proper only
+            #   (application/grpc, +proto, ;charset): gRPC-Web and other look-alikes get JSON.
             {
                 "filter": {
                     "and_filter": {
                         "filters": [
-                            _header_filter({"name": "content-type", "string_match": {"prefix": "application/grpc"}}),
+                            _header_filter(
+                                {
+                                    "name": "content-type",
+                                    "string_match": {"safe_regex": {"regex": GRPC_CONTENT_TYPE}},
+                                }
+                            ),
                             _header_filter({"name": "x-envoy-original-method", "present_match": False}),
                         ]
                     }
                 }
             },
-            # Envoy's own errors for JSON clients: google.rpc.Status JSON like the services' errors.
+            # Envoy's own errors for everyone else: google.rpc.Status JSON like the services' errors.
             # Upstream gRPC errors are not local replies; the transcoder converts those.
-            *(_local_reply_mapper(*spec, max_request_bytes=p.max_request_bytes) for spec in _LOCAL_REPLIES),
+            *_unavailable_mappers(p),
+            *(_local_reply_mapper(*spec, p) for spec in _LOCAL_REPLIES),
+            # Whatever else Envoy may answer by itself (405, 408, a codec's 400 …): still JSON.
+            *(_local_reply_mapper(*spec, p, op="GE") for spec in _OTHER_LOCAL_REPLIES),
         ]
     }
+
+
+def _unavailable_mappers(p: EnvoyParams) -> list[Config]:
+    """503 naming the service that is not there (not deployed, not running, no healthy host):
+    the voice service of a deployment without one, auth when Check cannot be reached. The
+    reason stays SERVICE_UNAVAILABLE (retry later); ErrorInfo's metadata names the service."""
+    services = [(f"xds.cluster_name == '{name}'", name) for name in p.upstreams]
+    services.append(("response.code_details.startsWith('ext_authz_error')", p.authz_upstream))
+    return [
+        _local_reply_mapper(
+            503,
+            test,
+            14,
+            "SERVICE_UNAVAILABLE",
+            f"The {name} service is unavailable; try again later.",
+            None,
+            p,
+            metadata={"service": name},
+        )
+        for test, name in services
+    ]
+
+
+def _header_limits(p: EnvoyParams) -> str:
+    return f"at most {p.max_request_headers_kb} KiB and {p.max_request_headers} headers in all"
 
 
 def _local_reply_mapper(
@@ -595,15 +668,20 @@ def _local_reply_mapper(
     reason: str,
     message: str | None,
     field: str | None,
+    p: EnvoyParams,
     *,
-    max_request_bytes: int,
+    op: str = "EQ",
+    metadata: Config | None = None,
 ) -> Config:
-    details: list[Config] = [
-        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN},
-        {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": REQUEST_ID},
-    ]
+    info: Config = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": ERROR_DOMAIN}
+    if metadata:
+        info["metadata"] = metadata
+    details: list[Config] = [info, {"@type": "type.googleapis.com/google.rpc.RequestInfo", "requestId": REQUEST_ID}]
     if http_status == 413:
-        description = f"must be at most {max_request_bytes} bytes"
+        description = f"must be at most {p.max_request_bytes} bytes"
+    elif http_status == 431:
+        # Never Envoy's own text here: it could name the headers (internal ones among them).
+        description = f"must be {_header_limits(p)}"
     elif field is not None:
         # Envoy's own text (the transcoder's parse error); json_format escapes quotes and newlines.
         message, description = "Invalid request: %LOCAL_REPLY_BODY%", "%LOCAL_REPLY_BODY%"
@@ -618,8 +696,11 @@ def _local_reply_mapper(
     status = {
         "status_code_filter": {
             "comparison": {
-                "op": "EQ",
-                "value": {"default_value": http_status, "runtime_key": f"vocalbridge.local_reply.status_{http_status}"},
+                "op": op,
+                "value": {
+                    "default_value": http_status,
+                    "runtime_key": f"vocalbridge.local_reply.status_{'' if op == 'EQ' else 'from_'}{http_status}",
+                },
             }
         }
     }
@@ -628,6 +709,9 @@ def _local_reply_mapper(
         "body_format_override": {
             "json_format": {"code": grpc_code, "message": message, "details": details},
             "content_type": "application/json",
+            # A value Envoy does not have (the request id of a request whose headers were
+            # refused) is left out rather than written as null.
+            "omit_empty_values": True,
         },
     }
 
@@ -670,8 +754,9 @@ def _access_log() -> Config:
                     "upstream_host": "%UPSTREAM_HOST%",
                     "bytes_in": "%BYTES_RECEIVED%",
                     "bytes_out": "%BYTES_SENT%",
-                    # auth.Check may return dynamic_metadata {tenant, key}; it lands here.
+                    # auth.Check returns dynamic_metadata {tenant, key} with every allowed request.
                     "tenant": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:tenant)%",
+                    "key": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:key)%",
                     "traceparent": "%REQ(TRACEPARENT)%",
                     "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
                     "user_agent": "%REQ(USER-AGENT)%",
@@ -828,6 +913,13 @@ def _check(p: EnvoyParams) -> None:
             )
     if p.max_request_bytes <= 0 or p.max_response_bytes <= 0:
         raise ValueError("max_request_bytes and max_response_bytes must be positive")
+    if not 1 <= p.max_request_headers_kb <= MAX_REQUEST_HEADERS_KB or p.max_request_headers < 1:
+        raise ValueError(
+            f"max_request_headers_kb must be from 1 to {MAX_REQUEST_HEADERS_KB} (what the services accept"
+            " as gRPC metadata, with room for Envoy's own headers) and max_request_headers at least 1"
+        )
+    if not p.edge_secret_env.isidentifier():
+        raise ValueError(f"edge_secret_env must be an environment variable's name, not {p.edge_secret_env!r}")
     if "console" in p.upstreams and p.console_upstream is not None:
         raise ValueError("'console' is reserved for console_upstream")
     for reserved in (ADMIN_CLUSTER, OTLP_CLUSTER):

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import TEST_IDENTITY_SECRET
+from tests.integration.auth.edge_check import TEST_EDGE_SECRET, EdgeCheck
 from tests.support import error_reason, violated_fields
 from vocalbridge.auth.v1 import api_key_pb2, auth_service_pb2, auth_service_pb2_grpc
 from vocalbridge_auth.config import AuthSettings
@@ -48,6 +49,7 @@ async def server(pg_url):
         operator_key_digest=hashlib.sha256(OPERATOR_KEY.encode()).hexdigest(),
         key_cache_ttl_seconds=CACHE_TTL,
         identity_ttl_seconds=60,
+        edge_secret=TEST_EDGE_SECRET,
     )
     running = await create_server(settings)
     yield running
@@ -67,7 +69,7 @@ def auth(channel):
 
 @pytest.fixture(scope="module")
 def authz(channel):
-    return external_auth_pb2_grpc.AuthorizationStub(channel)
+    return EdgeCheck(channel)
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +380,95 @@ async def test_row_level_security_hides_keys_without_tenant(auth, operator, pg_u
             assert (await connection.scalar(text("SELECT count(*) FROM auth.api_keys"))) == 1
     finally:
         await engine.dispose()
+
+
+async def test_check_answers_the_edge_only(auth, channel, operator):
+    """Without the edge secret (a caller who reached the auth port with a good key), or with
+    another one, Check mints nothing: UNAUTHENTICATED before any lookup."""
+    _, key = await new_tenant(auth, operator)
+    request = external_auth_pb2.CheckRequest()
+    request.attributes.request.http.path = LIST_AGENTS
+    request.attributes.request.http.headers.update(
+        {"authorization": f"Bearer {key.secret}", "content-type": "application/grpc"}
+    )
+    for secret in (None, b"", b"another-edge-secret-0123456789abcdef", TEST_EDGE_SECRET[:-1]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await EdgeCheck(channel, secret).Check(request)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert error_reason(caught.value) == "EDGE_SECRET_INVALID"
+    assert (await EdgeCheck(channel).Check(request)).HasField("ok_response")  # the edge itself
+
+
+async def test_check_names_the_tenant_for_the_access_log(auth, authz, operator):
+    tenant_id, key = await new_tenant(auth, operator)
+    response = await check(authz, LIST_AGENTS, key.secret)
+    fields = response.dynamic_metadata.fields
+    assert fields["tenant"].string_value == tenant_id
+    assert fields["key"].string_value == key.name.removeprefix("apiKeys/")
+
+
+@pytest.mark.parametrize("depth", [65, 3000, 100_000])
+async def test_json_nested_too_deep_is_400_not_503(auth, authz, operator, depth):
+    _, key = await new_tenant(auth, operator)
+    body = b'{"displayName": "A", "parameters": ' + b"[" * depth + b"]" * depth + b"}"
+    response = await check_json(authz, "POST", "/v1/agents", key.secret, body)
+    assert denial(response) == (400, "JSON_TOO_DEEP")
+    # At the limit (64 levels with the outer object) the body is parsed and judged field by field.
+    at_limit = b'{"displayName": "A", "parameters": ' + b"[" * 63 + b"]" * 63 + b"}"
+    assert denial(await check_json(authz, "POST", "/v1/agents", key.secret, at_limit)) == (400, "INVALID_REQUEST_BODY")
+
+
+@pytest.mark.parametrize(
+    "http_method, path, body, field",
+    [
+        ("POST", "/v1/apiKeys/key_1:revoke", b'{"name": "apiKeys/key_2"}', "name"),
+        ("POST", "/v1/apiKeys/key_1:rotate", b'{"name": "apiKeys/key_2"}', "name"),
+        ("DELETE", "/v1/agents/agt_1?name=agents/agt_2", b"", "name"),
+        (
+            "PATCH",
+            "/v1/agents/agt_1?updateMask=displayName",
+            b'{"name": "agents/agt_2", "displayName": "x"}',
+            "agent.name",
+        ),
+        ("POST", "/v1/sessions/ses_1/messages", b'{"session": "sessions/ses_2", "content": "hi"}', "session"),
+        ("POST", "/v1/sessions/ses_1/messages:stream", b'{"session": "sessions/ses_2", "content": "hi"}', "session"),
+        ("PATCH", "/v1/rateLimits/x?rateLimit.name=rateLimits/y", b"{}", "rate_limit.name"),
+    ],
+)
+async def test_a_field_the_path_binds_cannot_be_overridden(auth, authz, operator, http_method, path, body, field):
+    _, key = await new_tenant(auth, operator)
+    response = await check_json(authz, http_method, path, key.secret, body)
+    assert denial(response) == (400, "FIELD_CONFLICTS_WITH_PATH")
+    details = json.loads(response.denied_response.body)["details"]
+    assert [v["field"] for v in next(d for d in details if d["@type"].endswith("BadRequest"))["fieldViolations"]] == [
+        field
+    ]
+
+
+@pytest.mark.parametrize(
+    "http_method, path, body",
+    [
+        ("POST", "/v1/apiKeys/key_1:revoke", b'{"name": "apiKeys/key_1"}'),
+        ("POST", "/v1/apiKeys/key_1:revoke", b"{}"),
+        ("PATCH", "/v1/agents/agt_1?updateMask=displayName", b'{"name": "agents/agt_1", "displayName": "x"}'),
+        ("POST", "/v1/sessions/ses_1/messages", b'{"session": "sessions/ses_1", "content": "hi"}'),
+        ("DELETE", "/v1/agents/agt_1", b""),
+    ],
+)
+async def test_the_same_value_as_the_path_is_no_conflict(auth, authz, operator, http_method, path, body):
+    _, key = await new_tenant(auth, operator)
+    assert (await check_json(authz, http_method, path, key.secret, body)).HasField("ok_response")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text"]
+)
+async def test_grpc_web_is_refused_as_json(auth, authz, operator, content_type):
+    _, key = await new_tenant(auth, operator)
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path = "POST", LIST_AGENTS
+    http.headers.update({"authorization": f"Bearer {key.secret}", "content-type": content_type})
+    response = await authz.Check(request)
+    assert denial(response) == (400, "UNSUPPORTED_CONTENT_TYPE")
+    assert "grpc-status" not in {h.header.key for h in response.denied_response.headers}

@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from tests.conftest import REDIS_URL, TEST_IDENTITY_SECRET, forget_redis_prefix
+from tests.integration.auth.edge_check import TEST_EDGE_SECRET, EdgeCheck
 from tests.integration.auth.test_auth_service import OPERATOR_KEY, check, denial, new_tenant
 from tests.support import error_reason, violated_fields
 from vocalbridge.auth.v1 import auth_service_pb2 as pb
@@ -77,6 +78,7 @@ async def server(pg_url, ledger):
         operator_key_digest=hashlib.sha256(OPERATOR_KEY.encode()).hexdigest(),
         key_cache_ttl_seconds=CACHE_TTL,
         identity_ttl_seconds=60,
+        edge_secret=TEST_EDGE_SECRET,
         billing_address=f"127.0.0.1:{ledger.port}",
         limits=LimitSettings(
             store="redis",
@@ -107,10 +109,8 @@ def admin(as_tenant, tenant_id):
 
 
 async def _stub_and_authz(auth):
-    from envoy.service.auth.v3 import external_auth_pb2_grpc
-
     stub, channel = auth
-    return stub, external_auth_pb2_grpc.AuthorizationStub(channel)
+    return stub, EdgeCheck(channel)
 
 
 def _headers(response) -> dict[str, str]:

@@ -22,3 +22,8 @@ SESSION_HEADER = "vocalbridge-session"
 OPENAI_ERROR_HEADER = "x-vb-openai-error"
 # OpenAI's SDKs obey it: "false" where retrying the same request cannot help.
 SHOULD_RETRY_HEADER = "x-should-retry"
+# What Envoy sends on its ext_authz calls to auth.Check (gRPC metadata, never a client's header):
+# the shared edge secret, from the environment variable of that name in Envoy's and auth's
+# processes. Check answers no one else, so a bare auth port mints no identities.
+EDGE_SECRET_HEADER = "x-vb-edge-secret"
+EDGE_SECRET_ENV = "VB_EDGE_SECRET"

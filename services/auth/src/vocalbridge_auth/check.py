@@ -8,6 +8,13 @@ prefix, compares digests, applies the method's required scope, and on success
 sets the one identity header the services trust. Key lookups are cached for a
 short TTL: a revoked key is refused at most that long after revocation.
 
+Only the edge may ask: every call must carry the shared edge secret (EDGE_SECRET_HEADER, which
+Envoy adds from its environment), or it is refused before anything is looked up, so a caller
+who reaches the auth port cannot mint identities with a key. The identities minted here live
+seconds (VB_IDENTITY_TTL_SECONDS): after a key is revoked, an identity minted for it is
+refused by every service within the key cache TTL plus that lifetime. Check also tells the
+edge's access log whose request it was (dynamic metadata: tenant, key).
+
 A refused request of the OpenAI-compatible API (a JSON request on one of its routes) also
 gets its error in OpenAI's shape, in the `x-vb-openai-error` header that the edge puts into
 the body there, so OpenAI's SDKs raise their own exception types for 401, 403 and 429 too.
@@ -27,17 +34,19 @@ from typing import Protocol
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 from google.rpc import code_pb2, status_pb2
 from grpc.aio import ServicerContext
 
 from vocalbridge_auth.domain import OPERATOR_KEY_ID, ApiKey, authenticate, digest, prefix_of
 from vocalbridge_auth.last_use import LastUseRecorder
-from vocalbridge_auth.routes import Route, RouteTable, body_violations
+from vocalbridge_auth.routes import Route, RouteTable, binding_conflicts, parse_body
 from vocalbridge_common import scopes as scope_policy
 from vocalbridge_common.db import utcnow
 from vocalbridge_common.errors import (
     DomainError,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     Unauthenticated,
@@ -45,8 +54,15 @@ from vocalbridge_common.errors import (
     invalid_fields,
     to_rpc_status,
 )
-from vocalbridge_common.headers import API_KEY_HEADER, AUTHORIZATION_HEADER, IDENTITY_HEADER, REQUEST_ID_HEADER
+from vocalbridge_common.headers import (
+    API_KEY_HEADER,
+    AUTHORIZATION_HEADER,
+    EDGE_SECRET_HEADER,
+    IDENTITY_HEADER,
+    REQUEST_ID_HEADER,
+)
 from vocalbridge_common.identity import IdentitySigner
+from vocalbridge_common.json_limits import JsonTooDeep
 from vocalbridge_common.limits.cache import TenantLimitsCache
 from vocalbridge_common.limits.limiter import Limiter
 from vocalbridge_common.openai_errors import OPENAI_METHOD_PREFIX, openai_error_headers
@@ -148,7 +164,10 @@ _HTTP_STATUS = {
 
 
 def _is_grpc(headers: Mapping[str, str]) -> bool:
-    return headers.get("content-type", "").startswith("application/grpc")
+    """A gRPC call proper (application/grpc, +proto and the like); not gRPC-Web, which the
+    edge does not translate: that is refused as an unsupported content type."""
+    content_type = headers.get("content-type", "")
+    return content_type == "application/grpc" or content_type.startswith(("application/grpc+", "application/grpc;"))
 
 
 class AuthorizationServicer:
@@ -161,12 +180,14 @@ class AuthorizationServicer:
         signer: IdentitySigner,
         routes: list[Route],
         *,
+        edge_secret: bytes,
         limits: TenantLimitsCache | None = None,
         limiter: Limiter | None = None,
         last_use: LastUseRecorder | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._signer = signer
+        self._edge_secret = edge_secret
         self._routes = RouteTable(routes)
         self._limits = limits
         self._limiter = limiter
@@ -179,6 +200,13 @@ class AuthorizationServicer:
         """The RPC a request is for, and for a JSON request its HTTP route."""
         if _is_grpc(http.headers):
             return http.path, None
+        content_type = http.headers.get("content-type", "")
+        if content_type.startswith("application/grpc"):
+            raise InvalidArgument(
+                f"content type {content_type!r} is not supported: gRPC clients send application/grpc,"
+                " JSON clients application/json",
+                reason="UNSUPPORTED_CONTENT_TYPE",
+            )
         route = self._routes.match(http.method, http.path)
         if route is None:
             raise NotFound(f"no API method at {http.method} {http.path.split('?', 1)[0]}", reason="METHOD_NOT_FOUND")
@@ -189,6 +217,7 @@ class AuthorizationServicer:
         request: external_auth_pb2.CheckRequest,
         context: ServicerContext[external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse],
     ) -> external_auth_pb2.CheckResponse:
+        self._require_edge(context)
         http = request.attributes.request.http
         headers = http.headers
         request_id = headers.get(REQUEST_ID_HEADER)
@@ -199,9 +228,16 @@ class AuthorizationServicer:
             if not method.startswith("/vocalbridge."):
                 raise NotFound(f"no API method at {method}", reason="METHOD_NOT_FOUND")
             if route is not None:
-                violations = body_violations(route, http.raw_body or http.body.encode())
+                try:
+                    document, violations = parse_body(route, http.raw_body or http.body.encode())
+                except JsonTooDeep as exc:
+                    raise invalid_fields([FieldViolation("body", str(exc))], reason="JSON_TOO_DEEP") from None
                 if violations:
                     raise invalid_fields(violations, reason="INVALID_REQUEST_BODY")
+                # Before any side effect: the request that runs is the one the path names.
+                conflicts = binding_conflicts(route, http.path, document)
+                if conflicts:
+                    raise invalid_fields(conflicts, reason="FIELD_CONFLICTS_WITH_PATH")
             if not scope_policy.allows(principal.scopes, method):
                 needed = scope_policy.required_scope(method)
                 raise PermissionDenied(
@@ -231,6 +267,15 @@ class AuthorizationServicer:
         response.CopyFrom(allowed)
         response.ok_response.response_headers_to_add.extend(_header_options(rate_headers))
         return response
+
+    def _require_edge(
+        self, context: ServicerContext[external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse]
+    ) -> None:
+        """Refuses a caller that is not the edge (no edge secret, or another one): the
+        interceptor answers UNAUTHENTICATED, and nothing is looked up."""
+        presented = next((v for k, v in context.invocation_metadata() or () if k == EDGE_SECRET_HEADER), "")
+        if not isinstance(presented, str) or not hmac.compare_digest(presented.encode(), self._edge_secret):
+            raise Unauthenticated("Check answers the edge only", reason="EDGE_SECRET_INVALID")
 
     def _headers_of(
         self, error: DomainError, http: attribute_context_pb2.AttributeContext.HttpRequest
@@ -277,6 +322,13 @@ class AuthorizationServicer:
                 ],
                 # The services never need the secret; keep it out of their logs and memory.
                 headers_to_remove=[AUTHORIZATION_HEADER, API_KEY_HEADER],
+            ),
+            # Whose request it was, for the edge's access log (it reads ext_authz's metadata).
+            dynamic_metadata=struct_pb2.Struct(
+                fields={
+                    "tenant": struct_pb2.Value(string_value=principal.tenant_id),
+                    "key": struct_pb2.Value(string_value=principal.key_id),
+                }
             ),
         )
         if len(self._allowed) >= _MAX_CACHE_ENTRIES:

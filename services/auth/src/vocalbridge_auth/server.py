@@ -50,7 +50,13 @@ async def create_server(settings: AuthSettings) -> RunningServer:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service, limits), server)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
             AuthorizationServicer(
-                authenticator, signer, routes, limits=limits.cache, limiter=limiter, last_use=last_use
+                authenticator,
+                signer,
+                routes,
+                edge_secret=settings.edge_secret,
+                limits=limits.cache,
+                limiter=limiter,
+                last_use=last_use,
             ),
             server,
         )
