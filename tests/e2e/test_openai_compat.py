@@ -425,3 +425,48 @@ async def test_rate_limits_and_budgets_apply_with_openais_429(stack, new_tenant)
     assert over.value.body["type"] == "insufficient_quota" and over.value.body["code"] == "insufficient_quota"
     assert over.value.response.headers["x-should-retry"] == "false"  # until the window resets
     assert await ledger(budgeted) == (0, 0)
+
+
+async def test_a_session_header_works_only_with_the_callers_own_session_and_its_agent(stack, new_tenant):
+    owner, intruder = await new_tenant(), await new_tenant()
+    agent, other_agent = await new_agent(owner), await new_agent(owner)
+    session = (await owner.post("/v1/sessions", {"agent": agent})).json()["name"]
+    hello = [{"role": "user", "content": "Hi"}]
+    # Another tenant naming the session, with an agent of its own: no such session for it.
+    mine = await new_agent(intruder)
+    with pytest.raises(openai.NotFoundError) as hidden:
+        await sdk(stack, intruder.key, max_retries=0).chat.completions.create(
+            model=mine,
+            messages=hello,
+            extra_headers={"VocalBridge-Session": session, "Idempotency-Key": uuid.uuid4().hex},
+        )
+    assert hidden.value.body["code"] == "session_not_found", hidden.value.body
+    client = sdk(stack, owner.key, max_retries=0)
+    # The session's own tenant, but another agent as the model: refused, not answered by either.
+    with pytest.raises(openai.BadRequestError) as mismatch:
+        await client.chat.completions.create(
+            model=other_agent,
+            messages=hello,
+            extra_headers={"VocalBridge-Session": session, "Idempotency-Key": uuid.uuid4().hex},
+        )
+    assert mismatch.value.body["code"] == "session_agent_mismatch" and mismatch.value.body["param"] == "model"
+    # In a session the history is the server's: the client sends only the new user message.
+    with pytest.raises(openai.BadRequestError) as whole:
+        await client.chat.completions.create(
+            model=agent,
+            messages=[*hello, {"role": "assistant", "content": "Hello"}, *hello],
+            extra_headers={"VocalBridge-Session": session, "Idempotency-Key": uuid.uuid4().hex},
+        )
+    assert whole.value.body["param"] == "messages"
+    history = (await owner.get(f"/v1/{session}/messages")).json().get("messages", [])
+    assert history == []
+    assert await ledger(owner) == (0, 0) and await ledger(intruder) == (0, 0)
+    # The session's second turn sees its first: the history is kept server-side.
+    for content in ("My name is Ada.", "What did I say?"):
+        reply = await client.chat.completions.create(
+            model=agent,
+            messages=[{"role": "user", "content": content}],
+            extra_headers={"VocalBridge-Session": session, "Idempotency-Key": uuid.uuid4().hex},
+        )
+    assert reply.choices[0].message.content.startswith("[vendorA] Turn 2.")
+    assert 'Before that you said: "My name is Ada."' in reply.choices[0].message.content
