@@ -1,23 +1,38 @@
 """The OpenAI-compatible API's pieces without a stack: an OpenAI request read and checked whole
 (every problem at once, unsupported fields named, never ignored), the request's parameters
 applied within the agent's bounds, the chunks of a stream and the replay of a stored
-completion, and a refusal rendered in OpenAI's error shape with the SDKs' retry hints."""
+completion, a refusal rendered in OpenAI's error shape with the SDKs' retry hints, and what the
+servicer's stream gives a client when a completion fails before or after its first text."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from google.api.httpbody_pb2 import HttpBody
 
-from vocalbridge_common.errors import AgentNotFound, BudgetExceeded, InvalidArgument, PermissionDenied, RateLimited
+from vocalbridge.openai.v1 import openai_service_pb2 as pb
+from vocalbridge_common.context import identity_var
+from vocalbridge_common.errors import (
+    AgentNotFound,
+    BudgetExceeded,
+    InvalidArgument,
+    PermissionDenied,
+    RateLimited,
+    Unavailable,
+)
 from vocalbridge_common.headers import OPENAI_ERROR_HEADER, SHOULD_RETRY_HEADER
+from vocalbridge_common.idempotency import Replay
+from vocalbridge_common.identity import Identity
 from vocalbridge_common.openai_errors import openai_error, openai_error_headers
+from vocalbridge_conversation.delivery import Delta, Restart
 from vocalbridge_conversation.domain.chat import UnsupportedParameter, parse_chat_request
 from vocalbridge_conversation.domain.prompt import MAX_OUTPUT_TOKENS, apply_overrides, completion_prompt
 from vocalbridge_conversation.domain.turns import AgentConfig, Overrides
 from vocalbridge_conversation.openai_presenters import ChunkWriter, replay_chunks
+from vocalbridge_conversation.openai_servicer import OpenAIServicer
 from vocalbridge_conversation.providers.base import ChatMessage
-from vocalbridge_conversation.service.completions import CompletionMeta
+from vocalbridge_conversation.service.completions import CompletionMeta, Streaming
 
 AGENT = AgentConfig(
     agent_id="agt_x",
@@ -212,3 +227,102 @@ def test_refusals_in_openais_shape_with_the_retry_hint():
     # A header value is one printable ASCII line, whatever the message holds.
     odd = openai_error_headers(InvalidArgument("line\nbreak é \x7f" + "x" * 5000))[OPENAI_ERROR_HEADER]
     assert odd.isascii() and odd.isprintable() and len(odd) < 1200
+
+
+# -- the servicer's stream: what the client sees when a completion fails ----------------------
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.initial: tuple = ()
+
+    def invocation_metadata(self):
+        return ()
+
+    def time_remaining(self):
+        return None
+
+    async def send_initial_metadata(self, metadata) -> None:
+        self.initial = metadata
+
+
+class FakeCompletions:
+    def __init__(self, outcome) -> None:
+        self.outcome = outcome
+
+    async def create(self, tenant_id, chat, **_):
+        assert tenant_id == "ten_1"
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+async def stream_of(outcome, fields=None) -> tuple[list[bytes], Exception | None, FakeContext]:
+    token = identity_var.set(Identity("ten_1", "key_1", frozenset({"write"}), 2**40))
+    context = FakeContext()
+    out: list[bytes] = []
+    error = None
+    try:
+        request = pb.CreateChatCompletionRequest(body=HttpBody(data=body(stream=True, **(fields or {}))))
+        async for part in OpenAIServicer(FakeCompletions(outcome)).CreateChatCompletion(request, context):
+            out.append(part.data)
+    except Exception as raised:  # noqa: BLE001 - the test looks at it
+        error = raised
+    finally:
+        identity_var.reset(token)
+    return out, error, context
+
+
+def streaming(*items):
+    meta = CompletionMeta("chatcmpl-s", 1, "m", None)
+    closed = []
+
+    async def events():
+        try:
+            for item in items:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            closed.append(True)  # the turn's generator is closed: it releases what it holds
+
+    return Streaming(meta, events()), closed
+
+
+async def test_a_refusal_before_the_first_text_keeps_its_status_and_openais_error():
+    out, error, _ = await stream_of(AgentNotFound("agents/agt_x"))
+    assert out == [] and isinstance(error, AgentNotFound)
+    assert json.loads(error.headers[OPENAI_ERROR_HEADER])["error"]["code"] == "model_not_found"
+
+
+async def test_a_provider_failing_mid_reply_ends_the_stream_with_an_error_event_and_no_done():
+    outcome, closed = streaming(Delta("Hel"), Restart(), Delta("Hello"))
+    out, error, _ = await stream_of(outcome)
+    assert isinstance(error, Unavailable) and error.reason == "PROVIDER_STREAM_INTERRUPTED"
+    assert json.loads(events(out[0])[0])["choices"][0]["delta"]["content"] == "Hel"
+    last = events(out[-1])
+    assert json.loads(last[0])["error"]["code"] == "provider_stream_interrupted" and "[DONE]" not in last
+    assert closed == [True]  # the turn was released: OpenAI's chunks cannot take text back
+
+
+async def test_an_unexpected_failure_mid_reply_tells_the_client_only_that_it_failed():
+    outcome, closed = streaming(Delta("Hel"), RuntimeError("database password is hunter2"))
+    out, error, _ = await stream_of(outcome)
+    assert isinstance(error, RuntimeError) and closed == [True]
+    final = json.loads(events(out[-1])[0])["error"]
+    assert final["type"] == "server_error" and "hunter2" not in final["message"]
+
+
+async def test_a_replayed_completion_streams_with_the_replayed_header():
+    stored = json.dumps(
+        {
+            "id": "chatcmpl-r",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
+    out, error, context = await stream_of(Replay(stored))
+    assert error is None and context.initial == (("idempotent-replayed", "true"),)
+    assert events(b"".join(out))[-1] == "[DONE]"
