@@ -10,11 +10,17 @@ waiting; a stream's jobs all go to the worker that holds its state. Each worker 
 thread of the service process that sends it a job and waits for the answer, so the event
 loop never blocks on a pipe. A worker that dies is started again on its next job; the job
 it was running fails with UNAVAILABLE.
+
+Jobs a caller is waiting on right now go first: a stream's audio (it arrives in real time)
+and the first piece of a reply (the voice-to-voice latency) are `urgent`, and pass the
+queued jobs that are not (the rest of a reply, which has playback time in hand; a whole
+clip to transcribe or synthesize). A job that has started runs to its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import socket
@@ -43,12 +49,44 @@ class EngineFailed(RuntimeError):
         self.kind = kind
 
 
+class Turnstile:
+    """One job at a time; the next is the most urgent of those waiting, in order of arrival
+    among equals."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    async def enter(self, urgent: bool) -> None:
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (0 if urgent else 1, next(self._arrivals), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.leave()  # given the turn as it was cancelled: pass it on
+            raise
+
+    def leave(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():  # a waiter cancelled while queued is skipped
+                turn.set_result(None)
+                return
+        self._busy = False
+
+
 class _Worker:
     def __init__(self, index: int, role: str, spec: EngineSpec) -> None:
         self.index = index
         self.role = role
         self.spec = spec
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"voice-{role}-worker-{index}")
+        self.turnstile = Turnstile()
         self.process: subprocess.Popen[bytes] | None = None
         self.connection: Connection | None = None
         self.waiting = 0
@@ -156,32 +194,43 @@ class EnginePool:
             await loop.run_in_executor(worker.thread, worker.stop)
             worker.thread.shutdown(wait=False)
 
-    async def _run(self, worker: _Worker, operation: str, *args: Any) -> Any:
+    async def _run(self, worker: _Worker, operation: str, *args: Any, urgent: bool = False) -> Any:
         worker.waiting += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(worker.thread, worker.call, operation, args)
+            await worker.turnstile.enter(urgent)
+            job = asyncio.get_running_loop().run_in_executor(worker.thread, worker.call, operation, args)
+
+            def done(finished: asyncio.Future[Any]) -> None:
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: a caller that left does not want it
+                worker.turnstile.leave()
+
+            # The worker finishes a job whatever happens to its caller (a barge-in cancels the
+            # reply being synthesized): the next job starts when it is done, not before.
+            job.add_done_callback(done)
+            return await asyncio.shield(job)
         finally:
             worker.waiting -= 1
 
-    async def run(self, role: str, operation: str, *args: Any) -> Any:
+    async def run(self, role: str, operation: str, *args: Any, urgent: bool = False) -> Any:
         """A stateless job on the least busy worker of `role`."""
         worker = min(self._of(role), key=lambda w: (w.waiting, w.streams))
-        return await self._run(worker, operation, *args)
+        return await self._run(worker, operation, *args, urgent=urgent)
 
     async def open_stream(self, engine: str, sample_rate: int) -> StreamHandle:
         worker = min(self._of(STT), key=lambda w: (w.streams, w.waiting))
         handle = StreamHandle(f"s{next(self._ids)}", worker.index)
-        await self._run(worker, "stream_open", handle.stream_id, engine, sample_rate)
+        await self._run(worker, "stream_open", handle.stream_id, engine, sample_rate, urgent=True)
         worker.streams += 1
         return handle
 
     async def feed_stream(self, handle: StreamHandle, pcm: bytes) -> list[tuple[Any, ...]]:
         events: list[tuple[Any, ...]] = await self._run(
-            self._workers[handle.worker], "stream_feed", handle.stream_id, pcm
+            self._workers[handle.worker], "stream_feed", handle.stream_id, pcm, urgent=True
         )
         return events
 
     async def close_stream(self, handle: StreamHandle) -> None:
         worker = self._workers[handle.worker]
         worker.streams -= 1
-        await self._run(worker, "stream_close", handle.stream_id)
+        await self._run(worker, "stream_close", handle.stream_id, urgent=True)

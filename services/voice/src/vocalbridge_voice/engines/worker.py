@@ -195,6 +195,20 @@ class Worker:
     def stream_feed(self, stream_id: str, pcm: bytes) -> list[tuple[Any, ...]]:
         return self.streams[stream_id].feed(pcm)
 
+    def warm_up(self) -> None:
+        """One small job per engine before the worker says it is ready: an engine's first run
+        is slower (onnxruntime sizes its buffers, the decoders fill their caches), and the
+        first caller should not pay for it. Then tidied, so idle memory stays as low."""
+        for recognizer in self.stt.values():
+            recognizer.transcribe(b"\0\0" * (STT_SAMPLE_RATE // 10))
+        if self._vad is not None:
+            self._vad.detector().probability(b"\0" * _FRAME_BYTES)
+        for engine in self.tts.values():
+            voices = engine.voices()
+            if voices:
+                engine.synthesize("Hello.", voices[0].name, 175)
+        self.tidy()
+
     def tidy(self) -> None:
         """Idle: the engines give back what they kept for concurrent work, then the C heap
         returns freed pages to the system (glibc keeps them otherwise)."""
@@ -216,6 +230,7 @@ def worker_main(connection: Connection) -> None:
     try:
         spec, role = connection.recv()
         worker = Worker(spec, role)
+        worker.warm_up()
         connection.send(("ready", worker.describe()))
     except EngineUnavailable as error:
         connection.send(("failed", str(error)))

@@ -95,10 +95,12 @@ class Speech:
         _observe_rtf("stt", self.stt_engine, started, pcm.seconds)
         return Transcript(str(text).strip(), bool(heard))
 
-    async def synthesize(self, choice: VoiceChoice, text: str) -> Pcm:
+    async def synthesize(self, choice: VoiceChoice, text: str, *, urgent: bool = False) -> Pcm:
+        """`text` spoken; `urgent` for the first piece of a streamed reply, which a caller is
+        waiting to hear (it goes before queued pieces that have playback time in hand)."""
         started = time.perf_counter()
         samples, rate = await self._pool.run(
-            TTS, "synthesize", choice.engine, choice.voice, text, choice.words_per_minute
+            TTS, "synthesize", choice.engine, choice.voice, text, choice.words_per_minute, urgent=urgent
         )
         spoken = Pcm(bytes(samples), int(rate))
         _observe_rtf("tts", choice.engine, started, spoken.seconds)

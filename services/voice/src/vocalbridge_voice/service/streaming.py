@@ -246,7 +246,7 @@ class StreamingService:
             now = self._monotonic()
             if now - started < self._pacing_limit and playback_end - now > self._lead:
                 await asyncio.sleep(playback_end - now - self._lead)
-            audio = await self._speech.synthesize(voice, piece)
+            audio = await self._speech.synthesize(voice, piece, urgent=first_audio is None)
             now = self._monotonic()
             if first_audio is None:
                 first_audio = now - started
