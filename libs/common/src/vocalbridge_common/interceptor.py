@@ -155,7 +155,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return guarded
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        timer = _MethodTimer(method)
+        # Health checks and reflection are neither timed nor logged (probes would drown the
+        # rest); they are guarded only so a request that does not decode is refused and logged.
+        timer = None if method.startswith(PUBLIC_METHOD_PREFIXES) else _MethodTimer(method)
         codecs = {
             "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
@@ -239,7 +241,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         await context.abort(grpc_status.code, grpc_status.details, trailing)
 
     @contextlib.asynccontextmanager
-    async def _call(self, method: str, timer: _MethodTimer, context: Context, request: Any) -> AsyncIterator[None]:
+    async def _call(
+        self, method: str, timer: _MethodTimer | None, context: Context, request: Any
+    ) -> AsyncIterator[None]:
         """One call's scope, the same for every RPC kind: context in, errors mapped, one log line out
         (for the infrastructure methods, health and reflection, only when they fail)."""
         started = time.perf_counter()
@@ -259,12 +263,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             await self._fail(context, error, request_id_var.get(), method)
         finally:
             seconds = time.perf_counter() - started
-            if code is not grpc.StatusCode.OK or not method.startswith(PUBLIC_METHOD_PREFIXES):
+            if timer is not None or code is not grpc.StatusCode.OK:
                 self._log(method, code, seconds)
-            timer.observe(code, seconds)
+            if timer is not None:
+                timer.observe(code, seconds)
             self._leave(reset)
 
-    def _wrap_unary(self, method: str, timer: _MethodTimer, inner: UnaryBehavior) -> UnaryBehavior:
+    def _wrap_unary(self, method: str, timer: _MethodTimer | None, inner: UnaryBehavior) -> UnaryBehavior:
         """For handlers that return one response: unary-unary and stream-unary."""
 
         async def behavior(request: Any, context: Context) -> Any:
@@ -276,7 +281,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return behavior
 
-    def _wrap_stream(self, method: str, timer: _MethodTimer, inner: StreamBehavior) -> StreamBehavior:
+    def _wrap_stream(self, method: str, timer: _MethodTimer | None, inner: StreamBehavior) -> StreamBehavior:
         """For handlers that yield responses: unary-stream and stream-stream."""
 
         async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
