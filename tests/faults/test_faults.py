@@ -230,6 +230,16 @@ async def fault_run(fault_stack, private_postgres):
         after = [pair for _, end in windows for pair in load.sent_between(end, end + 3.0)]
         answers = Counter(f"{r.status} {r.reason}".strip() for _, r in after)
         print(f"  in the 3 s after {fault}:", dict(answers.most_common()))
+    spans = [(start, end + 3.0) for windows in run.windows.values() for start, end in windows]
+    elsewhere = Counter(
+        f"{response.status} {response.reason} ({response.sent - began:.1f} s, {turn.kind})"
+        for turn in load.turns
+        for response in turn.responses
+        if response.status != 200
+        and response.reason != "PROVIDERS_EXHAUSTED"
+        and not any(start <= response.sent < end for start, end in spans)
+    )
+    print("  other failures (when, which sessions):", dict(elsewhere.most_common()))
     return run
 
 
