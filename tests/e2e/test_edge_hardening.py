@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from tests.e2e.client import error_reason, violated_fields
 from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
@@ -299,6 +300,22 @@ async def test_grpc_web_and_look_alikes_get_a_json_status(new_tenant, http, cont
         headers=tenant.headers(**{"content-type": content_type}),
     )
     assert_json_status(response, 400, "UNSUPPORTED_CONTENT_TYPE")
+
+
+async def test_grpc_over_http1_is_a_grpc_invalid_argument_not_an_upstream_failure(new_tenant, http):
+    """gRPC's content type over HTTP/1.1 used to reach the service and fail there (grpc-status 14,
+    "upstream connect error"); it is refused at the edge the gRPC way, with its reason."""
+    tenant = await new_tenant()
+    response = await http.post(
+        "/vocalbridge.agents.v1.AgentService/ListAgents",
+        content=b"",
+        headers=tenant.headers(**{"content-type": "application/grpc"}),
+    )
+    assert response.headers["grpc-status"] == "3", response.headers
+    raw = response.headers["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "UNSUPPORTED_CONTENT_TYPE"
 
 
 async def test_envoys_own_refusals_are_json(stack, new_tenant, http):

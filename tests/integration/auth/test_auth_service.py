@@ -472,3 +472,16 @@ async def test_grpc_web_is_refused_as_json(auth, authz, operator, content_type):
     response = await authz.Check(request)
     assert denial(response) == (400, "UNSUPPORTED_CONTENT_TYPE")
     assert "grpc-status" not in {h.header.key for h in response.denied_response.headers}
+
+
+async def test_grpc_over_http1_is_refused_the_grpc_way(auth, authz, operator):
+    """gRPC's content type over HTTP/1.1 reaches no service (gRPC needs HTTP/2): refused before
+    routing, as a gRPC status (Envoy answers any application/grpc request the gRPC way)."""
+    _, key = await new_tenant(auth, operator)
+    request = external_auth_pb2.CheckRequest()
+    http = request.attributes.request.http
+    http.method, http.path, http.protocol = "POST", LIST_AGENTS, "HTTP/1.1"
+    http.headers.update({"authorization": f"Bearer {key.secret}", "content-type": "application/grpc"})
+    assert denial(await authz.Check(request)) == (400, "UNSUPPORTED_CONTENT_TYPE")
+    http.protocol = "HTTP/2"  # positive control: the same call over HTTP/2 is allowed
+    assert (await authz.Check(request)).HasField("ok_response")

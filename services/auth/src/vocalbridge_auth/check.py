@@ -163,11 +163,19 @@ _HTTP_STATUS = {
 }
 
 
-def _is_grpc(headers: Mapping[str, str]) -> bool:
-    """A gRPC call proper (application/grpc, +proto and the like); not gRPC-Web, which the
-    edge does not translate: that is refused as an unsupported content type."""
-    content_type = headers.get("content-type", "")
+def _grpc_content(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
+    """gRPC's content type (application/grpc, +proto and the like; not gRPC-Web): Envoy answers
+    such a request the gRPC way (status in grpc-status, the body in grpc-message), so a
+    denial is written for a gRPC client."""
+    content_type = http.headers.get("content-type", "")
     return content_type == "application/grpc" or content_type.startswith(("application/grpc+", "application/grpc;"))
+
+
+def _is_grpc(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
+    """A gRPC call proper: gRPC's content type over HTTP/2. gRPC-Web, which the edge does not
+    translate, and gRPC over HTTP/1.x, which no service can answer, are refused as an
+    unsupported content type."""
+    return _grpc_content(http) and not http.protocol.startswith("HTTP/1")
 
 
 class AuthorizationServicer:
@@ -198,13 +206,13 @@ class AuthorizationServicer:
 
     def _resolve(self, http: attribute_context_pb2.AttributeContext.HttpRequest) -> tuple[str, Route | None]:
         """The RPC a request is for, and for a JSON request its HTTP route."""
-        if _is_grpc(http.headers):
+        if _is_grpc(http):
             return http.path, None
         content_type = http.headers.get("content-type", "")
         if content_type.startswith("application/grpc"):
             raise InvalidArgument(
-                f"content type {content_type!r} is not supported: gRPC clients send application/grpc,"
-                " JSON clients application/json",
+                f"content type {content_type!r} over {http.protocol or 'HTTP'} is not supported: gRPC"
+                " clients send application/grpc over HTTP/2, JSON clients application/json",
                 reason="UNSUPPORTED_CONTENT_TYPE",
             )
         route = self._routes.match(http.method, http.path)
@@ -249,14 +257,14 @@ class AuthorizationServicer:
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
             return self._deny(
-                to_rpc_status(error, request_id), grpc_client=_is_grpc(headers), extra=self._headers_of(error, http)
+                to_rpc_status(error, request_id), grpc_client=_grpc_content(http), extra=self._headers_of(error, http)
             )
         except Exception:
             log.exception("key check failed")
             unavailable = Unavailable("authentication is temporarily unavailable")
             return self._deny(
                 to_rpc_status(unavailable, request_id),
-                grpc_client=_is_grpc(headers),
+                grpc_client=_grpc_content(http),
                 extra=self._headers_of(unavailable, http),
             )
         allowed = self._allow(principal)
@@ -282,7 +290,7 @@ class AuthorizationServicer:
     ) -> Mapping[str, str]:
         """The headers a denial carries: the error's own, and on a JSON request of the
         OpenAI-compatible API its OpenAI rendering (only denials pay for the route lookup)."""
-        if _is_grpc(http.headers):
+        if _is_grpc(http):
             return error.headers
         route = self._routes.match(http.method, http.path)
         if route is None or not route.full_method.startswith(OPENAI_METHOD_PREFIX):
