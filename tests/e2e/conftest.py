@@ -92,3 +92,13 @@ def new_tenant(stack, http):
         return Tenant(http, body["tenant"], body["apiKey"])
 
     return create
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The summary lines of the bulk suites (tests/e2e/summary.py), at the end of the run."""
+    from tests.e2e.summary import LINES
+
+    if LINES:
+        terminalreporter.section("summary lines")
+        for line in LINES:
+            terminalreporter.write_line(line)
