@@ -470,3 +470,26 @@ async def test_a_session_header_works_only_with_the_callers_own_session_and_its_
         )
     assert reply.choices[0].message.content.startswith("[vendorA] Turn 2.")
     assert 'Before that you said: "My name is Ada."' in reply.choices[0].message.content
+
+
+async def test_a_retry_while_the_first_request_still_runs_waits_for_its_result(stack, http, new_tenant):
+    """The SDK retries 409: a repeat of a running request (IDEMPOTENCY_KEY_IN_USE) is retried
+    until the first one has finished, and then gets its result; the provider ran once."""
+    tenant = await new_tenant()
+    agent = await new_agent(tenant, primary="slow", fallback=None)  # answers after 3 s
+    key = uuid.uuid4().hex
+    request = {"model": agent, "messages": [{"role": "user", "content": "Take your time"}]}
+    first = asyncio.create_task(
+        http.post("/v1/chat/completions", json=request, headers=tenant.headers(**{"Idempotency-Key": key}), timeout=30)
+    )
+    await asyncio.sleep(1.0)
+    assert not first.done()
+    retried = await sdk(stack, tenant.key, max_retries=6).chat.completions.with_raw_response.create(
+        **request, extra_headers={"Idempotency-Key": key}
+    )
+    original = await first
+    assert original.status_code == 200 and "idempotent-replayed" not in original.headers
+    assert retried.headers["idempotent-replayed"] == "true"
+    assert retried.retries_taken >= 1  # it was told 409 at least once, and retried
+    assert retried.parse().id == original.json()["id"]
+    assert await wait_for_ledger(tenant, 1) == (1, original.json()["vocalbridge"]["cost_micros"])
