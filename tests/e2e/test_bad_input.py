@@ -183,6 +183,11 @@ async def test_filters_that_cannot_be_decoded_or_stored_are_400(new_tenant, http
         assert response.status_code == 400, (query, response.text)
         assert response.json()["code"] == 3, query
         assert error_reason(response), query
+    # A parameter that is not UTF-8 is named, though the parser only says the request did not decode.
+    response = await http.get("/v1/usageEvents?provider=%FF%FE", headers=tenant.headers())
+    assert (error_reason(response), violated_fields(response)) == ("INVALID_REQUEST_BODY", {"provider"})
+    response = await http.get("/v1/agents/%FF", headers=tenant.headers())
+    assert (error_reason(response), violated_fields(response)) == ("INVALID_REQUEST_BODY", {"name"})
 
 
 def _log_tail(stack, service: str, since: dict[str, int]) -> str:

@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.support import error_reason
+from tests.support import error_reason, violated_fields
 from vocalbridge.conversation.v1 import conversation_service_pb2
 from vocalbridge_common.context import current_identity
 from vocalbridge_common.errors import NotFound
@@ -311,6 +311,8 @@ async def test_malformed_protobuf_is_invalid_argument_with_a_request_line_and_no
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert error_reason(caught.value) == "INVALID_REQUEST_BODY"
     assert "parsing" not in caught.value.details().lower()
+    # The field that is not UTF-8 is named (content, field 2); other bytes name the body.
+    assert violated_fields(caught.value) == ({"content"} if raw == MALFORMED[0] else {"body"})
     assert HANDLED == []
     # This call's lines (an earlier test's call may log after its client saw the status).
     mine = [e for e in entries if e.get("request_id") == "req-bad"]

@@ -95,3 +95,42 @@ def test_times_out_of_their_protos_range_are_violations():
         "events[0].delivery.latency",
         "events[0].delivery.attempts[0].backoff",
     }
+
+
+def _with_bad_utf8(message, marker: str) -> bytes:
+    """`message` serialized with `marker` (a string value in it) replaced by bytes that are not UTF-8."""
+    data = message.SerializeToString()
+    assert data.count(marker.encode()) == 1
+    return data.replace(marker.encode(), b"\xff" * len(marker))
+
+
+def test_the_field_that_is_not_utf8_is_named():
+    from google.protobuf.message import DecodeError
+
+    from vocalbridge_common.validation import undecodable_fields
+
+    cases = [
+        (conversation_service_pb2.SendMessageRequest(session="sessions/a", content="MARK"), "content"),
+        (
+            conversation_service_pb2.CreateSessionRequest(session=session_pb2.Session(external_user_id="MARK")),
+            "session.external_user_id",
+        ),
+        (
+            billing_service_pb2.RecordUsageRequest(
+                events=[usage_event_pb2.UsageEvent(model="a"), usage_event_pb2.UsageEvent(model="MARK")]
+            ),
+            "events[1].model",
+        ),
+        (
+            conversation_service_pb2.CreateSessionRequest(session=session_pb2.Session(metadata={"k": "MARK"})),
+            "session.metadata[0].value",
+        ),
+    ]
+    for message, field in cases:
+        data = _with_bad_utf8(message, "MARK")
+        with pytest.raises(DecodeError):  # the parser refuses it without naming the field
+            type(message).FromString(data)
+        assert [v.field for v in undecodable_fields(message.DESCRIPTOR, data)] == [field]
+    # Bytes that are no message at all name nothing (the caller names the body instead).
+    for garbage in (b"\x12\x7fshort", b"\xff" * 11, b"\x0b\x0c"):
+        assert undecodable_fields(conversation_service_pb2.SendMessageRequest.DESCRIPTOR, garbage) == []

@@ -24,6 +24,7 @@ from contextvars import ContextVar, Token
 from typing import Any, cast
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from prometheus_client import Histogram
@@ -42,7 +43,7 @@ from vocalbridge_common.errors import (
 from vocalbridge_common.headers import IDENTITY_HEADER, REQUEST_ID_HEADER
 from vocalbridge_common.identity import IdentitySigner, InvalidIdentity
 from vocalbridge_common.metrics import REQUEST_SECONDS
-from vocalbridge_common.validation import request_violations
+from vocalbridge_common.validation import request_violations, undecodable_fields
 
 log = logging.getLogger("vocalbridge.request")
 
@@ -65,40 +66,44 @@ Deserializer = Callable[[bytes], Any]
 class _Undecodable:
     """What a request that failed to decode becomes: grpc deserializes before any interceptor
     code runs, and an exception there would reach the client as UNKNOWN with the parser's
-    message, after grpc logs a stack trace. The guarded handler refuses it instead."""
+    message, after grpc logs a stack trace. The guarded handler refuses it instead, naming the
+    fields that are not UTF-8 when that is why."""
 
-    __slots__ = ()
+    __slots__ = ("fields",)
 
-
-_UNDECODABLE = _Undecodable()
+    def __init__(self, fields: list[FieldViolation]) -> None:
+        self.fields = fields
 
 
 def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
     if deserializer is None:
         return None
+    # A generated message's FromString, bound to its class: the descriptor names the fields.
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
 
     def deserialize(data: bytes) -> Any:
         try:
             return deserializer(data)
         except Exception:  # noqa: BLE001 - whatever the parser raises, the request is malformed
-            return _UNDECODABLE
+            fields = undecodable_fields(descriptor, data) if isinstance(descriptor, Descriptor) else []
+            return _Undecodable(fields)
 
     return deserialize
 
 
-def _undecodable() -> InvalidArgument:
+def _undecodable(request: _Undecodable) -> InvalidArgument:
     return InvalidArgument(
         "the request does not decode: a text field (in the body, path or query) is not valid UTF-8,"
         " or the bytes are not this method's request message",
         reason="INVALID_REQUEST_BODY",
-        field_violations=[FieldViolation("body", "does not decode as this method's request message")],
+        field_violations=request.fields or [FieldViolation("body", "does not decode as this method's request message")],
     )
 
 
 def _check_request(request: Any) -> None:
     """Refuses a request that did not decode or carries text that cannot be stored."""
-    if request is _UNDECODABLE:
-        raise _undecodable()
+    if isinstance(request, _Undecodable):
+        raise _undecodable(request)
     if isinstance(request, Message):
         violations = request_violations(request)
         if violations:
@@ -194,8 +199,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         reset.append((request_id_var, request_id_var.set(request_id)))
-        if request is _UNDECODABLE:
-            raise _undecodable()
+        if isinstance(request, _Undecodable):
+            raise _undecodable(request)
         if self._public(method):
             return
         token = metadata.get(IDENTITY_HEADER)

@@ -129,6 +129,67 @@ def _walk_map(entry: Descriptor, mapping: object, where: str) -> Iterator[FieldV
             yield from _walk(value, f"{where}[{key!r}].")
 
 
+# -- naming the field of a request that does not decode ---------------------------------------
+# upb refuses a string that is not UTF-8 without saying which; reading the wire format against
+# the descriptor finds it, so the client learns which field (often a path or query parameter).
+
+_MAX_DEPTH = 100  # protobuf's own recursion limit
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]  # IndexError past the end: the bytes are not a message
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _not_utf8(descriptor: Descriptor, data: bytes, path: str, depth: int) -> Iterator[FieldViolation]:
+    pos, seen = 0, dict[int, int]()
+    while pos < len(data):
+        tag, pos = _varint(data, pos)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        elif wire_type == 2:
+            length, pos = _varint(data, pos)
+            chunk, pos = data[pos : pos + length], pos + length
+            field = descriptor.fields_by_number.get(number)
+            if len(chunk) != length or field is None:
+                continue
+            where = path + field.name
+            if field.is_repeated:
+                seen[number] = seen.get(number, -1) + 1
+                where += f"[{seen[number]}]"
+            if field.type == FieldDescriptor.TYPE_STRING:
+                try:
+                    chunk.decode("utf-8")  # strict: an encoded surrogate is refused too
+                except UnicodeDecodeError:
+                    yield FieldViolation(where, "must be valid UTF-8 text")
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None and depth < _MAX_DEPTH:
+                yield from _not_utf8(field.message_type, chunk, where + ".", depth + 1)
+        else:
+            raise ValueError("group or unknown wire type")
+        if pos > len(data):
+            raise ValueError("truncated")
+
+
+def undecodable_fields(descriptor: Descriptor, data: bytes) -> list[FieldViolation]:
+    """The string fields of `data` (a serialized `descriptor` message that failed to parse) that
+    are not UTF-8; empty when the bytes are not such a message at all."""
+    try:
+        return list(_not_utf8(descriptor, data, "", 0))
+    except (ValueError, IndexError):
+        return []
+
+
 def request_violations(message: Message) -> list[FieldViolation]:
     """Every string of `message` that cannot be stored, with its path (snake_case) and why."""
     if not message.DESCRIPTOR.full_name.startswith(CHECKED_PACKAGE_PREFIX):
