@@ -134,3 +134,11 @@ def test_the_field_that_is_not_utf8_is_named():
     # Bytes that are no message at all name nothing (the caller names the body instead).
     for garbage in (b"\x12\x7fshort", b"\xff" * 11, b"\x0b\x0c"):
         assert undecodable_fields(conversation_service_pb2.SendMessageRequest.DESCRIPTOR, garbage) == []
+
+
+def test_storable_replaces_one_for_one_and_leaves_clean_text_alone():
+    from vocalbridge_common.validation import storable
+
+    assert storable("a\x00b\ud800c\udfff") == "a\ufffdb\ufffdc\ufffd"
+    clean = "héllo ‮ 🎉"
+    assert storable(clean) is clean

@@ -392,3 +392,26 @@ def test_every_failure_kind_is_recorded_as_a_failed_outcome():
     assert all(outcome.is_failure for outcome in recorded.values())
     assert recorded[FailureKind.AUTHENTICATION] is AttemptOutcome.AUTHENTICATION_FAILED
     assert len(set(recorded.values())) == len(FailureKind)  # no two kinds look alike in a delivery record
+
+
+async def test_a_providers_unstorable_characters_are_replaced_one_for_one():
+    """PostgreSQL cannot store NUL (nor any backend a lone surrogate): a reply or an error message
+    carrying one would fail its write after the provider had answered. Each becomes U+FFFD."""
+    from vocalbridge_conversation.providers.base import ProviderError
+
+    time = FakeTime()
+    nasty = ProviderError(FailureKind.UNAVAILABLE, "upstream said \x00 and \ud800")
+    primary = ScriptedProvider("vendorA", [nasty, "poem\x00please \udfff"], time)
+    engine, _ = make_engine(time, primary, policy=RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0))
+
+    result = await engine.deliver(REQUEST, "vendorA", None, deadline=None)
+
+    assert result.completion.text == "poem\ufffdplease \ufffd"
+    assert len(result.completion.text) == len("poem\x00please \udfff")
+    assert result.attempts[0].error_message == "upstream said \ufffd and \ufffd"
+
+
+async def test_a_clean_reply_is_left_as_it_is():
+    time = FakeTime()
+    engine, _ = make_engine(time, ScriptedProvider("vendorA", ["héllo ‮ 🎉"], time))
+    assert (await engine.deliver(REQUEST, "vendorA", None, deadline=None)).completion.text == "héllo ‮ 🎉"

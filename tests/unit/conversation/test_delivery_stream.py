@@ -204,3 +204,11 @@ async def test_stream_with_no_time_left_calls_nobody(deadline_offset):
     assert shape(events) == ["done"]
     assert [a.outcome for a in events[-1].result.attempts] == [AttemptOutcome.DEADLINE_EXCEEDED]
     assert primary.calls == []
+
+
+async def test_streamed_deltas_carry_no_unstorable_character():
+    time = FakeTime()
+    engine, _ = make_engine(time, ScriptedProvider("vendorA", ["a\x00b c\ud800"], time))
+    events = await collect(engine.deliver_stream(REQUEST, "vendorA", None, deadline=None))
+    assert shape(events) == ["a\ufffdb ", "c\ufffd ", "done"]
+    assert events[-1].result.completion.text == "a\ufffdb c\ufffd"

@@ -80,6 +80,12 @@ def _time_problem(message: Message) -> str | None:
     return None
 
 
+def storable(text: str) -> str:
+    """`text` with each NUL and lone surrogate replaced by U+FFFD, one character for one: for text
+    the gateway did not get from its caller and must store anyway (a provider's reply or error)."""
+    return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
+
+
 def _limit(field: FieldDescriptor) -> int:
     return TEXT_LIMITS.get(field.full_name, DEFAULT_MAX_TEXT_CHARS)
 

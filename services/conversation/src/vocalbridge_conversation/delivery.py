@@ -52,10 +52,11 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vocalbridge_common import metrics
 from vocalbridge_common.config import ConfigError, Env
+from vocalbridge_common.validation import storable
 from vocalbridge_common.vocabulary import AttemptOutcome
 from vocalbridge_conversation.providers.base import (
     Completion,
@@ -404,7 +405,8 @@ class DeliveryEngine:
         def record(
             name: str, outcome: AttemptOutcome, latency: float = 0.0, backoff: float = 0.0, message: str = ""
         ) -> None:
-            attempts.append(AttemptRecord(name, outcome, latency, backoff, message))
+            # A provider's words are stored and billed as they are, except what no backend can store.
+            attempts.append(AttemptRecord(name, outcome, latency, backoff, storable(message)))
             ATTEMPTS.labels(name, outcome.value).inc()
 
         def done(completion: Completion | None = None, provider: str = "", fallback_used: bool = False) -> Done:
@@ -472,7 +474,7 @@ class DeliveryEngine:
                                     completion = event
                                 else:
                                     sent_deltas = True
-                                    yield Delta(event.text_delta, name)
+                                    yield Delta(storable(event.text_delta), name)
                     else:
                         async with asyncio.timeout(timeout):
                             completion = await provider.complete(request, timeout)
@@ -489,6 +491,7 @@ class DeliveryEngine:
                 latency = self._clock() - began
 
                 if completion is not None:
+                    completion = replace(completion, text=storable(completion.text), model=storable(completion.model))
                     breaker.record_success()
                     record(name, AttemptOutcome.SUCCESS, latency, backoff)
                     yield done(completion, name, fallback_used=position > 0)
