@@ -231,15 +231,17 @@ async def fault_run(fault_stack, private_postgres):
         answers = Counter(f"{r.status} {r.reason}".strip() for _, r in after)
         print(f"  in the 3 s after {fault}:", dict(answers.most_common()))
     spans = [(start, end + 3.0) for windows in run.windows.values() for start, end in windows]
-    elsewhere = Counter(
-        f"{response.status} {response.reason} ({response.sent - began:.1f} s, {turn.kind})"
-        for turn in load.turns
-        for response in turn.responses
-        if response.status != 200
-        and response.reason != "PROVIDERS_EXHAUSTED"
-        and not any(start <= response.sent < end for start, end in spans)
-    )
-    print("  other failures (when, which sessions):", dict(elsewhere.most_common()))
+    elsewhere: dict[str, list[int]] = {}
+    for turn in load.turns:
+        for response in turn.responses:
+            if response.status == 200 or response.reason == "PROVIDERS_EXHAUSTED":
+                continue
+            if not any(start <= response.sent < end for start, end in spans):
+                answer = f"{response.status} {response.reason} ({turn.kind})"
+                elsewhere.setdefault(answer, []).append(round(response.sent - began))
+    print("  other failures (seconds into the run):")
+    for answer, seconds in sorted(elsewhere.items(), key=lambda item: -len(item[1])):
+        print(f"    {answer}: {len(seconds)} at {sorted(set(seconds))}")
     return run
 
 
