@@ -159,6 +159,21 @@ async def test_a_message_body_cannot_post_into_another_session(new_tenant, http)
         assert (await tenant.get(f"/v1/{session['name']}/messages")).json().get("messages", []) == []
 
 
+async def test_an_idempotency_key_sent_twice_is_refused_before_any_turn(new_tenant, http):
+    """Two Idempotency-Key headers used to reach the service as two metadata values, one taken:
+    a turn ran (and was billed) under a key the client may not have meant."""
+    tenant = await new_tenant()
+    agent = (await tenant.post("/v1/agents", AGENT)).json()
+    session = (await tenant.post("/v1/sessions", {"agent": agent["name"]})).json()
+    headers = [("Authorization", f"Bearer {tenant.key}"), ("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]
+    response = await http.post(f"/v1/{session['name']}/messages", json={"content": "hello"}, headers=headers)
+    assert_json_status(response, 400, "DUPLICATE_HEADER")
+    assert violated_fields(response) == {"idempotency-key"}
+    assert (await tenant.get(f"/v1/{session['name']}/messages")).json().get("messages", []) == []
+    once = await http.post(f"/v1/{session['name']}/messages", json={"content": "hello"}, headers=headers[:2])
+    assert once.status_code == 200, once.text  # positive control
+
+
 # -- 4. Check answers Envoy only; the identities it mints are short-lived ---------------------
 
 
@@ -202,22 +217,33 @@ async def test_check_on_the_bare_auth_port_mints_nothing(stack, new_tenant):
 
 async def test_the_access_log_names_the_tenant_and_key(stack, new_tenant, http):
     tenant = await new_tenant()
-    request_id = f"edge-log-{time.time_ns()}"
-    response = await http.get("/v1/agents", headers=tenant.headers(**{"x-request-id": request_id}))
+    # Found by its user agent (logged as sent; Envoy may rewrite a client's request id).
+    agent_name = f"edge-log-{time.time_ns()}"
+    response = await http.get("/v1/agents", headers=tenant.headers(**{"user-agent": agent_name}))
     assert response.status_code == 200
     me = (await tenant.get("/v1/me")).json()
     log = stack.config.log_dir / "envoy.log"
-    deadline = time.monotonic() + 10  # Envoy flushes its access log every second
-    line = None
-    while line is None and time.monotonic() < deadline:
-        line = next(
-            (json.loads(t) for t in log.read_text().splitlines() if request_id in t and t.startswith("{")), None
-        )
-        if line is None:
-            await asyncio.sleep(0.3)
-    assert line is not None, f"no access log line with {request_id}"
+    line = await _access_log_line(log, agent_name)
     assert line["tenant"] == tenant.name.removeprefix("tenants/")
     assert line["key"] == me["apiKey"].removeprefix("apiKeys/")
+    # A known key refused (here: a read-only key writing) is logged as that key's too.
+    reader = await tenant.create_key(["SCOPE_READ"])
+    refused_name = f"edge-log-refused-{time.time_ns()}"
+    refused = await http.post("/v1/agents", json=AGENT, headers=tenant.headers(reader, **{"user-agent": refused_name}))
+    assert refused.status_code == 403
+    line = await _access_log_line(log, refused_name)
+    assert line["status"] == 403 and line["tenant"] == tenant.name.removeprefix("tenants/")
+    assert line["key"].startswith("key_") and line["key"] != me["apiKey"].removeprefix("apiKeys/")
+
+
+async def _access_log_line(log, user_agent: str) -> dict:
+    deadline = time.monotonic() + 10  # Envoy flushes its access log every second
+    while time.monotonic() < deadline:
+        for text in log.read_text().splitlines():
+            if f'"user_agent":"{user_agent}"' in text:
+                return json.loads(text)
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no access log line of {user_agent}")
 
 
 # -- 6. an API key needs a name -------------------------------------------------------------------

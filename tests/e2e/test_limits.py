@@ -24,6 +24,7 @@ from tests.e2e.client import Tenant, error_reason
 from tests.e2e.conftest import limits_env
 from tests.e2e.test_budgets import capped_agent, new_session, set_budget
 from tests.e2e.test_conversation import say
+from vocalbridge_common.headers import EDGE_SECRET_HEADER
 from vocalbridge_devstack.stack import Stack, StackConfig
 
 LIST_AGENTS = "/vocalbridge.agents.v1.AgentService/ListAgents"
@@ -98,13 +99,16 @@ async def via_envoy(stack, key: str) -> tuple[bool, dict[str, str]]:
 
 
 async def via_auth_port(stack, key: str) -> tuple[bool, dict[str, str]]:
-    """The Check Envoy would send, straight to the auth port on a connection of its own."""
+    """The Check Envoy would send (with the edge secret, as Envoy does), straight to the auth
+    port on a connection of its own."""
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http
     http.path = LIST_AGENTS
     http.headers.update({"content-type": "application/grpc", "authorization": f"Bearer {key}"})
     async with grpc.aio.insecure_channel(stack.service_target("auth")) as channel:
-        response = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(request, timeout=10)
+        response = await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+            request, timeout=10, metadata=((EDGE_SECRET_HEADER, stack.edge_secret),)
+        )
     if response.HasField("ok_response"):
         return True, {h.header.key: h.header.value for h in response.ok_response.response_headers_to_add}
     assert response.denied_response.status.code == 429

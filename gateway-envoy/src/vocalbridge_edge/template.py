@@ -375,6 +375,9 @@ def _ext_authz(p: EnvoyParams) -> Config:
         # ... and say so honestly: auth unreachable is 503, not 403.
         "status_on_error": {"code": "ServiceUnavailable"},
         "include_peer_certificate": False,
+        # Each header occurrence apart (header_map), so Check can refuse one sent twice that
+        # must be sent once (an Idempotency-Key, a key); the joined map would hide it.
+        "encode_raw_headers": True,
         # Every request header (authorization, x-api-key, x-request-id, ...) is sent to Check.
         # The body is sent only for JSON requests (per route, below).
     }

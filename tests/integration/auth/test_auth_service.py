@@ -485,3 +485,21 @@ async def test_grpc_over_http1_is_refused_the_grpc_way(auth, authz, operator):
     assert denial(await authz.Check(request)) == (400, "UNSUPPORTED_CONTENT_TYPE")
     http.protocol = "HTTP/2"  # positive control: the same call over HTTP/2 is allowed
     assert (await authz.Check(request)).HasField("ok_response")
+
+
+async def test_a_header_that_means_one_thing_once_is_refused_when_sent_twice(auth, authz, operator):
+    """Envoy sends the headers raw (each occurrence apart): an Idempotency-Key sent twice is
+    refused before anything runs; other headers may repeat."""
+    _, key = await new_tenant(auth, operator)
+
+    def raw(*pairs: tuple[str, str]) -> external_auth_pb2.CheckRequest:
+        request = external_auth_pb2.CheckRequest()
+        http = request.attributes.request.http
+        http.method, http.path, http.protocol = "GET", "/v1/agents", "HTTP/1.1"
+        for name, value in (("authorization", f"Bearer {key.secret}"), *pairs):
+            http.header_map.headers.add(key=name, raw_value=value.encode())
+        return request
+
+    refused = await authz.Check(raw(("idempotency-key", "a"), ("idempotency-key", "b")))
+    assert denial(refused) == (400, "DUPLICATE_HEADER")
+    assert (await authz.Check(raw(("idempotency-key", "a"), ("accept", "x"), ("accept", "y")))).HasField("ok_response")

@@ -58,8 +58,10 @@ from vocalbridge_common.headers import (
     API_KEY_HEADER,
     AUTHORIZATION_HEADER,
     EDGE_SECRET_HEADER,
+    IDEMPOTENCY_KEY_HEADER,
     IDENTITY_HEADER,
     REQUEST_ID_HEADER,
+    SESSION_HEADER,
 )
 from vocalbridge_common.identity import IdentitySigner
 from vocalbridge_common.json_limits import JsonTooDeep
@@ -163,11 +165,31 @@ _HTTP_STATUS = {
 }
 
 
+# Headers that mean one thing once: sent twice (which Envoy would join with a comma, and a
+# service would read as two metadata values, one of them at random), the request is refused.
+SINGLE_HEADERS = (AUTHORIZATION_HEADER, API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, SESSION_HEADER, "content-type")
+
+
+def _take_raw_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> set[str]:
+    """Envoy sends the headers raw (encode_raw_headers), each occurrence apart: they are put in
+    `http.headers` as the joined map the rest reads, and the names sent more than once are
+    returned. A request with the joined map only (tests, an older edge) has none repeated."""
+    repeated: set[str] = set()
+    for header in http.header_map.headers:
+        value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        if header.key in http.headers:
+            repeated.add(header.key)
+            http.headers[header.key] += "," + value
+        else:
+            http.headers[header.key] = value
+    return repeated
+
+
 def _grpc_content(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
     """gRPC's content type (application/grpc, +proto and the like; not gRPC-Web): Envoy answers
     such a request the gRPC way (status in grpc-status, the body in grpc-message), so a
     denial is written for a gRPC client."""
-    content_type = http.headers.get("content-type", "")
+    content_type: str = http.headers.get("content-type", "")
     return content_type == "application/grpc" or content_type.startswith(("application/grpc+", "application/grpc;"))
 
 
@@ -227,10 +249,17 @@ class AuthorizationServicer:
     ) -> external_auth_pb2.CheckResponse:
         self._require_edge(context)
         http = request.attributes.request.http
+        repeated = _take_raw_headers(http)
         headers = http.headers
         request_id = headers.get(REQUEST_ID_HEADER)
         method = http.path
+        principal: Principal | None = None
         try:
+            twice = sorted(name for name in repeated if name in SINGLE_HEADERS)
+            if twice:
+                raise invalid_fields(
+                    [FieldViolation(name, "must be sent once") for name in twice], reason="DUPLICATE_HEADER"
+                )
             principal = await self._authenticator.authenticate(presented_secret(headers))
             method, route = self._resolve(http)
             if not method.startswith("/vocalbridge."):
@@ -256,9 +285,12 @@ class AuthorizationServicer:
             rate_headers = await self._limit(principal)
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
-            return self._deny(
+            denied = self._deny(
                 to_rpc_status(error, request_id), grpc_client=_grpc_content(http), extra=self._headers_of(error, http)
             )
+            if principal is not None:  # a known key refused (scope, body, rate): the log says whose
+                denied.dynamic_metadata.CopyFrom(_log_fields(principal))
+            return denied
         except Exception:
             log.exception("key check failed")
             unavailable = Unavailable("authentication is temporarily unavailable")
@@ -332,12 +364,7 @@ class AuthorizationServicer:
                 headers_to_remove=[AUTHORIZATION_HEADER, API_KEY_HEADER],
             ),
             # Whose request it was, for the edge's access log (it reads ext_authz's metadata).
-            dynamic_metadata=struct_pb2.Struct(
-                fields={
-                    "tenant": struct_pb2.Value(string_value=principal.tenant_id),
-                    "key": struct_pb2.Value(string_value=principal.key_id),
-                }
-            ),
+            dynamic_metadata=_log_fields(principal),
         )
         if len(self._allowed) >= _MAX_CACHE_ENTRIES:
             self._allowed.clear()
@@ -377,6 +404,16 @@ class AuthorizationServicer:
                 body=body,
             ),
         )
+
+
+def _log_fields(principal: Principal) -> struct_pb2.Struct:
+    """What the edge's access log records of the caller (ext_authz dynamic metadata)."""
+    return struct_pb2.Struct(
+        fields={
+            "tenant": struct_pb2.Value(string_value=principal.tenant_id),
+            "key": struct_pb2.Value(string_value=principal.key_id),
+        }
+    )
 
 
 def _header_options(headers: Mapping[str, str]) -> list[base_pb2.HeaderValueOption]:
