@@ -2,7 +2,7 @@
 text turns (each with an Idempotency-Key of its own, retried with the same key):
 
   (a) conversation killed with SIGKILL, restarted by the stack's supervisor;
-  (b) billing stopped, then started;
+  (b) billing stopped, then started, and killed with SIGKILL while it catches up;
   (c) PostgreSQL killed (every backend at once) and started again;
   (d) providers failing: 30% of the calls (with and without a fallback), 100% of the
       primary's (the fallback must deliver), slower than an attempt may take, and down with
@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from tests.faults.conftest import SUMMARY_LINES
-from tests.faults.load import Load, Reconciliation, Turn, reconcile, wait_for_ledger
+from tests.faults.load import Load, Reconciliation, Turn, ledger_totals, reconcile, wait_for_ledger
 from vocalbridge_common.headers import IDENTITY_HEADER
 from vocalbridge_common.identity import IdentitySigner
 
@@ -134,6 +134,15 @@ async def _round(run: Run, stack, http: httpx.AsyncClient, postgres) -> None:
     await _hold(3.0)
     run.window("billing stopped", started)
     await stack.start_service("billing")
+    # ... and killed with SIGKILL as soon as it records the backlog: a batch it may have
+    # recorded without the relay hearing so is sent again, and must count once.
+    recorded = (await ledger_totals(http, run.api_key))[0]
+    deadline = time.monotonic() + 10
+    while (await ledger_totals(http, run.api_key))[0] == recorded and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    started = time.monotonic()
+    await stack.kill_and_wait_restart("billing")
+    run.window("billing killed while catching up", started)
     await _hold(1.0)
 
     # (c) PostgreSQL killed and started again after 2 s.
@@ -305,7 +314,8 @@ def test_cached_sessions_keep_working_while_agents_is_down(fault_run):
 def test_turns_are_served_while_billing_is_down(fault_run):
     fresh = [
         (turn, response)
-        for turn, response in fault_run.sent_during("billing stopped")
+        for fault in ("billing stopped", "billing killed while catching up")
+        for turn, response in fault_run.sent_during(fault)
         if turn.kind in FALLBACK_KINDS and response is turn.responses[0]
     ]
     assert fresh and all(response.status == 200 for _, response in fresh), Counter(
