@@ -8,11 +8,9 @@ import uuid
 import pytest
 
 from tests.conftest import REDIS_URL, forget_redis_prefix
+from tests.faults.load import SUMMARY_LINES
 from tests.faults.postgres import PrivatePostgres
 from vocalbridge_devstack.stack import Stack, StackConfig
-
-# The summary lines of the suite's runs, printed at the end of the pytest session.
-SUMMARY_LINES: list[str] = []
 
 # Simulated providers: vendorA and vendorB always answer; shaky and shaky2 fail 30% of the
 # calls; down fails every call; sluggish answers after 2 s, past the 0.4 s an attempt may take.

@@ -33,6 +33,8 @@ GIVE_UP_SECONDS = 90.0
 REQUEST_TIMEOUT_SECONDS = 15.0
 # One succeeded turn in this many is sent again with its key and must replay.
 REPLAY_EVERY = 7
+# The summary lines of the suite's runs, printed at the end of the pytest session (conftest).
+SUMMARY_LINES: list[str] = []
 
 
 @dataclass

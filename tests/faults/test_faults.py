@@ -28,8 +28,15 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.faults.conftest import SUMMARY_LINES
-from tests.faults.load import Load, Reconciliation, Turn, ledger_totals, reconcile, wait_for_ledger
+from tests.faults.load import (
+    SUMMARY_LINES,
+    Load,
+    Reconciliation,
+    Turn,
+    ledger_totals,
+    reconcile,
+    wait_for_ledger,
+)
 from vocalbridge_common.headers import IDENTITY_HEADER
 from vocalbridge_common.identity import IdentitySigner
 
