@@ -25,6 +25,29 @@ def frames(content: bytes) -> tuple[bytes, int]:
         return reader.readframes(reader.getnframes()), reader.getframerate()
 
 
+def wav(samples: bytes, rate: int = 16000, width: int = 2) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(width)
+        writer.setframerate(rate)
+        writer.writeframes(samples)
+    return buffer.getvalue()
+
+
+async def _usage_events(tenant, session: str, count: int, seconds: float = 10.0) -> list[dict]:
+    """The session's usage events once `count` have reached billing (the relay delivers them
+    every 100 ms here), or what arrived within `seconds`."""
+    for _ in range(int(seconds / 0.1)):
+        response = await tenant.get("/v1/usageEvents", params={"session": session})
+        assert response.status_code == 200, response.text
+        events = response.json().get("usageEvents", [])
+        if len(events) >= count:
+            return events
+        await asyncio.sleep(0.1)
+    return events
+
+
 async def _voice_session(tenant) -> str:
     agent = await tenant.post(
         "/v1/agents",
@@ -60,6 +83,27 @@ async def test_a_spoken_turn_over_json_is_transcribed_answered_spoken_and_billed
     assert rate == 22050 and len(samples) / 2 / rate > 1.0  # the reply, spoken
     assert body["usage"]["ttsCharacters"] == str(len(body["replyText"]))
     assert body["latency"]["total"].endswith("s")
+    # The same request again: the stored turn, spoken again, and nothing billed twice.
+    again = await tenant.http.post(
+        f"/v1/{session}/voice:converse",
+        json={"audio": {"content": audio["content"]}},
+        headers=tenant.headers(**{"Idempotency-Key": "spoken-1"}),
+    )
+    assert again.status_code == 200, again.text
+    assert again.headers.get("idempotent-replayed") == "true"
+    replay = again.json()
+    assert (replay["transcript"], replay["replyText"], replay["usage"]) == (
+        body["transcript"],
+        body["replyText"],
+        body["usage"],
+    )
+    assert frames(base64.b64decode(replay["replyAudio"]["content"]))[1] == 22050
+    messages = (await tenant.get(f"/v1/{session}/messages")).json()["messages"]
+    assert [m["role"] for m in messages] == ["USER", "ASSISTANT"]
+    await _usage_events(tenant, session, 1)
+    # Ten relay rounds after the turn's event arrived: a second one would have too.
+    events = await _usage_events(tenant, session, 2, seconds=1.0)
+    assert len(events) == 1 and events[0]["ttsCharacters"] == body["usage"]["ttsCharacters"]
     for _ in range(100):
         summary = (await tenant.get("/v1/usage:summary")).json()["totals"]
         if int(summary.get("turns", "0")) >= 2:  # the turn and the synthesis
@@ -75,6 +119,8 @@ async def test_bad_audio_over_json_is_a_400_with_its_reason(new_tenant):
     for content, reason in (
         (base64.b64encode(b"not a wav file at all").decode(), "AUDIO_NOT_WAV"),
         ("", "AUDIO_EMPTY"),
+        (base64.b64encode(wav(b"\x80" * 16000, width=1)).decode(), "AUDIO_SAMPLE_WIDTH_UNSUPPORTED"),
+        (base64.b64encode(wav(b"\0\0" * 16000)).decode(), "NO_SPEECH_RECOGNIZED"),  # a second of silence
     ):
         response = await tenant.http.post(
             f"/v1/{session}/voice:converse",
@@ -90,6 +136,7 @@ async def test_bad_audio_over_json_is_a_400_with_its_reason(new_tenant):
     )
     assert corrupt.status_code == 400
     assert (await tenant.get(f"/v1/{session}/messages")).json().get("messages", []) == []
+    assert await _usage_events(tenant, session, 1, seconds=1.0) == []
 
 
 async def test_a_streamed_conversation_over_grpc_with_barge_in(stack, new_tenant):
@@ -116,6 +163,7 @@ async def test_a_streamed_conversation_over_grpc_with_barge_in(stack, new_tenant
             yield item
 
     kinds: list[str] = []
+    events: list[pb.StreamingConverseResponse] = []
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         voice = voice_service_pb2_grpc.VoiceServiceStub(channel)
         call = voice.StreamingConverse(requests(), metadata=auth, timeout=60)
@@ -123,6 +171,7 @@ async def test_a_streamed_conversation_over_grpc_with_barge_in(stack, new_tenant
         async for event in call:
             kind = event.WhichOneof("event")
             kinds.append(kind)
+            events.append(event)
             if kind == "reply_audio" and "reply_interrupted" not in kinds and kinds.count("reply_audio") == 1:
                 say(second["audio"]["content"])  # speak over the reply
             if kind == "turn_completed":
@@ -137,6 +186,21 @@ async def test_a_streamed_conversation_over_grpc_with_barge_in(stack, new_tenant
         message_pb2.MESSAGE_STATUS_TRUNCATED,
         message_pb2.MESSAGE_STATUS_COMPLETE,
     ]
+    # The cut reply is stored and billed as far as its audio was sent, no further.
+    interrupted = events[kinds.index("reply_interrupted")].reply_interrupted.spoken_text
+    produced = ""  # the first reply's text as it streamed, up to the barge-in
+    for event in events[: kinds.index("reply_interrupted")]:
+        if event.WhichOneof("event") == "reply_text":
+            produced = ("" if event.reply_text.restart else produced) + event.reply_text.text_delta
+    cut = next(m for m in messages if m.status == message_pb2.MESSAGE_STATUS_TRUNCATED)
+    assert cut.content == interrupted and interrupted and produced.startswith(interrupted)
+    billed = {e["message"]: e for e in await _usage_events(tenant, session, 2)}
+    assert len(billed) == 2
+    assert billed[cut.name]["ttsCharacters"] == str(len(interrupted))
+    whole = next(
+        m for m in messages if m.role == message_pb2.ASSISTANT and m.status == message_pb2.MESSAGE_STATUS_COMPLETE
+    )
+    assert billed[whole.name]["ttsCharacters"] == str(len(whole.content))
 
 
 async def test_a_tenant_key_cannot_send_a_spoken_turn_itself(stack, new_tenant):
@@ -178,3 +242,38 @@ async def test_a_text_turn_cannot_be_labelled_as_spoken(new_tenant):
         )
         assert response.status_code == 400, response.text
     assert (await tenant.get(f"/v1/{session}/messages")).json().get("messages", []) == []
+
+
+async def test_another_tenant_cannot_speak_into_a_session(stack, new_tenant):
+    """Tenant B's key on tenant A's session, spoken over JSON and streamed over gRPC: not
+    found (another tenant's session does not exist), and A's session stays empty."""
+    owner, intruder = await new_tenant("Voice owner"), await new_tenant("Voice intruder")
+    session = await _voice_session(owner)
+    said = await intruder.post("/v1/voice:synthesize", {"text": SENTENCE, "voice": "espeak/en-us"})
+    assert said.status_code == 200, said.text
+    content = said.json()["audio"]["content"]
+    response = await intruder.http.post(
+        f"/v1/{session}/voice:converse",
+        json={"audio": {"content": content}},
+        headers=intruder.headers(**{"Idempotency-Key": "intrude"}),
+    )
+    assert response.status_code == 404, response.text
+    assert error_reason(response) == "SESSION_NOT_FOUND"
+
+    samples, rate = frames(base64.b64decode(content))
+
+    async def requests():
+        yield pb.StreamingConverseRequest(config=pb.StreamingConverseConfig(session=session, sample_rate_hertz=rate))
+        yield pb.StreamingConverseRequest(audio=samples + b"\0\0" * rate)
+
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        voice = voice_service_pb2_grpc.VoiceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in voice.StreamingConverse(
+                requests(), metadata=(("authorization", f"Bearer {intruder.key}"),), timeout=30
+            ):
+                pass
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert grpc_error_reason(caught.value) == "SESSION_NOT_FOUND"
+    assert (await owner.get(f"/v1/{session}/messages")).json().get("messages", []) == []
+    assert await _usage_events(owner, session, 1, seconds=1.0) == []
