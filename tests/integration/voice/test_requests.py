@@ -250,3 +250,16 @@ async def test_a_read_only_key_cannot_speak(voice, as_tenant, tenant):
 def test_base64_is_the_json_form_of_audio():
     # The JSON mapping of `bytes` (what Envoy transcodes) is standard base64.
     assert base64.b64decode(base64.b64encode(wav(b"\0\0"))) == wav(b"\0\0")
+
+
+async def test_a_stereo_recording_is_mixed_down_and_heard(voice, spoken, md):
+    from tests.integration.voice.conftest import wav_frames
+
+    mono, rate = wav_frames(await spoken("Good morning everyone."))
+    # Both channels carry the voice (as a stereo microphone would).
+    stereo = b"".join(mono[i : i + 2] * 2 for i in range(0, len(mono), 2))
+    heard = await voice.Transcribe(
+        pb.TranscribeRequest(audio=audio_pb2.Audio(content=wav(stereo, rate=rate, channels=2))), metadata=md
+    )
+    assert "morning" in heard.transcript
+    assert heard.usage.audio_seconds == pytest.approx(len(mono) / 2 / rate, abs=0.01)

@@ -13,6 +13,7 @@ from vocalbridge_voice.domain.audio import AudioLimits, InvalidAudio, Pcm, parse
 from vocalbridge_voice.domain.endpointing import Endpointer, EndpointEvent, EndpointSettings
 from vocalbridge_voice.domain.text import SentenceSplitter
 from vocalbridge_voice.domain.voices import VoiceCatalogue, VoiceInfo
+from vocalbridge_voice.engines.resample import downmix_stereo
 
 LIMITS = AudioLimits(max_bytes=1_000_000, max_seconds=2.0)
 
@@ -32,7 +33,10 @@ def test_a_wav_round_trips_and_stereo_is_mixed_to_mono():
     assert (pcm.sample_rate, pcm.frames) == (22050, 200)
     assert parse_wav(to_wav(pcm), LIMITS) == pcm
     stereo = parse_wav(wav(b"\x10\x00\x30\x00" * 100, channels=2), LIMITS)
-    assert stereo.samples == b"\x20\x00" * 100
+    assert (stereo.channels, stereo.frames, stereo.seconds) == (2, 100, 100 / 16000)
+    assert parse_wav(to_wav(stereo), LIMITS) == stereo
+    # The speech workers mix it down before recognition.
+    assert downmix_stereo(stereo.samples) == b"\x20\x00" * 100
 
 
 @pytest.mark.parametrize(
@@ -141,3 +145,13 @@ def test_silence_is_never_an_utterance():
 
 def test_pcm_knows_its_length():
     assert Pcm(b"\0\0" * 8000, 16000).seconds == 0.5
+
+
+def test_the_service_process_does_not_load_numpy():
+    """numpy (about 20 MB resident) is the speech workers' business: the service process only
+    parses WAV headers and passes samples on."""
+    import subprocess
+    import sys
+
+    code = "import sys, vocalbridge_voice.server; print('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -12,7 +12,7 @@ from vocalbridge_common.retention import RetentionSettings
 from vocalbridge_common.topology import default_address, default_port
 from vocalbridge_voice.domain.audio import AudioLimits
 from vocalbridge_voice.domain.endpointing import EndpointSettings
-from vocalbridge_voice.engines.worker import STT, STT_ENGINES, TTS, TTS_ENGINES, EngineSpec
+from vocalbridge_voice.engines.spec import STT, STT_ENGINES, TTS, TTS_ENGINES, EngineSpec
 
 # This service's name: its identity in calls it makes on its own behalf, its database schema,
 # its configuration prefix (topology).

@@ -12,8 +12,6 @@ import struct
 import wave
 from dataclasses import dataclass
 
-import numpy as np
-
 from vocalbridge_common.errors import FieldViolation, InvalidArgument
 
 # The rates a caller's recording or stream may have; engines get what they need by resampling.
@@ -38,14 +36,16 @@ class AudioLimits:
 
 @dataclass(frozen=True)
 class Pcm:
-    """Mono 16-bit little-endian samples at `sample_rate`."""
+    """16-bit little-endian samples at `sample_rate`: mono, or interleaved stereo as uploaded
+    (the speech workers mix it down; engines speak mono)."""
 
     samples: bytes
     sample_rate: int
+    channels: int = 1
 
     @property
     def frames(self) -> int:
-        return len(self.samples) // SAMPLE_WIDTH
+        return len(self.samples) // (SAMPLE_WIDTH * self.channels)
 
     @property
     def seconds(self) -> float:
@@ -53,7 +53,7 @@ class Pcm:
 
 
 def parse_wav(content: bytes, limits: AudioLimits, field: str = "audio.content") -> Pcm:
-    """The samples of a WAV upload (mono, or stereo mixed down to mono), or InvalidAudio."""
+    """The samples of a WAV upload (mono or stereo), or InvalidAudio."""
     if not content:
         raise InvalidAudio("is required: a WAV file (16-bit PCM)", reason="AUDIO_EMPTY", field=field)
     if len(content) > limits.max_bytes:
@@ -86,8 +86,7 @@ def parse_wav(content: bytes, limits: AudioLimits, field: str = "audio.content")
     usable = len(data) - len(data) % (SAMPLE_WIDTH * channels)
     if usable == 0:
         raise InvalidAudio("holds no samples", reason="AUDIO_EMPTY", field=field)
-    samples = data[:usable] if channels == 1 else downmix_stereo(data[:usable])
-    pcm = Pcm(samples, rate)
+    pcm = Pcm(data[:usable], rate, channels)
     if pcm.seconds > limits.max_seconds:
         raise InvalidAudio(
             f"must be at most {limits.max_seconds:g} seconds long (got {pcm.seconds:.1f})",
@@ -95,12 +94,6 @@ def parse_wav(content: bytes, limits: AudioLimits, field: str = "audio.content")
             field=field,
         )
     return pcm
-
-
-def downmix_stereo(data: bytes) -> bytes:
-    """Interleaved 16-bit stereo as mono, the mean of both channels."""
-    frames = np.frombuffer(data, dtype="<i2").reshape(-1, 2).astype(np.int32)
-    return bytes(((frames[:, 0] + frames[:, 1]) // 2).astype("<i2").tobytes())
 
 
 def validate_stream_rate(rate: int) -> None:
@@ -114,10 +107,10 @@ def validate_stream_rate(rate: int) -> None:
 
 
 def to_wav(pcm: Pcm) -> bytes:
-    """A WAV file (mono, 16-bit) of `pcm`."""
+    """A WAV file (16-bit) of `pcm`."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
+        writer.setnchannels(pcm.channels)
         writer.setsampwidth(SAMPLE_WIDTH)
         writer.setframerate(pcm.sample_rate)
         writer.writeframes(pcm.samples)

@@ -33,7 +33,7 @@ from typing import Any
 
 from vocalbridge_common.config import ConfigError
 from vocalbridge_common.errors import Unavailable
-from vocalbridge_voice.engines.worker import ROLES, STT, TTS, EngineSpec
+from vocalbridge_voice.engines.spec import ROLES, STT, TTS, EngineSpec
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Sample-rate conversion for 16-bit mono PCM, with numpy only.
+"""Sample-rate conversion and stereo downmix for 16-bit PCM, with numpy only (in the
+speech workers: the service process does not load numpy).
 
 Downsampling first low-passes with a windowed-sinc filter at the new Nyquist frequency
 (otherwise 22.05 kHz speech folds its upper band onto the 16 kHz signal and recognition
@@ -31,3 +32,9 @@ def resample(pcm: bytes, source_rate: int, target_rate: int) -> bytes:
     positions = np.arange(count, dtype=np.float64) * (source_rate / target_rate)
     resampled = np.interp(positions, np.arange(len(signal), dtype=np.float64), signal)
     return bytes(np.clip(np.round(resampled), -32768, 32767).astype("<i2").tobytes())
+
+
+def downmix_stereo(data: bytes) -> bytes:
+    """Interleaved 16-bit stereo as mono, the mean of both channels."""
+    frames = np.frombuffer(data, dtype="<i2").reshape(-1, 2).astype(np.int32)
+    return bytes(((frames[:, 0] + frames[:, 1]) // 2).astype("<i2").tobytes())

@@ -15,7 +15,6 @@ import ctypes
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -27,30 +26,15 @@ from vocalbridge_voice.engines.base import (
     SttStream,
     TextToSpeech,
 )
-from vocalbridge_voice.engines.resample import resample
+from vocalbridge_voice.engines.resample import downmix_stereo, resample
 from vocalbridge_voice.engines.silero import FRAME_SAMPLES, SileroDetector, SileroModel
+from vocalbridge_voice.engines.spec import ROLES, STT, STT_ENGINES, TTS, TTS_ENGINES, EngineSpec
 
-STT_ENGINES = ("pocketsphinx", "whisper")
-TTS_ENGINES = ("piper", "espeak")
-# What a worker does: recognize speech (transcription, streams) or speak.
-STT = "stt"
-TTS = "tts"
-ROLES = (STT, TTS)
+__all__ = ["ROLES", "STT", "STT_ENGINES", "TTS", "TTS_ENGINES", "EngineSpec", "Worker", "worker_main"]
+
 # Partial transcripts at most this often (seconds of audio), so a stream's chunks stay cheap.
 PARTIAL_EVERY_SECONDS = 0.25
 _FRAME_BYTES = FRAME_SAMPLES * 2
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """The engines the workers load, each worker those of its role (from the service's settings)."""
-
-    stt: tuple[str, ...]
-    tts: tuple[str, ...]
-    piper_voices: tuple[str, ...] = ("en_US-joe-medium",)
-    endpointing: EndpointSettings = field(default_factory=EndpointSettings)
-    # A worker idle this long after some work gives back memory it kept for busy times.
-    idle_tidy_seconds: float = 30.0
 
 
 def build_stt(name: str) -> SpeechToText:
@@ -170,9 +154,9 @@ class Worker:
             raise RuntimeError(f"a {self.role} worker has no voice activity detector")
         return self._vad
 
-    def transcribe(self, engine: str, pcm: bytes, rate: int) -> tuple[str, bool]:
+    def transcribe(self, engine: str, pcm: bytes, rate: int, channels: int = 1) -> tuple[str, bool]:
         """(transcript, whether the detector heard any speech). Silence is not decoded."""
-        audio = resample(pcm, rate, STT_SAMPLE_RATE)
+        audio = resample(downmix_stereo(pcm) if channels == 2 else pcm, rate, STT_SAMPLE_RATE)
         detector = self.vad.detector()
         settings = self.spec.endpointing
         endpointer = Endpointer(settings)

@@ -15,7 +15,7 @@ from vocalbridge_common.pricing import DEFAULT_SPEECH_PROVIDER
 from vocalbridge_voice.domain.audio import Pcm
 from vocalbridge_voice.domain.voices import VoiceCatalogue, VoiceChoice, VoiceInfo
 from vocalbridge_voice.engines.pool import EnginePool, StreamHandle
-from vocalbridge_voice.engines.worker import STT, TTS
+from vocalbridge_voice.engines.spec import STT, TTS
 
 # Seconds of engine work (waiting for a worker included) per second of audio heard or spoken:
 # below 1 keeps up with a speaker.
@@ -91,7 +91,9 @@ class Speech:
 
     async def transcribe(self, pcm: Pcm) -> Transcript:
         started = time.perf_counter()
-        text, heard = await self._pool.run(STT, "transcribe", self.stt_engine, pcm.samples, pcm.sample_rate)
+        text, heard = await self._pool.run(
+            STT, "transcribe", self.stt_engine, pcm.samples, pcm.sample_rate, pcm.channels
+        )
         _observe_rtf("stt", self.stt_engine, started, pcm.seconds)
         return Transcript(str(text).strip(), bool(heard))
 
