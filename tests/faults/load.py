@@ -1,8 +1,9 @@
 """The fault suite's clients and its accounting.
 
-Clients send text turns through Envoy, each with an Idempotency-Key of its own, and retry a
-turn with the same key until they get an answer that settles it: 200 (the turn, or its
-stored response again), or PROVIDERS_EXHAUSTED three times over (no provider answered; the
+Clients send text turns through Envoy (a quarter of them streamed as Server-Sent Events), each
+with an Idempotency-Key of its own, and retry a turn with the same key until they get an
+answer that settles it: 200 with the turn (for a stream: its last event), or its stored
+response again, or PROVIDERS_EXHAUSTED three times over (no provider answered; the
 service billed nothing and freed the key). Everything else (a 5xx, a reset connection, a
 timeout, 409 IDEMPOTENCY_KEY_IN_USE while a killed worker's claim runs out) is retried. Some
 turns that succeeded are sent once more with their key, as a client that missed the answer
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
 import uuid
@@ -33,6 +35,8 @@ GIVE_UP_SECONDS = 90.0
 REQUEST_TIMEOUT_SECONDS = 15.0
 # One succeeded turn in this many is sent again with its key and must replay.
 REPLAY_EVERY = 7
+# The share of turns streamed (StreamMessage as Server-Sent Events); the others are SendMessage.
+STREAMED_SHARE = 0.25
 # The summary lines of the suite's runs, printed at the end of the pytest session (conftest).
 SUMMARY_LINES: list[str] = []
 
@@ -53,6 +57,7 @@ class Turn:
     session: str
     kind: str
     content: str
+    stream: bool = False  # sent as StreamMessage (Server-Sent Events) rather than SendMessage
     responses: list[Response] = field(default_factory=list)
     outcome: str = "pending"  # succeeded | failed
     gave_up: bool = False
@@ -75,6 +80,18 @@ def _reason(body: object) -> str:
             if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.ErrorInfo"):
                 return str(detail.get("reason", ""))
     return ""
+
+
+def _sse_events(text: str) -> list[dict]:
+    """The JSON payloads of a Server-Sent Events body (`data: {...}` lines)."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            try:
+                events.append(json.loads(line[len("data:") :]))
+            except ValueError:
+                return events  # cut mid-event
+    return events
 
 
 def _is_status(body: object) -> bool:
@@ -110,16 +127,22 @@ class Load:
     # -- one turn ----------------------------------------------------------------------
 
     async def post(self, turn: Turn) -> tuple[Response, dict | None]:
+        """One request of `turn`: its answer, and the turn (messages, delivery, usage) when it
+        is one. A stream is a turn only if it ends with the event that carries the turn."""
         sent = time.monotonic()
         try:
             answer = await self.http.post(
-                f"/v1/{turn.session}/messages",
+                f"/v1/{turn.session}/messages" + (":stream" if turn.stream else ""),
                 json={"content": turn.content},
                 headers={"Authorization": f"Bearer {self.api_key}", "Idempotency-Key": turn.key},
                 timeout=REQUEST_TIMEOUT_SECONDS,
             )
         except httpx.TransportError:
             return Response(sent, 0, "no answer"), None
+        if answer.status_code == 200 and turn.stream:
+            events = _sse_events(answer.text)
+            final = events[-1] if events and "assistantMessage" in events[-1] else None
+            return Response(sent, 200 if final else 0, "" if final else "stream cut short"), final
         try:
             body = answer.json()
         except ValueError:
@@ -176,7 +199,13 @@ class Load:
 
     def new_turn(self, session: str, kind: str) -> Turn:
         key = uuid.uuid4().hex
-        return Turn(key=key, session=session, kind=kind, content=f"Question {key[:10]}: how do faults end?")
+        return Turn(
+            key=key,
+            session=session,
+            kind=kind,
+            content=f"Question {key[:10]}: how do faults end?",
+            stream=self._random.random() < STREAMED_SHARE,
+        )
 
     # -- the clients -------------------------------------------------------------------
 

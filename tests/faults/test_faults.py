@@ -1,5 +1,6 @@
 """Faults under load, end to end: real processes, real Envoy, PostgreSQL, while clients send
-text turns (each with an Idempotency-Key of its own, retried with the same key):
+text turns, whole or streamed (each with an Idempotency-Key of its own, retried with the same
+key):
 
   (a) conversation killed with SIGKILL, restarted by the stack's supervisor;
   (b) billing stopped, then started, and killed with SIGKILL while it catches up;
@@ -239,6 +240,8 @@ async def fault_run(fault_stack, private_postgres):
     run.line = run.result.line(SCALE, time.monotonic() - began)
     SUMMARY_LINES.append(run.line)
     print(run.line)
+    streamed = [turn for turn in load.turns if turn.stream]
+    print(f"  streamed: {len(streamed)} turns, {sum(t.outcome == 'succeeded' for t in streamed)} succeeded")
     print("  answers:", dict(run.result.statuses.most_common()))
     for fault, windows in run.windows.items():
         answers = Counter(f"{r.status} {r.reason}".strip() for _, r in run.sent_during(fault))
@@ -270,6 +273,8 @@ def test_every_turn_seen_to_succeed_is_kept_and_billed_once(fault_run):
     assert result.billed == result.succeeded == result.ledger_turns, fault_run.line
     assert result.ledger_cost == result.client_cost, fault_run.line
     assert result.replayed > 0, fault_run.line
+    # Both kinds of text turn went through the faults: SendMessage and StreamMessage.
+    assert {turn.stream for turn in fault_run.load.turns if turn.outcome == "succeeded"} == {False, True}
 
 
 def test_failed_turns_are_not_billed(fault_run):
