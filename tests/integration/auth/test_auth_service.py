@@ -503,3 +503,16 @@ async def test_a_header_that_means_one_thing_once_is_refused_when_sent_twice(aut
     refused = await authz.Check(raw(("idempotency-key", "a"), ("idempotency-key", "b")))
     assert denial(refused) == (400, "DUPLICATE_HEADER")
     assert (await authz.Check(raw(("idempotency-key", "a"), ("accept", "x"), ("accept", "y")))).HasField("ok_response")
+
+
+async def test_a_key_revoked_through_this_process_is_refused_at_once(auth, authz, operator, as_tenant):
+    """RevokeApiKey makes the process that ran it forget its cached lookup: the next Check
+    refuses the key without waiting for the cache TTL (tests/unit/auth shows the cache itself)."""
+    tenant_id, _ = await new_tenant(auth, operator)
+    meta = as_tenant(tenant_id)
+    key = await auth.CreateApiKey(
+        auth_service_pb2.CreateApiKeyRequest(api_key=api_key_pb2.ApiKey(display_name="revoked")), metadata=meta
+    )
+    assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")  # now cached
+    await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=meta)
+    assert denial(await check(authz, LIST_AGENTS, key.secret)) == (401, "API_KEY_REVOKED")

@@ -119,3 +119,17 @@ async def test_an_unknown_prefix_is_cached_too(setup):
 )
 def test_presented_secret_reads_either_header(headers, expected):
     assert presented_secret(headers) == expected
+
+
+async def test_a_forgotten_key_is_read_again_at_once(setup):
+    """A key revoked through this process is forgotten: refused on its next use, not a TTL later
+    (the control: one revoked in the store only stays allowed until its entry is stale)."""
+    authenticator, keys, _, key, secret = setup
+    await authenticator.authenticate(secret)
+    keys.by_prefix[key.prefix] = replace(key, revoke_time=NOW)
+    assert (await authenticator.authenticate(secret)).key_id == key.id  # cached: the control
+    authenticator.forget(key.prefix)
+    with pytest.raises(Unauthenticated) as caught:
+        await authenticator.authenticate(secret)
+    assert caught.value.reason == "API_KEY_REVOKED"
+    authenticator.forget("vb_unknown")  # forgetting a key never looked up is harmless

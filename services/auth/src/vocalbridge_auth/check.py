@@ -127,6 +127,11 @@ class KeyAuthenticator:
         self._cache[prefix] = _CachedKey(key, now)
         return key
 
+    def forget(self, prefix: str) -> None:
+        """Drops a key's cached lookup (it was just revoked or rotated here): the next request
+        with it reads the key again. Other auth processes still wait out their cache TTL."""
+        self._cache.pop(prefix, None)
+
     async def authenticate(self, secret: str | None) -> Principal:
         if not secret:
             raise Unauthenticated(

@@ -40,7 +40,13 @@ async def create_server(settings: AuthSettings) -> RunningServer:
     store = await open_store(settings.limits, "auth")
     limiter = build_limiter(store, settings.limits, LedgerSpent(billing_channel))
     limits = LimitService(db, paginator, limiter, settings.limits.defaults, settings.limits.cache_ttl_seconds)
-    service = AuthService(db, paginator, rotation_overlap=settings.rotation_overlap, limits=limits)
+
+    def forget_key(prefix: str) -> None:
+        authenticator.forget(prefix)
+
+    service = AuthService(
+        db, paginator, rotation_overlap=settings.rotation_overlap, limits=limits, on_key_changed=forget_key
+    )
     routes = contract_routes()
     authenticator = KeyAuthenticator(service, settings.operator_key_digest, settings.key_cache_ttl_seconds)
     last_use = LastUseRecorder(service.record_last_use)

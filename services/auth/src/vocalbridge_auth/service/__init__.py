@@ -57,8 +57,12 @@ class AuthService:
         random_bytes: Callable[[int], bytes] = secrets.token_bytes,
         rotation_overlap: timedelta = DEFAULT_ROTATION_OVERLAP,
         limits: LimitService | None = None,
+        on_key_changed: Callable[[str], None] | None = None,
     ) -> None:
         self._db = db
+        # Told the public prefix of a key just revoked or rotated, so that this process's key
+        # cache (Check's) forgets it at once instead of within its TTL.
+        self._on_key_changed = on_key_changed
         self._paginator = paginator
         self._rotation_overlap = rotation_overlap
         self._limits = limits
@@ -133,6 +137,7 @@ class AuthService:
             async with self._db.tenant_transaction(tenant_id) as session:
                 key = await AccountRepository(session, tenant_id).revoke_key(key_id, self._clock())
             if key is not None:
+                self._key_changed(key)
                 return key
         raise ApiKeyNotFound(key_id or "")
 
@@ -164,7 +169,12 @@ class AuthService:
                 raise ConcurrentChange(key.name)
             if self._limits is not None:
                 await self._limits.copy_limits(session, tenant_id, Target.key(key_id), Target.key(successor.key.id))
+        self._key_changed(rotated)
         return Rotation(successor=successor, rotated=rotated)
+
+    def _key_changed(self, key: ApiKey) -> None:
+        if self._on_key_changed is not None:
+            self._on_key_changed(key.prefix)
 
     async def record_last_use(self, used: Mapping[str, datetime]) -> None:
         """Writes keys' last-use times (the background flush of LastUseRecorder)."""
