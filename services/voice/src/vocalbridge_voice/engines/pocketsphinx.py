@@ -7,6 +7,12 @@ from typing import Any
 
 from vocalbridge_voice.engines.base import STT_SAMPLE_RATE, EngineUnavailable, SpeechToText, SttStream
 
+# A narrower search than the defaults (30,000 active HMMs and 20 word exits per frame, a
+# 25-frame window for the final pass): on the bench's sentences, the same transcripts word
+# for word, with about 20% less CPU per second of audio and per final pass. Every stream's
+# audio goes through this, and the final pass is on the voice-to-voice path.
+SEARCH = {"maxhmmpf": 3000, "maxwpf": 10, "fwdflatsfwin": 10}
+
 
 class _PocketsphinxStream(SttStream):
     def __init__(self, decoder: Any, done: list[Any]) -> None:
@@ -43,7 +49,7 @@ class PocketsphinxStt(SpeechToText):
     def _new_decoder(self) -> Any:
         try:
             # loglevel FATAL: the decoder otherwise logs every utterance to stderr.
-            return self._decoder_class(samprate=STT_SAMPLE_RATE, loglevel="FATAL")
+            return self._decoder_class(samprate=STT_SAMPLE_RATE, loglevel="FATAL", **SEARCH)
         except (RuntimeError, ValueError) as error:
             raise EngineUnavailable(f"speech-to-text engine 'pocketsphinx': model: {error}") from error
 
