@@ -17,7 +17,13 @@ from google.protobuf import descriptor_pb2
 
 from vocalbridge_common import topology
 from vocalbridge_common.errors import ERROR_DOMAIN
-from vocalbridge_common.headers import EDGE_SECRET_ENV, EDGE_SECRET_HEADER, IDENTITY_HEADER
+from vocalbridge_common.headers import (
+    EDGE_SECRET_ENV,
+    EDGE_SECRET_HEADER,
+    IDENTITY_HEADER,
+    MAX_REQUEST_HEADER_BYTES,
+    MAX_REQUEST_HEADER_COUNT,
+)
 from vocalbridge_common.server import MAX_METADATA_BYTES
 from vocalbridge_devstack import stack
 from vocalbridge_edge import (
@@ -183,14 +189,16 @@ def test_envoy_sends_the_edge_secret_from_its_environment_only():
 
 
 def test_header_limits_stay_well_below_what_the_services_accept():
+    """auth.Check's limits (what clients are told) are the first a request meets: Envoy's codec
+    allows more; and the services accept several times Check's as gRPC metadata."""
+    assert MAX_REQUEST_HEADER_BYTES * 4 <= MAX_METADATA_BYTES
     for params in (local_params(), k8s_params()):
         manager = _manager(build_envoy_config(params))
-        limit_kb = manager["max_request_headers_kb"]
-        assert limit_kb == params.max_request_headers_kb and limit_kb * 1024 * 4 <= MAX_METADATA_BYTES
-        assert manager["common_http_protocol_options"]["max_headers_count"] == params.max_request_headers
-    # A positive control: a limit the services could not take is refused when rendering.
+        assert manager["max_request_headers_kb"] * 1024 > MAX_REQUEST_HEADER_BYTES
+        assert manager["common_http_protocol_options"]["max_headers_count"] > MAX_REQUEST_HEADER_COUNT
+    # A positive control: a codec limit below Check's is refused when rendering.
     with pytest.raises(ValueError, match="max_request_headers_kb"):
-        build_envoy_config(local_params(max_request_headers_kb=MAX_METADATA_BYTES // 1024))
+        build_envoy_config(local_params(max_request_headers_kb=MAX_REQUEST_HEADER_BYTES // 1024 // 2))
 
 
 def test_every_local_reply_is_a_json_status_and_none_is_left_out():

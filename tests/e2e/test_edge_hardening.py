@@ -15,11 +15,17 @@ import httpx
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from tests.e2e.client import error_reason, violated_fields
 from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
 from vocalbridge_auth.config import DEFAULT_IDENTITY_TTL_SECONDS
-from vocalbridge_common.headers import EDGE_SECRET_HEADER, IDENTITY_HEADER
+from vocalbridge_common.headers import (
+    EDGE_SECRET_HEADER,
+    IDENTITY_HEADER,
+    MAX_REQUEST_HEADER_BYTES,
+    MAX_REQUEST_HEADER_COUNT,
+)
 from vocalbridge_common.identity import IdentitySigner, InvalidIdentity
 from vocalbridge_common.json_limits import MAX_JSON_DEPTH
 from vocalbridge_devstack.stack import REPO_ROOT, envoy_binary, free_port
@@ -28,7 +34,7 @@ from vocalbridge_edge import EnvoyParams, Upstream, envoy_command, local_params,
 AGENT = {"displayName": "Edge", "primaryProvider": "vendorA"}
 # Names no client-facing error may carry: the services' internal headers.
 INTERNAL_HEADERS = (IDENTITY_HEADER, EDGE_SECRET_HEADER, "x-envoy-", "grpc-timeout")
-LIMIT_KB = EnvoyParams.max_request_headers_kb
+LIMIT_KB = MAX_REQUEST_HEADER_BYTES // 1024
 
 
 def assert_json_status(response: httpx.Response, http_status: int, reason: str) -> dict:
@@ -66,9 +72,11 @@ async def test_headers_within_the_limit_are_always_served(new_tenant, http, kb):
     [
         {"x-padding": "a" * (LIMIT_KB * 1024 + 100)},  # one big header
         {f"x-h{i}": "a" * 1000 for i in range(LIMIT_KB + 2)},  # many medium ones
-        {f"x-h{i}": "v" for i in range(EnvoyParams.max_request_headers + 5)},  # too many
+        {f"x-h{i}": "v" for i in range(MAX_REQUEST_HEADER_COUNT + 5)},  # too many
+        {"x-padding": "a" * (EnvoyParams.max_request_headers_kb * 1024 + 100)},  # past Envoy's codec too
+        {f"x-h{i}": "v" for i in range(EnvoyParams.max_request_headers + 5)},  # ditto
     ],
-    ids=["one-big", "many-medium", "too-many"],
+    ids=["one-big", "many-medium", "too-many", "codec-big", "codec-many"],
 )
 async def test_headers_over_the_limit_are_431_with_a_json_status(new_tenant, http, extra):
     tenant = await new_tenant()
@@ -78,6 +86,26 @@ async def test_headers_over_the_limit_are_431_with_a_json_status(new_tenant, htt
         body = assert_json_status(response, 431, "REQUEST_HEADERS_TOO_LARGE")
         assert violated_fields(response) == {"headers"}
         assert body["code"] == 8
+
+
+async def test_grpc_metadata_over_the_limit_is_a_grpc_status_with_its_reason(stack, new_tenant):
+    """Over HTTP/2 Envoy's codec can only reset a stream (the client saw INTERNAL); Check's own
+    limit, below the codec's, answers a gRPC client with a status and its reason."""
+    tenant = await new_tenant()
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        stub = agents_service_pb2_grpc.AgentServiceStub(channel)
+        auth = ("authorization", f"Bearer {tenant.key}")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListAgents(agents_service_pb2.ListAgentsRequest(), metadata=(auth, ("x-fill", "m" * 20 * 1024)))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(caught.value)
+        info = error_details_pb2.ErrorInfo()
+        assert status is not None and status.details[0].Unpack(info)
+        assert info.reason == "REQUEST_HEADERS_TOO_LARGE"
+        for name in INTERNAL_HEADERS:
+            assert name not in caught.value.details()
+        # Positive control: 12 KiB of metadata is served.
+        await stub.ListAgents(agents_service_pb2.ListAgentsRequest(), metadata=(auth, ("x-fill", "m" * 12 * 1024)))
 
 
 # -- 2. JSON nested deep: 400, not 503 ----------------------------------------------------------

@@ -86,12 +86,12 @@ class EnvoyParams:
     max_request_bytes: int = 1 * MIB
     # Transcoded (JSON) responses above this fail; base64 reply audio is the big one.
     max_response_bytes: int = 8 * MIB
-    # Request headers: at most this much in all (names and values, the path included) and this
-    # many, or 431 with a JSON status. Every service accepts well over what this lets through
-    # as gRPC metadata (vocalbridge_common.server), so a request within it never meets a
-    # service's own metadata limit (which would refuse it at random, naming internal headers).
-    max_request_headers_kb: int = 16
-    max_request_headers: int = 100
+    # Envoy's codec limits on request headers (in all, and how many). auth.Check refuses less
+    # (vocalbridge_common.headers.MAX_REQUEST_HEADER_BYTES, _COUNT: a 431 over either HTTP
+    # version, a gRPC status for gRPC clients); past these the codec answers by itself (431 over
+    # HTTP/1.x, a stream reset over HTTP/2), for requests Check never sees.
+    max_request_headers_kb: int = 64
+    max_request_headers: int = 200
     # The environment variable, in Envoy's process, holding the edge secret that Envoy sends on
     # every auth.Check (Check answers no one else). Only its name is in the configuration.
     edge_secret_env: str = EDGE_SECRET_ENV

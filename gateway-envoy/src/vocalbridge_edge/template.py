@@ -21,10 +21,11 @@ from vocalbridge_common.headers import (
     IDEMPOTENCY_KEY_HEADER,
     IDEMPOTENT_REPLAYED_HEADER,
     IDENTITY_HEADER,
+    MAX_REQUEST_HEADER_BYTES,
+    MAX_REQUEST_HEADER_COUNT,
     REQUEST_ID_HEADER,
     SESSION_HEADER,
 )
-from vocalbridge_common.server import MAX_METADATA_BYTES
 from vocalbridge_edge import openai_routes
 from vocalbridge_edge.params import EnvoyParams, Upstream
 
@@ -46,9 +47,8 @@ GRPC_CONTENT_TYPE = r"application/grpc([+;].*)?"
 # The request id in Envoy's substitution format (%REQ(...)%) for log lines and error bodies.
 REQUEST_ID = f"%REQ({REQUEST_ID_HEADER.upper()})%"
 
-# A client's headers reach the services as gRPC metadata, with the transcoder's copy of the path
-# and Envoy's own headers added, each counted with 32 bytes more: keep a client's well below.
-MAX_REQUEST_HEADERS_KB = MAX_METADATA_BYTES // 1024 // 4
+# Envoy's own limit on request headers may be at most this (its codec's maximum).
+MAX_CODEC_HEADERS_KB = 8192
 # Filter names; the same strings key the per-route configs below.
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 CORS = "envoy.filters.http.cors"
@@ -171,8 +171,9 @@ def _http_connection_manager(p: EnvoyParams) -> Config:
         "always_set_request_id_in_response": True,
         "server_name": "vocalbridge",
         "stream_idle_timeout": "300s",
-        # Deterministic limits on what a client's headers may be (431 with a JSON status), below
-        # what the services accept as gRPC metadata.
+        # The codec's limits on a client's headers, above what auth.Check allows (16 KiB, 100
+        # headers: a 431 for either HTTP version, a gRPC status for a gRPC client). Past these the
+        # codec itself answers: 431 over HTTP/1.x (JSON, below), a stream reset over HTTP/2.
         "max_request_headers_kb": p.max_request_headers_kb,
         "common_http_protocol_options": {"max_headers_count": p.max_request_headers},
         "access_log": [_access_log()],
@@ -596,7 +597,7 @@ def _openai_local_replies(p: EnvoyParams) -> list[tuple[int, str, str]]:
     plain = {
         400: "Invalid request: the query or the path is not what this method accepts.",
         413: f"The request is larger than the gateway accepts (at most {p.max_request_bytes} bytes).",
-        431: f"The request's headers are larger than the gateway accepts ({_header_limits(p)}).",
+        431: f"The request's headers are larger than the gateway accepts ({_header_limits()}).",
         500: "The gateway could not complete the request.",
     }
     return [
@@ -660,8 +661,9 @@ def _unavailable_mappers(p: EnvoyParams) -> list[Config]:
     ]
 
 
-def _header_limits(p: EnvoyParams) -> str:
-    return f"at most {p.max_request_headers_kb} KiB and {p.max_request_headers} headers in all"
+def _header_limits() -> str:
+    """What clients are told (auth.Check's limits; the codec's are above them)."""
+    return f"at most {MAX_REQUEST_HEADER_BYTES // 1024} KiB and {MAX_REQUEST_HEADER_COUNT} headers in all"
 
 
 def _local_reply_mapper(
@@ -684,7 +686,7 @@ def _local_reply_mapper(
         description = f"must be at most {p.max_request_bytes} bytes"
     elif http_status == 431:
         # Never Envoy's own text here: it could name the headers (internal ones among them).
-        description = f"must be {_header_limits(p)}"
+        description = f"must be {_header_limits()}"
     elif field is not None:
         # Envoy's own text (the transcoder's parse error); json_format escapes quotes and newlines.
         message, description = "Invalid request: %LOCAL_REPLY_BODY%", "%LOCAL_REPLY_BODY%"
@@ -916,10 +918,13 @@ def _check(p: EnvoyParams) -> None:
             )
     if p.max_request_bytes <= 0 or p.max_response_bytes <= 0:
         raise ValueError("max_request_bytes and max_response_bytes must be positive")
-    if not 1 <= p.max_request_headers_kb <= MAX_REQUEST_HEADERS_KB or p.max_request_headers < 1:
+    if not MAX_REQUEST_HEADER_BYTES <= p.max_request_headers_kb * 1024 <= MAX_CODEC_HEADERS_KB * 1024 or (
+        p.max_request_headers < MAX_REQUEST_HEADER_COUNT
+    ):
         raise ValueError(
-            f"max_request_headers_kb must be from 1 to {MAX_REQUEST_HEADERS_KB} (what the services accept"
-            " as gRPC metadata, with room for Envoy's own headers) and max_request_headers at least 1"
+            f"max_request_headers_kb must be from {MAX_REQUEST_HEADER_BYTES // 1024} to {MAX_CODEC_HEADERS_KB} and"
+            f" max_request_headers at least {MAX_REQUEST_HEADER_COUNT}: auth.Check's limits, which clients are"
+            " told, must be the first a request meets"
         )
     if not p.edge_secret_env.isidentifier():
         raise ValueError(f"edge_secret_env must be an environment variable's name, not {p.edge_secret_env!r}")

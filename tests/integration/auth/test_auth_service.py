@@ -516,3 +516,30 @@ async def test_a_key_revoked_through_this_process_is_refused_at_once(auth, authz
     assert (await check(authz, LIST_AGENTS, key.secret)).HasField("ok_response")  # now cached
     await auth.RevokeApiKey(auth_service_pb2.RevokeApiKeyRequest(name=key.name), metadata=meta)
     assert denial(await check(authz, LIST_AGENTS, key.secret)) == (401, "API_KEY_REVOKED")
+
+
+@pytest.mark.parametrize(
+    "extra, refused",
+    [
+        ([("x-fill", "a" * 15 * 1024)], False),
+        ([("x-fill", "a" * 16 * 1024)], True),
+        ([(f"x-h{i}", "v") for i in range(97)], False),  # 99 headers with the two every request has
+        ([(f"x-h{i}", "v") for i in range(100)], True),
+    ],
+)
+async def test_headers_past_the_limits_are_431_for_json_and_grpc_alike(auth, authz, operator, extra, refused):
+    _, key = await new_tenant(auth, operator)
+    for content_type, protocol in (("application/json", "HTTP/1.1"), ("application/grpc", "HTTP/2")):
+        request = external_auth_pb2.CheckRequest()
+        http = request.attributes.request.http
+        http.method, http.path, http.protocol = "POST", LIST_AGENTS, protocol
+        for name, value in [("authorization", f"Bearer {key.secret}"), ("content-type", content_type), *extra]:
+            http.header_map.headers.add(key=name, raw_value=value.encode())
+        if content_type == "application/json":
+            http.path = "/v1/agents"
+            http.method = "GET"
+        response = await authz.Check(request)
+        if refused:
+            assert denial(response) == (431, "REQUEST_HEADERS_TOO_LARGE"), content_type
+        else:
+            assert response.HasField("ok_response"), content_type

@@ -27,3 +27,10 @@ SHOULD_RETRY_HEADER = "x-should-retry"
 # processes. Check answers no one else, so a bare auth port mints no identities.
 EDGE_SECRET_HEADER = "x-vb-edge-secret"
 EDGE_SECRET_ENV = "VB_EDGE_SECRET"
+# What a client's request headers may be in all (names and values, the pseudo-headers included)
+# and how many: auth.Check refuses more with 431 REQUEST_HEADERS_TOO_LARGE, over either HTTP
+# version and with a status a gRPC client can read. Every service accepts several times this as
+# gRPC metadata (vocalbridge_common.server), so a request within it never meets a service's own
+# limit. Envoy's codec limits are above these (vocalbridge_edge), for what Check never sees.
+MAX_REQUEST_HEADER_BYTES = 16 * 1024
+MAX_REQUEST_HEADER_COUNT = 100

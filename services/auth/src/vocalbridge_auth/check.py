@@ -35,7 +35,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format, struct_pb2
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc.aio import ServicerContext
 
 from vocalbridge_auth.domain import OPERATOR_KEY_ID, ApiKey, authenticate, digest, prefix_of
@@ -49,6 +49,7 @@ from vocalbridge_common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
     invalid_fields,
@@ -60,6 +61,8 @@ from vocalbridge_common.headers import (
     EDGE_SECRET_HEADER,
     IDEMPOTENCY_KEY_HEADER,
     IDENTITY_HEADER,
+    MAX_REQUEST_HEADER_BYTES,
+    MAX_REQUEST_HEADER_COUNT,
     REQUEST_ID_HEADER,
     SESSION_HEADER,
 )
@@ -175,19 +178,46 @@ _HTTP_STATUS = {
 SINGLE_HEADERS = (AUTHORIZATION_HEADER, API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, SESSION_HEADER, "content-type")
 
 
-def _take_raw_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> set[str]:
+@dataclass
+class _RawHeaders:
+    repeated: set[str]  # names sent more than once
+    size: int  # bytes of names and values, as Envoy counts them
+    count: int
+
+
+def _take_raw_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> _RawHeaders:
     """Envoy sends the headers raw (encode_raw_headers), each occurrence apart: they are put in
-    `http.headers` as the joined map the rest reads, and the names sent more than once are
-    returned. A request with the joined map only (tests, an older edge) has none repeated."""
-    repeated: set[str] = set()
+    `http.headers` as the joined map the rest reads, and what they were is returned. A request
+    with the joined map only (tests, an older edge) has none repeated."""
+    raw = _RawHeaders(set(), 0, 0)
     for header in http.header_map.headers:
         value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        raw.size += len(header.key) + len(value)
+        raw.count += 1
         if header.key in http.headers:
-            repeated.add(header.key)
+            raw.repeated.add(header.key)
             http.headers[header.key] += "," + value
         else:
             http.headers[header.key] = value
-    return repeated
+    if not raw.count:
+        raw.count = len(http.headers)
+        raw.size = sum(len(key) + len(value) for key, value in http.headers.items())
+    return raw
+
+
+def _header_violations(raw: _RawHeaders) -> DomainError | None:
+    """Headers past the limits (431), or a header that means one thing sent twice (400)."""
+    if raw.size > MAX_REQUEST_HEADER_BYTES or raw.count > MAX_REQUEST_HEADER_COUNT:
+        limits = f"at most {MAX_REQUEST_HEADER_BYTES // 1024} KiB and {MAX_REQUEST_HEADER_COUNT} headers in all"
+        return ResourceExhausted(
+            f"the request's headers are larger than the gateway accepts ({limits})",
+            reason="REQUEST_HEADERS_TOO_LARGE",
+            field_violations=[FieldViolation("headers", f"must be {limits}")],
+        )
+    twice = sorted(name for name in raw.repeated if name in SINGLE_HEADERS)
+    if twice:
+        return invalid_fields([FieldViolation(name, "must be sent once") for name in twice], reason="DUPLICATE_HEADER")
+    return None
 
 
 def _grpc_content(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
@@ -254,17 +284,15 @@ class AuthorizationServicer:
     ) -> external_auth_pb2.CheckResponse:
         self._require_edge(context)
         http = request.attributes.request.http
-        repeated = _take_raw_headers(http)
+        raw = _take_raw_headers(http)
         headers = http.headers
         request_id = headers.get(REQUEST_ID_HEADER)
         method = http.path
         principal: Principal | None = None
         try:
-            twice = sorted(name for name in repeated if name in SINGLE_HEADERS)
-            if twice:
-                raise invalid_fields(
-                    [FieldViolation(name, "must be sent once") for name in twice], reason="DUPLICATE_HEADER"
-                )
+            refused = _header_violations(raw)
+            if refused is not None:
+                raise refused
             principal = await self._authenticator.authenticate(presented_secret(headers))
             method, route = self._resolve(http)
             if not method.startswith("/vocalbridge."):
@@ -404,11 +432,26 @@ class AuthorizationServicer:
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=status.code, message=status.message),
             denied_response=external_auth_pb2.DeniedHttpResponse(
-                status=http_status_pb2.HttpStatus(code=_HTTP_STATUS.get(status.code, http_status_pb2.Forbidden)),
+                status=http_status_pb2.HttpStatus(code=_http_status(status)),
                 headers=response_headers,
                 body=body,
             ),
         )
+
+
+def _http_status(status: status_pb2.Status) -> int:
+    """The HTTP status of a denial: from its gRPC code, but 431 for headers too large (which
+    RESOURCE_EXHAUSTED, like a rate limit, would make 429)."""
+    info = error_details_pb2.ErrorInfo()
+    too_large = (
+        status.code == code_pb2.RESOURCE_EXHAUSTED
+        and len(status.details) > 0
+        and status.details[0].Unpack(info)
+        and info.reason == "REQUEST_HEADERS_TOO_LARGE"
+    )
+    if too_large:
+        return int(http_status_pb2.RequestHeaderFieldsTooLarge)
+    return int(_HTTP_STATUS.get(status.code, http_status_pb2.Forbidden))
 
 
 def _log_fields(principal: Principal) -> struct_pb2.Struct:
