@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Request metadata a server accepts, as soft and hard limit alike: between gRPC's defaults
 # (8 and 16 KiB) a call is refused at random, with a message naming the headers. The edge
-# limits a client's headers to a quarter of this (vocalbridge_edge), so nothing it passes on
-# comes near it.
+# (auth.Check) limits a client's headers to a quarter of this (headers.MAX_REQUEST_HEADER_BYTES),
+# so nothing it passes on comes near it.
 MAX_METADATA_BYTES = 64 * 1024
 
 
