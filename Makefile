@@ -134,10 +134,13 @@ bench: gen web chromium wrk
 # then its summary line: sent, succeeded, retried, failed, billed, duplicates, lost; it fails on
 # any lost or doubled turn; VB_FAULT_SCALE changes the size), then ten minutes of steady load on
 # the full stack: resident memory sampled throughout, and its growth reported
-# (bench/scenarios/soak.py; VB_SOAK_DURATION_S changes the length).
+# (bench/scenarios/soak.py; VB_SOAK_DURATION_S changes the length). Between them, the hostile
+# input suite with ten times its drawn examples per route, freshly random (VB_FUZZ_EXAMPLES).
 VB_FAULT_SCALE ?= 10
+VB_FUZZ_EXAMPLES ?= 30
 soak: gen wrk
 	VB_FAULT_SCALE=$(VB_FAULT_SCALE) $(PY) -m pytest -p no:cacheprovider tests/faults
+	VB_FUZZ_EXAMPLES=$(VB_FUZZ_EXAMPLES) VB_FUZZ_RANDOM=1 $(PY) -m pytest -p no:cacheprovider tests/e2e/test_hostile_input.py
 	$(PY) -m bench --only soak $(BENCH_ARGS)
 
 clean:

@@ -270,9 +270,6 @@ class GrpcOutcome:
         return None
 
 
-CLIENT_CORE_ERROR = "Internal error from Core"
-
-
 def _identity(value: bytes) -> bytes:
     return value
 
@@ -292,22 +289,18 @@ async def call_grpc(
     payloads: Sequence[bytes],
     metadata: Sequence[tuple[str, str]],
     timeout: float = 20.0,
+    *,
+    target: str,
 ) -> GrpcOutcome:
     """Calls `method` with raw request bytes (one message, or several for client streaming) and
-    collects every response message and the final status, whatever the kind of RPC."""
+    collects every response message and the final status, whatever the kind of RPC. `target`
+    is the address `channel` reaches (client streams go over a blocking channel of their own)."""
     kwargs = {"request_serializer": _identity, "response_deserializer": _identity}
     responses: list[bytes] = []
     call: Any
+    if method.client_streaming:
+        return await asyncio.to_thread(_call_client_streaming, target, method, payloads, metadata, timeout)
     try:
-        if method.client_streaming:
-            # The client library sometimes loses a server's early refusal of a client stream
-            # (the status arrives while it is still writing) and reports its own INTERNAL
-            # "Internal error from Core" instead; asked again, the server's status shows.
-            for _ in range(3):
-                outcome = await _call_client_streaming(channel, method, payloads, metadata, timeout)
-                if (outcome.code, outcome.details) != (grpc.StatusCode.INTERNAL, CLIENT_CORE_ERROR):
-                    break
-            return outcome
         if method.server_streaming:
             call = channel.unary_stream(method.grpc_path, **kwargs)(payloads[0], metadata=metadata, timeout=timeout)
             async for item in call:
@@ -320,31 +313,20 @@ async def call_grpc(
         return GrpcOutcome(error.code(), error.details() or "", responses, _rich_status(error.trailing_metadata()))
 
 
-async def _call_client_streaming(
-    channel: grpc.aio.Channel,
-    method: Method,
-    payloads: Sequence[bytes],
-    metadata: Sequence[tuple[str, str]],
-    timeout: float,
+def _call_client_streaming(
+    target: str, method: Method, payloads: Sequence[bytes], metadata: Sequence[tuple[str, str]], timeout: float
 ) -> GrpcOutcome:
-    """Writes the messages one by one and reads the status from the call itself: a server that
-    answers before the client has finished writing (a refusal) ends the call mid-write, and
-    the status must still be the server's, not the client's failed write."""
-    call = channel.stream_stream(method.grpc_path, request_serializer=_identity, response_deserializer=_identity)(
-        metadata=metadata, timeout=timeout
-    )
+    """A client stream over the blocking API: the asyncio client reports its own INTERNAL
+    "Internal error from Core" instead of the server's status when the server ends the call
+    while the client is still writing (an early refusal; grpc/grpc#36066), the blocking one
+    reports the server's."""
     responses: list[bytes] = []
-    try:
-        for payload in payloads:
-            await call.write(payload)
-        await call.done_writing()
-    except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-        pass  # the call has ended; its status says why
-    try:
-        async for item in call:
-            responses.append(item)
-    except grpc.aio.AioRpcError:
-        pass
-    code = await call.code()
-    details = await call.details()
-    return GrpcOutcome(code, details or "", responses, _rich_status(await call.trailing_metadata()))
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(method.grpc_path, request_serializer=_identity, response_deserializer=_identity)
+        try:
+            for item in call(iter(payloads), metadata=metadata, timeout=timeout):
+                responses.append(item)
+        except grpc.RpcError as error:
+            code, details = error.code(), error.details()  # type: ignore[attr-defined]
+            return GrpcOutcome(code, details or "", responses, _rich_status(error.trailing_metadata()))  # type: ignore[attr-defined]
+    return GrpcOutcome(grpc.StatusCode.OK, "", responses, None)

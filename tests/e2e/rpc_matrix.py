@@ -436,7 +436,9 @@ async def call(
         payloads = [method.request(request).SerializeToString()]
         if entry.more is not None:
             payloads += [method.request(m).SerializeToString() for m in entry.more(world)]
-        outcome = await api_surface.call_grpc(_channel(stack), method, payloads, [*_bearer(key), *extra.items()])
+        outcome = await api_surface.call_grpc(
+            _channel(stack), method, payloads, [*_bearer(key), *extra.items()], target=stack.grpc_target
+        )
         text = " ".join(r.decode("utf-8", "replace") for r in outcome.responses) + " " + outcome.details
         return Outcome(
             outcome.ok,

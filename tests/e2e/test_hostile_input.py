@@ -24,6 +24,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import uuid
 from dataclasses import dataclass, field
@@ -53,12 +54,7 @@ EXAMPLES = int(os.environ.get("VB_FUZZ_EXAMPLES", "3"))
 # Probe kinds (the first word of a probe's kind) still failing for a reason another change is
 # fixing, listed so that the suite can land before that change does: their failures are counted
 # and printed on the summary line instead of failing the run. Meant to be empty; for review.
-KNOWN_OPEN: dict[str, str] = {
-    "metadata": (
-        "gRPC metadata past the edge's 16 KiB: Envoy's HTTP/2 codec resets the stream (RST_STREAM "
-        "INTERNAL_ERROR, the client sees INTERNAL) instead of answering a gRPC status with details"
-    ),
-}
+KNOWN_OPEN: dict[str, str] = {}
 
 READ_KINDS = {Kind.READ, Kind.ADMIN_READ, Kind.SHARED, Kind.CALLER}
 # gRPC codes that say "the server failed", not "the request was wrong".
@@ -89,6 +85,7 @@ class Target:
     foreign: dict[str, str]  # T's id → the other tenant's id of the same kind
     foreign_marks: list[str]  # what must never come back to T
     effects: SideEffects
+    foreign_tokens: dict[str, str]  # method → a page token of the other tenant's
 
 
 STATS_TOTAL = {"requests": 0, "4xx": 0, "2xx": 0, "5xx": 0, "writes": 0, "provider_calls": 0, "cross_tenant": 0}
@@ -109,11 +106,11 @@ async def target(request, tmp_path_factory):
             await stack.start()
             async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
                 world = await build_world(http, stack.operator_key)
-                foreign, marks = await _foreign_things(http, world)
+                foreign, marks, tokens = await _foreign_things(http, world)
                 effects = SideEffects(stack)
                 try:
                     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
-                        yield Target(stack, http, channel, world, backend, foreign, marks, effects)
+                        yield Target(stack, http, channel, world, backend, foreign, marks, effects, tokens)
                 finally:
                     await effects.close()
         finally:
@@ -121,25 +118,43 @@ async def target(request, tmp_path_factory):
             forget_redis_prefix(env["VB_REDIS_KEY_PREFIX"])
 
 
-async def _foreign_things(http: httpx.AsyncClient, world: World) -> tuple[dict[str, str], list[str]]:
-    """The other tenant (B) gets an agent, a session and a key; T's ids map to them."""
+async def _foreign_things(http: httpx.AsyncClient, world: World) -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """The other tenant (B) gets two agents, two sessions and a key: T's ids map to B's of the
+    same kind; what of B's must never reach T; and B's own page tokens, route by route, for T to
+    forge with."""
     headers = {"Authorization": f"Bearer {world.b_admin}"}
     mark = f"foreignmark{uuid.uuid4().hex[:8]}"
-    agent = await http.post("/v1/agents", json={"displayName": mark, "primaryProvider": "vendorA"}, headers=headers)
-    assert agent.status_code == 200, agent.text
-    session = await http.post("/v1/sessions", json={"agent": agent.json()["name"]}, headers=headers)
-    assert session.status_code == 200, session.text
+    agents, sessions = [], []
+    for _ in range(2):
+        agent = await http.post("/v1/agents", json={"displayName": mark, "primaryProvider": "vendorA"}, headers=headers)
+        assert agent.status_code == 200, agent.text
+        agents.append(agent.json()["name"])
+        session = await http.post("/v1/sessions", json={"agent": agents[-1]}, headers=headers)
+        assert session.status_code == 200, session.text
+        sessions.append(session.json()["name"])
     key = await http.post("/v1/apiKeys", json={"displayName": mark, "scopes": ["SCOPE_READ"]}, headers=headers)
     assert key.status_code == 200, key.text
     me = json.dumps((await http.get("/v1/me", headers=headers)).json())
     b_tenant = me.split("tenants/")[1].split('"')[0] if "tenants/" in me else ""
     ids = {
-        world.agent_id: agent.json()["name"].split("/")[1],
-        world.session.split("/")[1]: session.json()["name"].split("/")[1],
+        world.agent_id: agents[0].split("/")[1],
+        world.session.split("/")[1]: sessions[0].split("/")[1],
         world.key_id: key.json()["name"].split("/")[1],
     }
-    marks = [mark, *ids.values()] + ([b_tenant] if b_tenant else [])
-    return ids, marks
+    marks = {mark, *ids.values(), *(n.split("/")[1] for n in agents + sessions)} | ({b_tenant} if b_tenant else set())
+    tokens = {}
+    for method in METHODS:
+        fields = {f.json_name for f in method.input.fields}
+        binding = method.bindings[0] if method.bindings else None
+        if "pageToken" not in fields or binding is None or "{" in binding.template or binding.verb != "get":
+            continue
+        page = await http.get(binding.template, params={"pageSize": 1}, headers=headers)
+        if page.status_code == 200 and page.json().get("nextPageToken"):
+            tokens[method.full_name] = page.json()["nextPageToken"]
+        if page.status_code == 200 and entry_for(method).kind is not Kind.SHARED:  # B's own things
+            marks |= {n.split("/")[-1] for n in re.findall(r'"name":\s*"([^"]+)"', page.text) if "_" in n}
+    assert tokens, "tenant B has no second page anywhere: nothing to forge page tokens from"
+    return ids, sorted(marks), tokens
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -439,6 +454,12 @@ class HttpProbes:
             return None
         return self.probe("page-token", {**self.base, "pageToken": token}, refuse=False)
 
+    def foreign_page_token(self) -> Probe | None:
+        token = self.t.foreign_tokens.get(self.method.full_name)
+        if token is None:
+            return None
+        return self.probe("other tenant's page token", {**self.base, "pageToken": token}, refuse=False)
+
     def content_type(self, kind: str) -> Probe | None:
         if not self.has_body:
             return None
@@ -533,6 +554,7 @@ class HttpProbes:
             self.page_size(2**31),
             self.page_token("\u00e9t\u00e9\u202e"),
             self.page_token(base64.urlsafe_b64encode(json.dumps({"tenant": "x", "offset": 0}).encode()).decode()),
+            self.foreign_page_token(),
             self.content_type("text/plain"),
             self.content_type("application/grpc-web+proto"),
             self.big_headers(BIG_HEADER, many=False),
@@ -687,14 +709,21 @@ class Checker:
         if probe.direct:
             service = self.method.descriptor.containing_service.full_name.split(".")[1]
             service = "conversation" if service == "openai" else service
-            async with grpc.aio.insecure_channel(self.t.stack.service_target(service)) as channel:
-                return await api_surface.call_grpc(channel, self.method, probe.payloads or [b""], probe.metadata)
+            target = self.t.stack.service_target(service)
+            async with grpc.aio.insecure_channel(target) as channel:
+                return await api_surface.call_grpc(
+                    channel, self.method, probe.payloads or [b""], probe.metadata, target=target
+                )
         if any(len(v) > 8192 for _, v in probe.metadata):
             # Oversized metadata may cost the connection (GOAWAY): a channel of its own, so the
             # shared one does not wait out a reconnection backoff.
             async with grpc.aio.insecure_channel(self.t.stack.grpc_target) as channel:
-                return await api_surface.call_grpc(channel, self.method, probe.payloads or [b""], probe.metadata)
-        return await api_surface.call_grpc(self.t.channel, self.method, probe.payloads or [b""], probe.metadata)
+                return await api_surface.call_grpc(
+                    channel, self.method, probe.payloads or [b""], probe.metadata, target=self.t.stack.grpc_target
+                )
+        return await api_surface.call_grpc(
+            self.t.channel, self.method, probe.payloads or [b""], probe.metadata, target=self.t.stack.grpc_target
+        )
 
     def record(self, problems: list[str]) -> None:
         for problem in problems:
@@ -833,6 +862,13 @@ class GrpcProbes:
         refuse = self.write and self.entry.expect is not Expect.NO_EFFECT
         return self.raw("other tenant's name", self.method.request(json.loads(swapped)).SerializeToString(), refuse)
 
+    def foreign_page_token(self) -> Probe | None:
+        token = self.t.foreign_tokens.get(self.method.full_name)
+        if token is None:
+            return None
+        request = self.method.request({**self.base, "pageToken": token})
+        return self.raw("other tenant's page token", request.SerializeToString(), refuse=False)
+
     def fixed(self) -> list[Probe]:
         base = self.base_bytes()
         bad_utf8 = _invalid_utf8_at(self.method.input)
@@ -843,6 +879,7 @@ class GrpcProbes:
             self.raw("direct garbage", b"\x0a\xff\xff\xff\xff\x0f", direct=True),
             self.raw("direct valid, no identity", base, direct=True),
             self.big_metadata(20 * 1024),  # past the edge's 16 KiB
+            self.big_metadata(60 * 1024),  # and nearly at Envoy's codec limit
             Probe(
                 "duplicate authorization",
                 True,
@@ -852,6 +889,7 @@ class GrpcProbes:
             self.odd(0, "nul"),
             self.odd(0, "huge"),
             self.foreign(),
+            self.foreign_page_token(),
         ]
         if bad_utf8 is not None:
             probes.append(self.raw("invalid UTF-8", base + bad_utf8))
