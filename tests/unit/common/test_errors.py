@@ -1,4 +1,5 @@
 import grpc
+import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from vocalbridge_common.errors import FieldViolation, NotFound, invalid_fields, status_for, to_rpc_status
@@ -48,6 +49,52 @@ def test_unexpected_exception_reveals_nothing_of_its_cause():
         assert leak not in wire, leak
     assert _unpack(status, error_details_pb2.ErrorInfo).reason == "INTERNAL"
     assert _unpack(status, error_details_pb2.RequestInfo).request_id == "req-2"
+
+
+class _DriverError(Exception):
+    """Stands for a driver's exception: asyncpg's and psycopg's carry the server's SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"server said {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+class _WrappedError(Exception):
+    """Stands for SQLAlchemy's DBAPIError: the driver's exception in `orig`."""
+
+    def __init__(self, orig: Exception, *, connection_invalidated: bool = False) -> None:
+        super().__init__("wrapped")
+        self.orig = orig
+        self.connection_invalidated = connection_invalidated
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"),
+        _DriverError("57P01"),  # admin shutdown: the server is restarting
+        _DriverError("08006"),  # connection failure
+        _WrappedError(_DriverError("57P03")),  # cannot connect now: the server is starting
+        _WrappedError(ValueError("closed"), connection_invalidated=True),
+    ],
+)
+def test_an_unreachable_database_is_unavailable_not_internal(error):
+    try:
+        try:
+            raise error
+        except Exception as cause:
+            raise RuntimeError("the repository failed") from cause
+    except RuntimeError as raised:
+        status = status_for(raised, "req-3")
+    assert status.code == code_pb2.UNAVAILABLE
+    assert _unpack(status, error_details_pb2.ErrorInfo).reason == "DATABASE_UNAVAILABLE"
+    assert b"5432" not in status.SerializeToString() and b"server said" not in status.SerializeToString()
+
+
+@pytest.mark.parametrize("error", [_DriverError("23505"), _DriverError("22P02"), _WrappedError(_DriverError("42P01"))])
+def test_other_database_errors_stay_internal(error):
+    """A constraint, a bad value or a missing table is no outage: a retry would fail the same way."""
+    assert status_for(error, None).code == code_pb2.INTERNAL
 
 
 def test_domain_error_keeps_its_own_status():

@@ -164,7 +164,37 @@ def status_for(error: Exception, request_id: str | None) -> status_pb2.Status:
     hold data, SQL or secrets; the server logs it with the request id instead)."""
     if isinstance(error, DomainError):
         return to_rpc_status(error, request_id)
+    if database_unreachable(error):
+        outage = Unavailable("the database is unavailable; retry shortly", reason="DATABASE_UNAVAILABLE")
+        return to_rpc_status(outage, request_id)
     return to_rpc_status(DomainError("internal error; the request id identifies it in the logs"), request_id)
+
+
+# SQLSTATE class 08 (connection exception) and the server shutting down or starting up.
+_OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def database_unreachable(error: BaseException) -> bool:
+    """Whether an error (or one it was raised from) says the database could not be reached: a
+    refused or dropped connection, a server shutting down or starting. Such a call may succeed
+    when retried, so clients get UNAVAILABLE rather than INTERNAL, which gRPC clients do not retry.
+    Read from the exception chain without importing a driver: asyncpg and psycopg carry `sqlstate`,
+    SQLAlchemy wraps them (`orig`) and marks a detected disconnect (`connection_invalidated`)."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionError) or getattr(current, "connection_invalidated", False) is True:
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_OUTAGE_SQLSTATES):
+            return True
+        orig = getattr(current, "orig", None)
+        pending += [current.__cause__, current.__context__, orig if isinstance(orig, BaseException) else None]
+    return False
 
 
 # -- errors about resources that more than one service names ------------------------
