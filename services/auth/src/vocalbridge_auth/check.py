@@ -180,29 +180,32 @@ SINGLE_HEADERS = (AUTHORIZATION_HEADER, API_KEY_HEADER, IDEMPOTENCY_KEY_HEADER, 
 
 @dataclass
 class _RawHeaders:
+    by_name: dict[str, str]  # repeated ones joined with commas, as Envoy's map would have them
     repeated: set[str]  # names sent more than once
     size: int  # bytes of names and values, as Envoy counts them
     count: int
 
 
-def _take_raw_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> _RawHeaders:
-    """Envoy sends the headers raw (encode_raw_headers), each occurrence apart: they are put in
-    `http.headers` as the joined map the rest reads, and what they were is returned. A request
-    with the joined map only (tests, an older edge) has none repeated."""
-    raw = _RawHeaders(set(), 0, 0)
+def _read_headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> _RawHeaders:
+    """Envoy sends the headers raw (encode_raw_headers), each occurrence apart. A request with
+    the joined map only (tests, an older edge) has none repeated."""
+    if not http.header_map.headers:
+        joined = dict(http.headers)
+        return _RawHeaders(joined, set(), sum(len(k) + len(v) for k, v in joined.items()), len(joined))
+    by_name: dict[str, str] = {}
+    repeated: set[str] = set()
+    size = count = 0
     for header in http.header_map.headers:
+        key = header.key
         value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-        raw.size += len(header.key) + len(value)
-        raw.count += 1
-        if header.key in http.headers:
-            raw.repeated.add(header.key)
-            http.headers[header.key] += "," + value
+        size += len(key) + len(value)
+        count += 1
+        if key in by_name:
+            repeated.add(key)
+            by_name[key] += "," + value
         else:
-            http.headers[header.key] = value
-    if not raw.count:
-        raw.count = len(http.headers)
-        raw.size = sum(len(key) + len(value) for key, value in http.headers.items())
-    return raw
+            by_name[key] = value
+    return _RawHeaders(by_name, repeated, size, count)
 
 
 def _header_violations(raw: _RawHeaders) -> DomainError | None:
@@ -220,19 +223,19 @@ def _header_violations(raw: _RawHeaders) -> DomainError | None:
     return None
 
 
-def _grpc_content(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
+def _grpc_content(headers: Mapping[str, str]) -> bool:
     """gRPC's content type (application/grpc, +proto and the like; not gRPC-Web): Envoy answers
     such a request the gRPC way (status in grpc-status, the body in grpc-message), so a
     denial is written for a gRPC client."""
-    content_type: str = http.headers.get("content-type", "")
+    content_type = headers.get("content-type", "")
     return content_type == "application/grpc" or content_type.startswith(("application/grpc+", "application/grpc;"))
 
 
-def _is_grpc(http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
+def _is_grpc(headers: Mapping[str, str], http: attribute_context_pb2.AttributeContext.HttpRequest) -> bool:
     """A gRPC call proper: gRPC's content type over HTTP/2. gRPC-Web, which the edge does not
     translate, and gRPC over HTTP/1.x, which no service can answer, are refused as an
     unsupported content type."""
-    return _grpc_content(http) and not http.protocol.startswith("HTTP/1")
+    return _grpc_content(headers) and not http.protocol.startswith("HTTP/1")
 
 
 class AuthorizationServicer:
@@ -261,11 +264,13 @@ class AuthorizationServicer:
         # the token was minted in (a minted token is the same for the whole second).
         self._allowed: dict[Principal, tuple[int, external_auth_pb2.CheckResponse]] = {}
 
-    def _resolve(self, http: attribute_context_pb2.AttributeContext.HttpRequest) -> tuple[str, Route | None]:
+    def _resolve(
+        self, http: attribute_context_pb2.AttributeContext.HttpRequest, headers: Mapping[str, str]
+    ) -> tuple[str, Route | None]:
         """The RPC a request is for, and for a JSON request its HTTP route."""
-        if _is_grpc(http):
+        if _is_grpc(headers, http):
             return http.path, None
-        content_type = http.headers.get("content-type", "")
+        content_type = headers.get("content-type", "")
         if content_type.startswith("application/grpc"):
             raise InvalidArgument(
                 f"content type {content_type!r} over {http.protocol or 'HTTP'} is not supported: gRPC"
@@ -284,8 +289,8 @@ class AuthorizationServicer:
     ) -> external_auth_pb2.CheckResponse:
         self._require_edge(context)
         http = request.attributes.request.http
-        raw = _take_raw_headers(http)
-        headers = http.headers
+        raw = _read_headers(http)
+        headers = raw.by_name
         request_id = headers.get(REQUEST_ID_HEADER)
         method = http.path
         principal: Principal | None = None
@@ -294,7 +299,7 @@ class AuthorizationServicer:
             if refused is not None:
                 raise refused
             principal = await self._authenticator.authenticate(presented_secret(headers))
-            method, route = self._resolve(http)
+            method, route = self._resolve(http, headers)
             if not method.startswith("/vocalbridge."):
                 raise NotFound(f"no API method at {method}", reason="METHOD_NOT_FOUND")
             if route is not None:
@@ -319,7 +324,9 @@ class AuthorizationServicer:
         except DomainError as error:
             log.info("denied", extra={"method": method, "reason": error.reason})
             denied = self._deny(
-                to_rpc_status(error, request_id), grpc_client=_grpc_content(http), extra=self._headers_of(error, http)
+                to_rpc_status(error, request_id),
+                grpc_client=_grpc_content(headers),
+                extra=self._headers_of(error, http, headers),
             )
             if principal is not None:  # a known key refused (scope, body, rate): the log says whose
                 denied.dynamic_metadata.CopyFrom(_log_fields(principal))
@@ -329,8 +336,8 @@ class AuthorizationServicer:
             unavailable = Unavailable("authentication is temporarily unavailable")
             return self._deny(
                 to_rpc_status(unavailable, request_id),
-                grpc_client=_grpc_content(http),
-                extra=self._headers_of(unavailable, http),
+                grpc_client=_grpc_content(headers),
+                extra=self._headers_of(unavailable, http, headers),
             )
         allowed = self._allow(principal)
         if not rate_headers:
@@ -351,11 +358,14 @@ class AuthorizationServicer:
             raise Unauthenticated("Check answers the edge only", reason="EDGE_SECRET_INVALID")
 
     def _headers_of(
-        self, error: DomainError, http: attribute_context_pb2.AttributeContext.HttpRequest
+        self,
+        error: DomainError,
+        http: attribute_context_pb2.AttributeContext.HttpRequest,
+        headers: Mapping[str, str],
     ) -> Mapping[str, str]:
         """The headers a denial carries: the error's own, and on a JSON request of the
         OpenAI-compatible API its OpenAI rendering (only denials pay for the route lookup)."""
-        if _is_grpc(http):
+        if _is_grpc(headers, http):
             return error.headers
         route = self._routes.match(http.method, http.path)
         if route is None or not route.full_method.startswith(OPENAI_METHOD_PREFIX):

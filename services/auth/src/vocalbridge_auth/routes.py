@@ -20,6 +20,7 @@ service reads and validates the body itself before any side effect.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Iterator
@@ -293,6 +294,8 @@ def binding_conflicts(route: Route, path: str, document: dict[str, Any] | None) 
     if not route.bindings:
         return []
     bare, _, query = path.partition("?")
+    if not query and (document is None or not any(key in document for key in _body_keys(route))):
+        return []  # the common case, decided without matching the path again
     found = route.pattern.match(bare)
     if found is None:
         return []
@@ -314,6 +317,23 @@ def binding_conflicts(route: Route, path: str, document: dict[str, Any] | None) 
 
 
 _ABSENT = object()
+
+
+@functools.cache
+def _body_keys(route: Route) -> frozenset[str]:
+    """The top-level body keys (JSON and proto names) through which a body could reach a field
+    the path binds."""
+    if route.body_type is None:
+        return frozenset()
+    keys: set[str] = set()
+    for field in route.bindings:
+        if route.body_prefix and not field.startswith(route.body_prefix + "."):
+            continue
+        relative = field.removeprefix(route.body_prefix + ".") if route.body_prefix else field
+        descriptor_field = _fields(route.body_type).get(relative.split(".")[0])
+        if descriptor_field is not None:
+            keys.update((descriptor_field.json_name, descriptor_field.name))
+    return frozenset(keys)
 
 
 def _body_value(document: dict[str, Any], message: descriptor.Descriptor, path: list[str]) -> Any:
