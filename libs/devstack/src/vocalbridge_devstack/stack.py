@@ -32,6 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 # Start order: a service starts after the ones it calls. Every service of topology.SERVICES,
 # once (tests/contract/test_edge.py).
 SERVICE_ORDER = ("auth", "agents", "billing", "conversation", "voice")
+# A child that has run this long before it dies starts its restart back-off again from the shortest delay
+# (the kubelet waits 10 minutes; a development stack and the fault suite crash far more often).
+HEALTHY_RUN_S = 30.0
 
 
 def implemented_services() -> tuple[str, ...]:
@@ -163,7 +166,8 @@ class Child:
     env: dict[str, str]
     service: str = ""  # the service a worker belongs to ("" for Envoy and the console)
     process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
+    restarts: int = 0  # in a row: reset once a replacement has run for HEALTHY_RUN_S
+    spawned_at: float = 0.0  # time.monotonic() of the latest start
     stopping: bool = False
     pump: asyncio.Task[None] | None = None
 
@@ -330,6 +334,7 @@ class Stack:
 
     async def _spawn(self, child: Child) -> None:
         self._forget_worker(child)  # the process it replaces, if any
+        child.spawned_at = time.monotonic()
         if self.config.log_dir is not None:
             self.config.log_dir.mkdir(parents=True, exist_ok=True)
             log_file = open(self.config.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -424,6 +429,9 @@ class Stack:
                 process = child.process
                 if child.stopping or process is None or process.returncode is None:
                     continue
+                # As the kubelet does, a child that ran well for a while starts its back-off anew.
+                if time.monotonic() - child.spawned_at >= HEALTHY_RUN_S:
+                    child.restarts = 0
                 child.restarts += 1
                 delay = min(0.5 * 2 ** (child.restarts - 1), 10.0)
                 print(
