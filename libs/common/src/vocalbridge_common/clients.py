@@ -73,7 +73,16 @@ def insecure_channel(target: str) -> grpc.aio.Channel:
 
     Round robin over every address the target resolves to: on Kubernetes the backend
     Services are headless (`dns:///agents.<ns>.svc.cluster.local:50052` gives one address
-    per pod), so calls spread over the pods instead of sticking to one connection."""
+    per pod), so calls spread over the pods instead of sticking to one connection.
+
+    Reconnects back off from 0.1 s to at most 1 s (gRPC's defaults are 1 s growing to 120 s): a
+    peer that restarted is used again within a second, not after a back-off grown while it was down."""
     return grpc.aio.insecure_channel(
-        target, options=[("grpc.enable_retries", 0), ("grpc.lb_policy_name", "round_robin")]
+        target,
+        options=[
+            ("grpc.enable_retries", 0),
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ],
     )
