@@ -6,7 +6,9 @@ method and path are matched against the contracts' HTTP rules, and its body
 is validated strictly (see routes.py). Check finds the key by its public
 prefix, compares digests, applies the method's required scope, and on success
 sets the one identity header the services trust. Key lookups are cached for a
-short TTL: a revoked key is refused at most that long after revocation.
+short TTL: a revoked key is refused at most that long after revocation (at once by the
+process that revoked it). Before any of that, the request's headers are held to the edge's
+limits (431) and a header that means one thing may not come twice (400).
 
 Only the edge may ask: every call must carry the shared edge secret (EDGE_SECRET_HEADER, which
 Envoy adds from its environment), or it is refused before anything is looked up, so a caller
