@@ -10,6 +10,7 @@ without an entry fails `test_every_rpc_is_classified` and its own cases here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.e2e.client import error_reason
 from tests.e2e.rpc_matrix import (
     CASES,
     KIND_SCOPE,
@@ -319,3 +321,46 @@ def test_row_level_security_hides_every_tenant_row_from_a_query_without_the_tena
         f"row-level security: {len(tables)} tenant tables, 0 rows visible without the tenant filter; "
         f"tenant A's rows in {len(with_a)} of them, visible only as A"
     )
+
+
+async def test_another_tenants_limits_on_my_agent_id_do_not_apply_to_me(stack, http, w):
+    """Limits name agents by id, and B may set one on A's agent id in its own tenant (above:
+    NO_EFFECT). It must stay B's: a budget of one micro-dollar and a rate of one request a
+    minute set by B leave A's turns with that agent untouched."""
+    b = {"Authorization": f"Bearer {w.b_admin}"}
+    refused_or_own = []
+    for path, field, value in (
+        (f"/v1/budgets/{w.agent_id}", "limitMicros", "1"),
+        (f"/v1/rateLimits/{w.agent_id}", "requestsPerMinute", "1"),
+    ):
+        response = await http.patch(
+            path, json={field: value}, params={"updateMask": field, "allowMissing": "true"}, headers=b
+        )
+        assert response.status_code in (200, 404), response.text
+        refused_or_own.append(response.status_code)
+    await asyncio.sleep(0.5)  # past the limits cache of the stack under test (0.2 s)
+    a = {"Authorization": f"Bearer {w.a_admin}"}
+    for turn in range(3):
+        response = await http.post(
+            f"/v1/{w.session}/messages",
+            json={"content": f"turn {turn} under another tenant's limits"},
+            headers={**a, "Idempotency-Key": f"iso-limits-{uuid.uuid4().hex}"},
+        )
+        assert response.status_code == 200, (refused_or_own, response.text)
+    # Positive control: the same budget on an agent of B's own stops B's turn before it runs.
+    own = await http.post("/v1/agents", json={"displayName": "B's capped", "primaryProvider": "vendorA"}, headers=b)
+    session = await http.post("/v1/sessions", json={"agent": own.json()["name"]}, headers=b)
+    capped = await http.patch(
+        f"/v1/budgets/{own.json()['name'].split('/')[1]}",
+        json={"limitMicros": "1"},
+        params={"updateMask": "limitMicros", "allowMissing": "true"},
+        headers=b,
+    )
+    assert capped.status_code == 200, capped.text
+    await asyncio.sleep(0.5)
+    refused = await http.post(
+        f"/v1/{session.json()['name']}/messages",
+        json={"content": "over budget"},
+        headers={**b, "Idempotency-Key": f"iso-limits-{uuid.uuid4().hex}"},
+    )
+    assert refused.status_code == 429 and error_reason(refused) == "BUDGET_EXCEEDED", refused.text
