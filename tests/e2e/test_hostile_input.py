@@ -937,3 +937,18 @@ async def test_the_checks_see_a_turn_that_was_not_refused(target):
     finally:
         STATS_TOTAL.update(saved)
     assert "accepted" in problems and "wrote rows" in problems and "called a provider" in problems, problems
+
+
+async def test_odd_but_valid_text_is_kept_exactly(target):
+    """Right-to-left and zero-width marks, combining accents, emoji and Hebrew are valid text: a
+    turn carrying them is served and stored exactly as sent, on SQLite as on PostgreSQL."""
+    world, http = target.world, target.http
+    content = "A \u202eright-to-left\u202c mark, e\u0301, \u200bzero-width, \U0001f600 \u05e9\u05dc\u05d5\u05dd \ufeff."
+    headers = {"Authorization": f"Bearer {world.a_admin}", "Idempotency-Key": f"odd-{uuid.uuid4().hex}"}
+    turn = await http.post(f"/v1/{world.session}/messages", json={"content": content}, headers=headers)
+    assert turn.status_code == 200, turn.text
+    assert turn.json()["userMessage"]["content"] == content
+    listed = await http.get(
+        f"/v1/{world.session}/messages", params={"pageSize": 1000}, headers={"Authorization": headers["Authorization"]}
+    )
+    assert content in [m["content"] for m in listed.json()["messages"]], listed.text[:500]
