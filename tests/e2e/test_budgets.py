@@ -113,9 +113,12 @@ async def test_a_turn_that_does_not_fit_is_refused_before_any_provider_call_and_
 
 
 async def test_a_budget_resets_at_the_end_of_its_window(new_tenant):
+    # The cost of a turn from another tenant: a probe turn of this one could share the first window
+    # (windows are aligned to the epoch), and the window's seed from the ledger would rightly count it.
+    probe = await new_tenant("Probe")
+    cost = await turn_cost(probe, await capped_agent(probe))
     tenant = await new_tenant()
     agent = await capped_agent(tenant)
-    cost = await turn_cost(tenant, agent)
     budget = await set_budget(tenant, "budgets/tenant", cost, period="BUDGET_PERIOD_FIXED_WINDOW", windowDuration="4s")
     await asyncio.sleep(0.5)
     # Start right after a window begins, so the two turns below fall in one window.
