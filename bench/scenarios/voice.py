@@ -182,6 +182,10 @@ async def _next_kind(events: AsyncIterator[pb.StreamingConverseResponse], sessio
         raise RuntimeError(f"{session}, turn {turn}: {error.code().name}: {error.details()}") from None
 
 
+def _p95(ordered: list[float]) -> float:
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
 def _role(pid: int) -> str:
     """A speech worker's role, from the engine libraries it has mapped."""
     try:
@@ -274,15 +278,16 @@ async def latency(quick: bool) -> list[dict]:
                         turns_timed = [timing for result in results for timing in result]
                         labels = {"voice": voice.split("/")[0], "streams": str(streams)}
                         whole = sorted(timing["first reply audio"] for timing in turns_timed)
-                        p95 = whole[min(len(whole) - 1, int(0.95 * len(whole)))]
+                        p95 = _p95(whole)
                         p50 = 1000 * statistics.median(whole)
                         goal = TARGET_P50_MS[labels["voice"]]
                         verdict = {"goal": f"<= {goal}", "verdict": "met" if p50 <= goal else "NOT MET"}
                         rows.append(_row("voice-to-voice p50", p50, "ms", **labels, **verdict))
                         rows.append(_row("voice-to-voice p95", 1000 * p95, "ms", **labels))
                         for stage in STAGES[:-1]:
-                            median = statistics.median(timing[stage] for timing in turns_timed)
-                            rows.append(_row(f"  {stage} p50", 1000 * median, "ms", **labels))
+                            stage_times = sorted(timing[stage] for timing in turns_timed)
+                            rows.append(_row(f"  {stage} p50", 1000 * statistics.median(stage_times), "ms", **labels))
+                            rows.append(_row(f"  {stage} p95", 1000 * _p95(stage_times), "ms", **labels))
             rows += _memory("after the streams", voice_pid)
             # Idle speech workers give back what the streams made them keep (engines/worker.py).
             await asyncio.sleep(EngineSpec.idle_tidy_seconds + 5)
