@@ -371,6 +371,15 @@ class HttpProbes:
             p.headers.append(("content-type", "application/json"))
         return p
 
+    def malformed_value(self, value: Any) -> Probe | None:
+        """A body that is JSON but not an object: no request message is a list or a number."""
+        if not self.has_body:
+            return None
+        p = self.probe("non-object body", self.base, content=json.dumps(value).encode(), refuse=True)
+        if p:
+            p.headers.append(("content-type", "application/json"))
+        return p
+
     def unknown_field(self, name: str) -> Probe | None:
         if self.method.raw_http_body:
             return None  # OpenAI's API ignores unknown fields by design
@@ -589,6 +598,9 @@ class HttpProbes:
             ),
             st.tuples(st.integers(0, 200), odd).map(lambda a: self.odd_string(a[0], "odd-valid", a[1])),
             st.integers(65, 20000).map(self.deep),
+            st.one_of(st.lists(st.integers(), max_size=3), st.integers(), st.text(max_size=20), st.booleans()).map(
+                lambda value: self.malformed_value(value)
+            ),
             st.one_of(st.integers(-(2**70), 2**70), st.sampled_from(["-0", "1.5", "0x10", "NaN", ""])).map(
                 self.page_size
             ),
@@ -952,3 +964,27 @@ async def test_odd_but_valid_text_is_kept_exactly(target):
         f"/v1/{world.session}/messages", params={"pageSize": 1000}, headers={"Authorization": headers["Authorization"]}
     )
     assert content in [m["content"] for m in listed.json()["messages"]], listed.text[:500]
+
+
+async def test_the_leak_check_sees_the_other_tenants_page(target):
+    """Positive control for the cross-tenant check: the other tenant reading its own second page
+    with its own key gets its own things back, and the check names them."""
+    method = next(m for m in METHODS if m.name == "ListAgents")
+    token = target.foreign_tokens.get(method.full_name)
+    assert token, "tenant B should have a second page of agents"
+    probes = HttpProbes(target, method, method.bindings[0])
+    probe = probes.probe(
+        "control",
+        {"pageSize": 1, "pageToken": token},
+        refuse=False,
+        headers=[("authorization", f"Bearer {target.world.b_admin}")],
+    )
+    assert probe is not None
+    checker = Checker(target, method)
+    await checker.start()
+    saved = dict(STATS_TOTAL)
+    try:
+        problems = " ".join(await checker.run(probe))
+    finally:
+        STATS_TOTAL.update(saved)
+    assert "returned the other tenant's" in problems, problems
