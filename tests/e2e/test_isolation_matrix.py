@@ -364,3 +364,29 @@ async def test_another_tenants_limits_on_my_agent_id_do_not_apply_to_me(stack, h
         headers={**b, "Idempotency-Key": f"iso-limits-{uuid.uuid4().hex}"},
     )
     assert refused.status_code == 429 and error_reason(refused) == "BUDGET_EXCEEDED", refused.text
+
+
+async def test_idempotency_keys_belong_to_their_tenant(stack, http, w):
+    """Tenant B sending tenant A's exact turn body under A's Idempotency-Key, in a session of
+    its own, runs a turn of its own: A's stored response is not replayed to B."""
+    b = {"Authorization": f"Bearer {w.b_admin}"}
+    agent = await http.post("/v1/agents", json={"displayName": "B's", "primaryProvider": "vendorA"}, headers=b)
+    session = (await http.post("/v1/sessions", json={"agent": agent.json()["name"]}, headers=b)).json()["name"]
+    before = state_of(stack.config.database_url, w.tenant_id)
+    turn = await http.post(
+        f"/v1/{session}/messages",
+        json={"content": f"My secret is {w.marker}"},
+        headers={**b, "Idempotency-Key": w.idempotency_key},
+    )
+    assert turn.status_code == 200, turn.text
+    assert turn.headers.get("idempotent-replayed") != "true", "A's stored response was replayed to B"
+    assert turn.json()["userMessage"]["name"].startswith(f"{session}/"), turn.text
+    assert w.session.split("/")[1] not in turn.text
+    assert state_of(stack.config.database_url, w.tenant_id) == before
+    # Control: A repeating its own turn under its key is a replay.
+    replay = await http.post(
+        f"/v1/{w.session}/messages",
+        json={"content": f"My secret is {w.marker}"},
+        headers={"Authorization": f"Bearer {w.a_admin}", "Idempotency-Key": w.idempotency_key},
+    )
+    assert replay.status_code == 200 and replay.headers.get("idempotent-replayed") == "true", replay.text
