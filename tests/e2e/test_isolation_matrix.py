@@ -11,15 +11,22 @@ without an entry fails `test_every_rpc_is_classified` and its own cases here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import sqlite3
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
-from tests.e2e.client import error_reason
+from tests.conftest import forget_redis_prefix
+from tests.e2e.client import KEY_CACHE_TTL_SECONDS, error_reason
+from tests.e2e.conftest import PROVIDER_ENV, limits_env
 from tests.e2e.rpc_matrix import (
     CASES,
     KIND_SCOPE,
@@ -38,6 +45,7 @@ from tests.e2e.rpc_matrix import (
 from tests.e2e.summary import report
 from vocalbridge_common import scopes
 from vocalbridge_common.db import APP_ROLE
+from vocalbridge_devstack.stack import Stack, StackConfig
 
 pytestmark = pytest.mark.postgres
 
@@ -97,18 +105,71 @@ def _state_query(conn: psycopg.Connection) -> sql.Composable:
     return sql.SQL(" UNION ALL ").join(parts)
 
 
-def state_of(database_url: str, tenant_id: str) -> dict[str, str]:
-    """A digest of every row of the tenant's, table by table (read as the owner, past RLS)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        if database_url not in _STATE_QUERIES:
-            _STATE_QUERIES[database_url] = _state_query(conn)
-        rows = conn.execute(_STATE_QUERIES[database_url], {"tenant": tenant_id}).fetchall()
-    return {label: f"{count}:{digest}" for label, count, digest in rows}
+def state_of(stack: Stack, tenant_id: str) -> dict[str, str]:
+    """A digest of every row of the tenant's, table by table (read as the owner, past RLS), on
+    PostgreSQL or in the SQLite files of the stack."""
+    if stack.config.database_url:
+        database_url = stack.config.database_url
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            if database_url not in _STATE_QUERIES:
+                _STATE_QUERIES[database_url] = _state_query(conn)
+            rows = conn.execute(_STATE_QUERIES[database_url], {"tenant": tenant_id}).fetchall()
+        return {label: f"{count}:{digest}" for label, count, digest in rows}
+    out = {}
+    for path in sorted(stack.config.data_dir.glob("*.db")):
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")').fetchall()]
+                if "tenant_id" in columns:
+                    where = "tenant_id = ?"
+                elif table == "tenants" and "id" in columns:
+                    where = "id = ?"
+                else:
+                    continue
+                kept = ", ".join(f'"{c}"' for c in columns if c not in VOLATILE_COLUMNS)
+                found = sorted(
+                    repr(r) for r in conn.execute(f'SELECT {kept} FROM "{table}" WHERE {where}', (tenant_id,))
+                )
+                out[f"{path.stem}.{table}"] = f"{len(found)}:{hashlib.sha256(repr(found).encode()).hexdigest()[:16]}"
+    return out
 
 
-@pytest.fixture(scope="module")
-async def w(stack, http) -> World:
-    return await build_world(http, stack.operator_key)
+@dataclass
+class Backend:
+    """The stack a case runs on, and tenant A's world in it."""
+
+    name: str
+    stack: Stack
+    http: httpx.AsyncClient
+    w: World
+
+
+def _checked(backend: Backend) -> Backend:
+    """The state compared before and after each call must hold A's rows, or "unchanged" is empty."""
+    state = state_of(backend.stack, backend.w.tenant_id)
+    holding = [table for table, digest in state.items() if not digest.startswith("0:")]
+    assert len(holding) >= 5, f"{backend.name}: tenant A's rows found in too few tables: {state}"
+    return backend
+
+
+@pytest.fixture(scope="module", params=["postgres", "sqlite"])
+async def iso(request, stack, http, tmp_path_factory):
+    """PostgreSQL (the session's stack), where row-level security backs the code's tenant filters,
+    and SQLite, where nothing does: a filter missing in the code shows there."""
+    if request.param == "postgres":
+        yield _checked(Backend("postgres", stack, http, await build_world(http, stack.operator_key)))
+        return
+    root = tmp_path_factory.mktemp("isolation-sqlite")
+    env = {"VB_AUTH_KEY_CACHE_TTL_SECONDS": str(KEY_CACHE_TTL_SECONDS), **PROVIDER_ENV, **limits_env()}
+    config = StackConfig.with_free_ports(data_dir=root / "var", log_dir=root / "logs", extra_env=env)
+    own = Stack(config)
+    try:
+        await own.start()
+        async with httpx.AsyncClient(base_url=own.base_url, timeout=30) as client:
+            yield _checked(Backend("sqlite", own, client, await build_world(client, own.operator_key)))
+    finally:
+        await own.stop()
+        forget_redis_prefix(env["VB_REDIS_KEY_PREFIX"])
 
 
 STATS = {"calls": 0, "cross_tenant_reads": 0, "a_changed": 0, "write_by_reader": 0}
@@ -118,7 +179,7 @@ STATS = {"calls": 0, "cross_tenant_reads": 0, "a_changed": 0, "write_by_reader":
 def _summary():
     yield
     report(
-        "isolation matrix: {calls} calls by other tenants, read-only keys and the operator; "
+        "isolation matrix (PostgreSQL and SQLite): {calls} calls by other tenants, read-only keys and the operator; "
         "cross-tenant reads {cross_tenant_reads}, tenant A changed {a_changed}, "
         "writes by read-only keys {write_by_reader}".format(**STATS)
     )
@@ -151,13 +212,14 @@ def test_the_matrix_agrees_with_the_scope_policy(method):
 
 
 @pytest.mark.parametrize("method, transport", CASES)
-async def test_another_tenant_sees_and_changes_nothing(stack, http, w, method, transport):
+async def test_another_tenant_sees_and_changes_nothing(iso, method, transport):
+    stack, http, w = iso.stack, iso.http, iso.w
     entry = entry_for(method)
     request = entry.request(w)
-    before = state_of(stack.config.database_url, w.tenant_id)
+    before = state_of(stack, w.tenant_id)
     outcome = await call(stack, http, method, transport, w, request, w.b_admin, entry)
     STATS["calls"] += 1
-    after = state_of(stack.config.database_url, w.tenant_id)
+    after = state_of(stack, w.tenant_id)
     if before != after:
         STATS["a_changed"] += 1
     leaks = leaked(w, outcome.text, request) if outcome.ok else []
@@ -179,9 +241,10 @@ async def test_another_tenant_sees_and_changes_nothing(stack, http, w, method, t
     "method, transport",
     [c for c in CASES if MATRIX.get(c.values[0].full_name, Entry(Kind.READ, Expect.OWN, dict)).shows_a],
 )
-async def test_the_owner_sees_what_the_intruder_did_not(stack, http, w, method, transport):
+async def test_the_owner_sees_what_the_intruder_did_not(iso, method, transport):
     """Positive control: the same request with A's own key shows A's things, so B's empty
     answers above mean isolation, not a request that asks for nothing."""
+    stack, http, w = iso.stack, iso.http, iso.w
     entry = entry_for(method)
     outcome = await call(stack, http, method, transport, w, entry.request(w), w.a_admin, entry)
     assert outcome.ok, outcome.status
@@ -192,12 +255,13 @@ WRITE_CASES = [c for c in CASES if c.values[0].full_name in MATRIX and MATRIX[c.
 
 
 @pytest.mark.parametrize("method, transport", WRITE_CASES)
-async def test_read_only_keys_cannot_write(stack, http, w, method, transport):
+async def test_read_only_keys_cannot_write(iso, method, transport):
+    stack, http, w = iso.stack, iso.http, iso.w
     entry = entry_for(method)
-    before = state_of(stack.config.database_url, w.tenant_id)
+    before = state_of(stack, w.tenant_id)
     outcome = await call(stack, http, method, transport, w, entry.request(w), w.a_read, entry)
     STATS["calls"] += 1
-    after = state_of(stack.config.database_url, w.tenant_id)
+    after = state_of(stack, w.tenant_id)
     if before != after or outcome.ok:
         STATS["write_by_reader"] += 1
     assert outcome.denied, f"a read-only key was not refused: {outcome.status}"
@@ -213,13 +277,14 @@ ADMIN_CASES = [
 
 
 @pytest.mark.parametrize("method, transport", ADMIN_CASES)
-async def test_write_keys_cannot_administer(stack, http, w, method, transport):
+async def test_write_keys_cannot_administer(iso, method, transport):
+    stack, http, w = iso.stack, iso.http, iso.w
     entry = entry_for(method)
-    before = state_of(stack.config.database_url, w.tenant_id)
+    before = state_of(stack, w.tenant_id)
     outcome = await call(stack, http, method, transport, w, entry.request(w), w.a_write, entry)
     STATS["calls"] += 1
     assert outcome.denied, f"a write key reached an admin RPC: {outcome.status}"
-    assert before == state_of(stack.config.database_url, w.tenant_id)
+    assert before == state_of(stack, w.tenant_id)
 
 
 REFUSED_CASES = [
@@ -230,17 +295,19 @@ REFUSED_CASES = [
 
 
 @pytest.mark.parametrize("method, transport", REFUSED_CASES)
-async def test_operator_and_internal_rpcs_refuse_the_tenants_own_admin_key(stack, http, w, method, transport):
+async def test_operator_and_internal_rpcs_refuse_the_tenants_own_admin_key(iso, method, transport):
+    stack, http, w = iso.stack, iso.http, iso.w
     entry = entry_for(method)
-    before = state_of(stack.config.database_url, w.tenant_id)
+    before = state_of(stack, w.tenant_id)
     outcome = await call(stack, http, method, transport, w, entry.request(w), w.a_admin, entry)
     STATS["calls"] += 1
     assert not outcome.ok and (outcome.denied or outcome.not_found), outcome.status
-    assert before == state_of(stack.config.database_url, w.tenant_id)
+    assert before == state_of(stack, w.tenant_id)
 
 
-async def test_the_operator_key_reaches_operator_rpcs(stack, http, w):
+async def test_the_operator_key_reaches_operator_rpcs(iso):
     """Positive control for the refusals above: the operator's key lists tenants."""
+    stack, http, w = iso.stack, iso.http, iso.w
     method = next(m for m in METHODS if m.full_name.endswith("AuthService.ListTenants"))
     outcome = await call(stack, http, method, "grpc", w, {"pageSize": 1000}, w.operator, MATRIX[method.full_name])
     assert outcome.ok and w.tenant_id in outcome.text, outcome.status
@@ -252,9 +319,10 @@ TENANT_CASES = [
 
 
 @pytest.mark.parametrize("method, transport", TENANT_CASES)
-async def test_the_operator_key_reads_and_changes_no_tenant_data(stack, http, w, method, transport):
+async def test_the_operator_key_reads_and_changes_no_tenant_data(iso, method, transport):
+    stack, http, w = iso.stack, iso.http, iso.w
     entry = entry_for(method)
-    before = state_of(stack.config.database_url, w.tenant_id)
+    before = state_of(stack, w.tenant_id)
     outcome = await call(stack, http, method, transport, w, entry.request(w), w.operator, entry)
     STATS["calls"] += 1
     leaks = leaked(w, outcome.text, entry.request(w)) if outcome.ok else []
@@ -262,16 +330,17 @@ async def test_the_operator_key_reads_and_changes_no_tenant_data(stack, http, w,
         STATS["cross_tenant_reads"] += 1
     assert not leaks, f"the operator key read tenant data: {outcome.status}"
     assert not outcome.ok, f"the operator key used a tenant RPC: {outcome.status}"
-    assert before == state_of(stack.config.database_url, w.tenant_id)
+    assert before == state_of(stack, w.tenant_id)
 
 
 # --------------------------------------------------------------------------- row-level security
 
 
-def test_row_level_security_hides_every_tenant_row_from_a_query_without_the_tenant(stack, w):
+async def test_row_level_security_hides_every_tenant_row_from_a_query_without_the_tenant(stack, http):
     """As the services' role, every table with a tenant_id: RLS enabled and forced; with no
     tenant set a bare `SELECT` sees nothing; set to tenant B it sees none of A's rows; set to
     A, A's rows (for the tables where A has any: the positive control)."""
+    w = await build_world(http, stack.operator_key)
     url = stack.config.database_url
     with psycopg.connect(url, autocommit=True) as owner:
         tables = _tenant_tables(owner)
@@ -323,10 +392,11 @@ def test_row_level_security_hides_every_tenant_row_from_a_query_without_the_tena
     )
 
 
-async def test_another_tenants_limits_on_my_agent_id_do_not_apply_to_me(stack, http, w):
+async def test_another_tenants_limits_on_my_agent_id_do_not_apply_to_me(iso):
     """Limits name agents by id, and B may set one on A's agent id in its own tenant (above:
     NO_EFFECT). It must stay B's: a budget of one micro-dollar and a rate of one request a
     minute set by B leave A's turns with that agent untouched."""
+    http, w = iso.http, iso.w
     b = {"Authorization": f"Bearer {w.b_admin}"}
     refused_or_own = []
     for path, field, value in (
@@ -366,13 +436,14 @@ async def test_another_tenants_limits_on_my_agent_id_do_not_apply_to_me(stack, h
     assert refused.status_code == 429 and error_reason(refused) == "BUDGET_EXCEEDED", refused.text
 
 
-async def test_idempotency_keys_belong_to_their_tenant(stack, http, w):
+async def test_idempotency_keys_belong_to_their_tenant(iso):
     """Tenant B sending tenant A's exact turn body under A's Idempotency-Key, in a session of
     its own, runs a turn of its own: A's stored response is not replayed to B."""
+    stack, http, w = iso.stack, iso.http, iso.w
     b = {"Authorization": f"Bearer {w.b_admin}"}
     agent = await http.post("/v1/agents", json={"displayName": "B's", "primaryProvider": "vendorA"}, headers=b)
     session = (await http.post("/v1/sessions", json={"agent": agent.json()["name"]}, headers=b)).json()["name"]
-    before = state_of(stack.config.database_url, w.tenant_id)
+    before = state_of(stack, w.tenant_id)
     turn = await http.post(
         f"/v1/{session}/messages",
         json={"content": f"My secret is {w.marker}"},
@@ -382,7 +453,7 @@ async def test_idempotency_keys_belong_to_their_tenant(stack, http, w):
     assert turn.headers.get("idempotent-replayed") != "true", "A's stored response was replayed to B"
     assert turn.json()["userMessage"]["name"].startswith(f"{session}/"), turn.text
     assert w.session.split("/")[1] not in turn.text
-    assert state_of(stack.config.database_url, w.tenant_id) == before
+    assert state_of(stack, w.tenant_id) == before
     # Control: A repeating its own turn under its key is a replay.
     replay = await http.post(
         f"/v1/{w.session}/messages",
