@@ -144,6 +144,19 @@ class Backend:
     w: World
 
 
+async def settled(stack: Stack, tenant_id: str, quiet: float = 0.6, limit: float = 15.0) -> None:
+    """Waits until the tenant's rows have not changed for `quiet` seconds (the outbox relay
+    bills a turn after it is answered), so later before/after comparisons see only themselves."""
+    loop = asyncio.get_running_loop()
+    deadline, last, since = loop.time() + limit, state_of(stack, tenant_id), loop.time()
+    while loop.time() - since < quiet:
+        assert loop.time() < deadline, "tenant A's rows kept changing"
+        await asyncio.sleep(0.1)
+        now = state_of(stack, tenant_id)
+        if now != last:
+            last, since = now, loop.time()
+
+
 def _checked(backend: Backend) -> Backend:
     """The state compared before and after each call must hold A's rows, or "unchanged" is empty."""
     state = state_of(backend.stack, backend.w.tenant_id)
@@ -417,6 +430,7 @@ async def test_another_tenants_limits_on_my_agent_id_do_not_apply_to_me(iso):
             headers={**a, "Idempotency-Key": f"iso-limits-{uuid.uuid4().hex}"},
         )
         assert response.status_code == 200, (refused_or_own, response.text)
+    await settled(iso.stack, w.tenant_id)  # A's turns are billed by the relay: let it finish
     # Positive control: the same budget on an agent of B's own stops B's turn before it runs.
     own = await http.post("/v1/agents", json={"displayName": "B's capped", "primaryProvider": "vendorA"}, headers=b)
     session = await http.post("/v1/sessions", json={"agent": own.json()["name"]}, headers=b)
