@@ -849,12 +849,18 @@ class GrpcProbes:
         if not slots:
             return None
         path, f = slots[index % len(slots)]
-        value = {"nul": "a" + NUL + "b", "huge": (filler or "\u202eab") * (text_limit(f) // 2 + 2)}[kind]
+        if kind == "odd-valid" and self.write:
+            return None  # odd but valid text may be accepted, and only reads can accept it freely
+        value = {
+            "nul": "a" + NUL + "b",
+            "huge": (filler or "\u202eab") * (text_limit(f) // 2 + 2),
+            "odd-valid": filler,
+        }[kind]
         try:
             message = self.method.request(_set(self.base, path, value))
         except Exception:  # noqa: BLE001 - a value the message cannot hold is not a probe
             return None
-        return self.raw(f"{kind} {'.'.join(path)}", message.SerializeToString())
+        return self.raw(f"{kind} {'.'.join(path)}", message.SerializeToString(), refuse=kind != "odd-valid")
 
     def big_metadata(self, size: int) -> Probe:
         return Probe(
@@ -916,6 +922,9 @@ class GrpcProbes:
             st.binary(min_size=1, max_size=200).map(lambda b: self.raw("random bytes", b, refuse=False)),
             st.binary(min_size=1, max_size=64).map(lambda b: self.raw("direct random bytes", b, direct=True)),
             st.integers(0, 200).map(lambda i: self.odd(i, "nul")),
+            st.tuples(st.integers(0, 200), st.text(min_size=1, max_size=40)).map(
+                lambda a: self.odd(a[0], "odd-valid", a[1])
+            ),
             st.binary(min_size=1, max_size=40).map(lambda b: self.raw("truncated", base + b"\x12\x80" + b[:0])),
         )
 
