@@ -48,6 +48,7 @@ def render_baseline_config(*, listen_port: int, admin_port: int, echo_port: int,
         services=(SERVICE,),
         upstreams={"echo": Upstream("127.0.0.1", echo_port)},
         authz_upstream="echo",  # required by the template; the filter is removed below
+        served_packages={},  # only the echo service: no OpenAI-compatible routes
     )
     config = build_envoy_config(params)
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
