@@ -130,7 +130,7 @@ async def test_turns_over_one_stream_with_a_barge_in_that_truncates_reply_and_bi
 
 
 async def test_a_stream_that_never_ends_an_utterance_is_refused_and_nothing_is_stored(
-    voice, conversation, new_session, spoken, md
+    voice, conversation, billing, new_session, spoken, md
 ):
     _, session = await new_session()
     words, rate = wav_frames(await spoken("one two three four five six seven eight nine ten"))
@@ -142,6 +142,9 @@ async def test_a_stream_that_never_ends_an_utterance_is_refused_and_nothing_is_s
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(caught.value) == "UTTERANCE_TOO_LONG"
     assert list(await _messages(conversation, session, md)) == []
+    await asyncio.sleep(0.3)  # several relay rounds: anything queued would have reached billing
+    events = (await billing.ListUsageEvents(billing_service_pb2.ListUsageEventsRequest(), metadata=md)).usage_events
+    assert list(events) == []
 
 
 async def test_audio_before_the_config_is_refused(voice, md):
