@@ -264,6 +264,8 @@ MATRIX: dict[str, Entry] = {
         Kind.WRITE, Expect.OWN, lambda w: {"audio": {"content": w.wav_b64}}
     ),
     "vocalbridge.voice.v1.VoiceService.Synthesize": Entry(Kind.WRITE, Expect.OWN, lambda w: {"text": "Hello there"}),
+    # The installed voices: the same for every tenant, no tenant data.
+    "vocalbridge.voice.v1.VoiceService.ListVoices": Entry(Kind.SHARED, Expect.OWN, lambda w: {}),
     "vocalbridge.voice.v1.VoiceService.StreamingConverse": Entry(
         Kind.WRITE,
         Expect.NOT_FOUND,

@@ -17,6 +17,10 @@ class AgentsSettings:
     # Longest system prompt accepted; lowering it never invalidates stored versions,
     # it only refuses new configurations that exceed it.
     max_system_prompt_chars: int
+    # The voice service, whose installed voices an agent's voice is checked against when saved
+    # (VB_VOICE_ADDRESS). Unset: only the voice name's form is checked; a spoken turn still
+    # refuses a voice that is not installed.
+    voice_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> AgentsSettings:
@@ -27,4 +31,5 @@ class AgentsSettings:
         return cls(
             common=CommonSettings.from_env("agents", default_port("agents"), env),
             max_system_prompt_chars=max_prompt,
+            voice_address=env.optional("VB_VOICE_ADDRESS"),
         )

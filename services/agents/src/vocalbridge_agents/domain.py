@@ -22,6 +22,7 @@ from vocalbridge_common.errors import (
 )
 from vocalbridge_common.ids import ID_PATTERN
 from vocalbridge_common.validation import Violations
+from vocalbridge_common.voices import VoiceCatalogue
 
 ID_PREFIX = "agt"
 COLLECTION = "agents"
@@ -248,9 +249,16 @@ def _plain_text(violations: Violations, path: str, value: str, *, multiline: boo
 
 
 def validate_config(
-    config: AgentConfig, *, known_providers: tuple[str, ...], max_system_prompt_chars: int, prefix: str = "agent"
+    config: AgentConfig,
+    *,
+    known_providers: tuple[str, ...],
+    max_system_prompt_chars: int,
+    prefix: str = "agent",
+    voices: VoiceCatalogue | None = None,
 ) -> Violations:
-    """Every violation of `config`, with paths as the client sent them (`agent.…`)."""
+    """Every violation of `config`, with paths as the client sent them (`agent.…`). With the
+    installed `voices`, a voice this deployment cannot speak is one too (without them, only
+    the name's form is checked; a spoken turn refuses it later)."""
     violations = Violations()
     p = f"{prefix}."
     violations.display_name(p + "display_name", config.display_name)
@@ -288,6 +296,9 @@ def validate_config(
     voice = config.voice
     if voice.voice and not VOICE_NAME.match(voice.voice):
         violations.add(p + "voice.voice", "must be 1 to 50 letters, digits, '-', '_', '+' or '/'")
+    elif voices is not None:
+        for problem in voices.problems(voice.voice, 0, p + "voice."):
+            violations.add(problem.field, problem.description)
     low_wpm, high_wpm = WORDS_PER_MINUTE_RANGE
     if voice.words_per_minute != 0 and not low_wpm <= voice.words_per_minute <= high_wpm:
         violations.add(p + "voice.words_per_minute", f"must be 0 (the default) or between {low_wpm} and {high_wpm}")

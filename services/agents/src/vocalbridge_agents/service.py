@@ -24,10 +24,12 @@ from vocalbridge_agents.domain import (
     validate_config,
 )
 from vocalbridge_agents.repository import AgentRepository
+from vocalbridge_agents.voices_client import InstalledVoices
 from vocalbridge_common.db import Database, utcnow
 from vocalbridge_common.errors import AgentNotFound, invalid_fields
 from vocalbridge_common.ids import new_id
 from vocalbridge_common.pagination import Page, Paginator
+from vocalbridge_common.voices import VoiceCatalogue
 
 # An update without an etag re-reads and re-applies its mask when a concurrent
 # update wins the race. Each lost race means another writer succeeded, so up to
@@ -43,23 +45,29 @@ class AgentService:
         *,
         known_providers: tuple[str, ...],
         max_system_prompt_chars: int,
+        voices: InstalledVoices | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
         self._paginator = paginator
         self._known_providers = tuple(known_providers)
         self._max_system_prompt_chars = max_system_prompt_chars
+        # None: voice names are checked for their form only (no voice service configured).
+        self._voices = voices or InstalledVoices(None)
         self._clock = clock
 
-    def _validate(self, config: AgentConfig) -> None:
+    def _validate(self, config: AgentConfig, voices: VoiceCatalogue | None) -> None:
         violations = validate_config(
-            config, known_providers=self._known_providers, max_system_prompt_chars=self._max_system_prompt_chars
+            config,
+            known_providers=self._known_providers,
+            max_system_prompt_chars=self._max_system_prompt_chars,
+            voices=voices,
         )
         if violations:
             raise invalid_fields(violations)
 
     async def create_agent(self, tenant_id: str, config: AgentConfig) -> Agent:
-        self._validate(config)
+        self._validate(config, await self._voices.catalogue())
         now = self._clock()
         agent = Agent(id=new_id(ID_PREFIX), version=1, config=config, create_time=now, update_time=now)
         async with self._db.tenant_transaction(tenant_id) as session:
@@ -110,6 +118,8 @@ class AgentService:
         """
         agent_id = parse_agent_name(name, "agent.name")
         leaves = resolve_update_mask(mask_paths) if mask_paths else populated_paths
+        # Fetched before the transaction: no call to another service while it holds a row.
+        voices = await self._voices.catalogue()
         for _ in range(UPDATE_ATTEMPTS):
             try:
                 async with self._db.tenant_transaction(tenant_id) as session:
@@ -122,7 +132,7 @@ class AgentService:
                     config = apply_mask(current.config, patch, leaves)
                     if config == current.config:
                         return current
-                    self._validate(config)
+                    self._validate(config, voices)
                     now = self._clock()
                     if await repo.replace_config(agent_id, current.version, config, now):
                         updated = Agent(

@@ -19,6 +19,24 @@ from vocalbridge_voice.domain.usage import SpeechUsage
 from vocalbridge_voice.service import streaming
 from vocalbridge_voice.service.converse import SpokenTurn
 from vocalbridge_voice.service.standalone import Synthesis, Transcription
+from vocalbridge_voice.service.voices import VoicePage
+
+
+def voices_response(page: VoicePage) -> pb.ListVoicesResponse:
+    variants = page.catalogue.variants
+    return pb.ListVoicesResponse(
+        voices=[
+            pb.Voice(
+                name=voice.qualified_name,
+                engine=voice.engine,
+                language=voice.language,
+                variants=sorted(variants.get(voice.engine, ())),
+            )
+            for _, voice in page.voices.items
+        ],
+        next_page_token=page.voices.next_page_token,
+        default_voice=page.catalogue.default_voice,
+    )
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -19,6 +19,7 @@ from vocalbridge_common.limits.cache import TenantLimitsCache
 from vocalbridge_common.limits.clients import AuthLimits, LedgerSpent
 from vocalbridge_common.limits.config import build_limiter, open_store
 from vocalbridge_common.outbox import OutboxRelay
+from vocalbridge_common.pagination import PageTokenCodec, Paginator
 from vocalbridge_common.pricing import SEED_PRICES
 from vocalbridge_common.retention import RetentionSweeper
 from vocalbridge_common.server import RunningServer, start_grpc_server
@@ -34,6 +35,7 @@ from vocalbridge_voice.service.converse import ConverseService
 from vocalbridge_voice.service.speech import Capacity, Speech
 from vocalbridge_voice.service.standalone import Encoders, StandaloneService
 from vocalbridge_voice.service.streaming import StreamingService
+from vocalbridge_voice.service.voices import VoiceListService
 from vocalbridge_voice.servicer import VoiceServicer
 
 SCHEMA = SERVICE
@@ -84,9 +86,11 @@ async def create_server(settings: VoiceSettings, *, run_relay: bool = True) -> R
         await db.dispose()
         await pool.stop()
 
+    paginator = Paginator(PageTokenCodec(settings.common.identity_secret))
+
     def register(server: grpc.aio.Server) -> None:
         voice_service_pb2_grpc.add_VoiceServiceServicer_to_server(
-            VoiceServicer(converse, standalone, streaming), server
+            VoiceServicer(converse, standalone, streaming, VoiceListService(speech, paginator)), server
         )
 
     running = await start_grpc_server(

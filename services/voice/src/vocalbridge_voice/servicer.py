@@ -18,6 +18,7 @@ from vocalbridge_voice import presenters
 from vocalbridge_voice.service.converse import ConverseService
 from vocalbridge_voice.service.standalone import Replay, StandaloneService
 from vocalbridge_voice.service.streaming import StreamConfig, StreamingService
+from vocalbridge_voice.service.voices import VoiceListService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 REPLAYED = ((IDEMPOTENT_REPLAYED_HEADER, "true"),)
@@ -49,10 +50,17 @@ async def _audio_after_config(requests: AsyncIterator[pb.StreamingConverseReques
 
 
 class VoiceServicer(voice_service_pb2_grpc.VoiceServiceServicer):
-    def __init__(self, converse: ConverseService, standalone: StandaloneService, streaming: StreamingService) -> None:
+    def __init__(
+        self,
+        converse: ConverseService,
+        standalone: StandaloneService,
+        streaming: StreamingService,
+        voices: VoiceListService,
+    ) -> None:
         self._converse = converse
         self._standalone = standalone
         self._streaming = streaming
+        self._voices = voices
 
     async def Converse(self, request: pb.ConverseRequest, context: Context) -> pb.ConverseResponse:
         spoken = await self._converse.converse(
@@ -83,6 +91,9 @@ class VoiceServicer(voice_service_pb2_grpc.VoiceServiceServicer):
             await context.send_initial_metadata(REPLAYED)
             return pb.SynthesizeResponse.FromString(result.response)
         return pb.SynthesizeResponse.FromString(presenters.synthesis_bytes(result))
+
+    async def ListVoices(self, request: pb.ListVoicesRequest, context: Context) -> pb.ListVoicesResponse:
+        return presenters.voices_response(self._voices.list_voices(request.page_size, request.page_token))
 
     async def StreamingConverse(
         self, request_iterator: AsyncIterator[pb.StreamingConverseRequest], context: Context
