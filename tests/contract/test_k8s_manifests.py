@@ -36,6 +36,7 @@ EDGES = {("envoy", name) for name in BACKENDS} | {
     ("voice", "conversation"),
     ("voice", "agents"),
     ("voice", "billing"),
+    ("agents", "voice"),
 }
 SECRET_NAME = "vocalbridge-secrets"
 DESCRIPTOR_IN_IMAGE = "/etc/vocalbridge/vocalbridge.pb"
