@@ -157,6 +157,7 @@ async def test_every_list_route_refuses_an_undecodable_page_token(stack, new_ten
         ("/v1/sessions", tenant.headers()),
         (f"/v1/{session}/messages", tenant.headers()),
         ("/v1/usageEvents", tenant.headers()),
+        ("/v1/voices", tenant.headers()),
         ("/v1/tenants", operator),
     ]
     for path, headers in lists:
