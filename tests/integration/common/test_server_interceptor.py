@@ -322,6 +322,31 @@ async def test_malformed_protobuf_is_invalid_argument_with_a_request_line_and_no
     assert not any("exception" in e or e["level"] == "ERROR" for e in entries)
 
 
+@pytest.mark.parametrize("method", ["/test.Probe/Send", "/grpc.health.v1.Health/Check"])
+async def test_a_unary_call_without_a_message_is_refused_at_once_with_a_request_line(channel, as_tenant, method):
+    """A client that closes its side of a unary call without sending the request (the wire allows
+    it) gets INVALID_ARGUMENT, not a call left open until its deadline."""
+    HANDLED.clear()
+    no_message = channel.stream_unary(method)  # the same wire as unary, with zero messages sent
+    with _Lines() as lines:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await no_message(
+                _stream_of(), metadata=(*as_tenant("ten_m", ("write",)), ("x-request-id", "req-none")), timeout=20
+            )
+        entries = await lines.settled(request_id="req-none")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.code()
+    assert error_reason(caught.value) == "REQUEST_MESSAGE_MISSING"
+    assert HANDLED == []
+    assert [e["status"] for e in entries if e.get("request_id") == "req-none"] == ["INVALID_ARGUMENT"]
+    # The control: the same method with its one message is served.
+    good = (
+        conversation_service_pb2.SendMessageRequest(session="sessions/s1", content="hi").SerializeToString()
+        if method.endswith("Send")
+        else b""
+    )
+    await no_message(_stream_of(good), metadata=as_tenant("ten_m", ("write",)), timeout=20)
+
+
 async def test_malformed_message_in_a_client_stream_is_invalid_argument(channel, as_tenant):
     HANDLED.clear()
     good = conversation_service_pb2.StreamVoiceTurnRequest(

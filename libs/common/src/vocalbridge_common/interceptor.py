@@ -91,6 +91,29 @@ def _tolerant(deserializer: Deserializer | None) -> Deserializer | None:
     return deserialize
 
 
+class _NoMessage:
+    """What a unary call whose client closed its side without a message becomes."""
+
+    __slots__ = ()
+
+
+_NO_MESSAGE = _NoMessage()
+
+
+def _first_message(behavior: UnaryBehavior) -> UnaryBehavior:
+    """A unary handler served as client streaming (the wire is the same): grpc.aio never
+    answers a unary call whose client sent no message, leaving it open until its deadline
+    (through Envoy, the route's timeout). Here the first message is the request, and none at
+    all is refused like any other bad request."""
+
+    async def first(requests: AsyncIterator[Any], context: Context) -> Any:
+        async for request in requests:
+            return await behavior(request, context)
+        return await behavior(_NO_MESSAGE, context)
+
+    return first
+
+
 def _undecodable(request: _Undecodable) -> InvalidArgument:
     return InvalidArgument(
         "the request does not decode: a text field (in the body, path or query) is not valid UTF-8,"
@@ -170,7 +193,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # grpc.aio handlers are coroutine functions and async generators, whatever the stubs say.
         if handler.unary_unary:
             unary = cast(UnaryBehavior, handler.unary_unary)
-            return grpc.unary_unary_rpc_method_handler(self._wrap_unary(method, timer, unary), **codecs)
+            return grpc.stream_unary_rpc_method_handler(
+                _first_message(self._wrap_unary(method, timer, unary)), **codecs
+            )
         if handler.unary_stream:
             if not inspect.isasyncgenfunction(handler.unary_stream):
                 # It writes its responses with context.write (grpc's health Watch): one awaited call.
@@ -201,6 +226,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         reset.append((request_id_var, request_id_var.set(request_id)))
         if isinstance(request, _Undecodable):
             raise _undecodable(request)
+        if request is _NO_MESSAGE:
+            raise InvalidArgument("the call carried no request message", reason="REQUEST_MESSAGE_MISSING")
         if self._public(method):
             return
         token = metadata.get(IDENTITY_HEADER)
