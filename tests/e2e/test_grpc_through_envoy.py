@@ -66,3 +66,26 @@ async def test_grpc_without_or_with_read_only_key(agents_stub, new_tenant):
         )
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_reason(caught.value) == "SCOPE_INSUFFICIENT"
+
+
+async def test_a_unary_call_without_its_message_is_refused_through_envoy(stack, new_tenant):
+    """A gRPC client that half-closes a unary call without the request gets INVALID_ARGUMENT at
+    once, not a call held open until the route's timeout."""
+    tenant = await new_tenant()
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        method = "/vocalbridge.agents.v1.AgentService/ListAgents"
+        no_message = channel.stream_unary(method)  # unary's wire, with zero messages
+
+        async def nothing():
+            return
+            yield
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await no_message(nothing(), metadata=bearer(tenant.key), timeout=20)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.code()
+        assert error_reason(caught.value) == "REQUEST_MESSAGE_MISSING"
+
+        async def one():
+            yield agents_service_pb2.ListAgentsRequest().SerializeToString()
+
+        assert await no_message(one(), metadata=bearer(tenant.key), timeout=20) == b""  # the control
