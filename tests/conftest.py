@@ -3,9 +3,12 @@ module, the identity secret, and helpers to act as a tenant."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -74,6 +77,23 @@ def forget_redis_prefix(prefix: str, url: str = REDIS_URL) -> None:
             client.delete(*keys[start : start + 500])
     finally:
         client.close()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(config: Any) -> AsyncIterator[Any]:
+    """The stack of `config` (a StackConfig), started; when the block ends, stopped (every child
+    gone, its logs flushed) and its Redis keys (VB_REDIS_KEY_PREFIX) deleted."""
+    from vocalbridge_devstack.stack import Stack
+
+    stack = Stack(config)
+    try:
+        await stack.start()
+        yield stack
+    finally:
+        await stack.stop()
+        prefix = config.extra_env.get("VB_REDIS_KEY_PREFIX")
+        if prefix:
+            forget_redis_prefix(prefix)
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, forget_redis_prefix, temporary_database
+from tests.conftest import REDIS_URL, running_stack, temporary_database
 from tests.e2e.client import KEY_CACHE_TTL_SECONDS, Tenant
-from vocalbridge_devstack.stack import Stack, StackConfig
+from vocalbridge_devstack.stack import StackConfig
 
 # Simulated providers, one per delivery scenario, so that no test's failures (and
 # open circuit breakers) leak into another's. vendorA and vendorB never fail here.
@@ -63,14 +63,8 @@ async def stack(tmp_path_factory):
                 **limits_env(),
             },
         )
-        prefix = config.extra_env["VB_REDIS_KEY_PREFIX"]
-        stack = Stack(config)
-        try:
-            await stack.start()
+        async with running_stack(config) as stack:
             yield stack
-        finally:
-            await stack.stop()
-            forget_redis_prefix(prefix)
 
 
 @pytest.fixture(scope="session")

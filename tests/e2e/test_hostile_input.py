@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from tests.conftest import forget_redis_prefix, temporary_database
+from tests.conftest import running_stack, temporary_database
 from tests.e2e import api_surface
 from tests.e2e.api_surface import Binding, HttpCall, Method
 from tests.e2e.conftest import PROVIDER_ENV, limits_env
@@ -101,21 +101,18 @@ async def target(request, tmp_path_factory):
         config = StackConfig.with_free_ports(
             data_dir=root / "var", database_url=database_url, log_dir=root / "logs", extra_env=env
         )
-        stack = Stack(config)
-        try:
-            await stack.start()
-            async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
-                world = await build_world(http, stack.operator_key)
-                foreign, marks, tokens = await _foreign_things(http, world)
-                effects = SideEffects(stack)
-                try:
-                    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
-                        yield Target(stack, http, channel, world, backend, foreign, marks, effects, tokens)
-                finally:
-                    await effects.close()
-        finally:
-            await stack.stop()
-            forget_redis_prefix(env["VB_REDIS_KEY_PREFIX"])
+        async with (
+            running_stack(config) as stack,
+            httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http,
+        ):
+            world = await build_world(http, stack.operator_key)
+            foreign, marks, tokens = await _foreign_things(http, world)
+            effects = SideEffects(stack)
+            try:
+                async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+                    yield Target(stack, http, channel, world, backend, foreign, marks, effects, tokens)
+            finally:
+                await effects.close()
 
 
 async def _foreign_things(http: httpx.AsyncClient, world: World) -> tuple[dict[str, str], list[str], dict[str, str]]:

@@ -13,13 +13,13 @@ import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import temporary_database
+from tests.conftest import running_stack, temporary_database
 from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
 from vocalbridge.conversation.v1 import conversation_service_pb2_grpc
 from vocalbridge_common import topology
 from vocalbridge_common.headers import IDENTITY_HEADER
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_devstack.stack import Stack, StackConfig
+from vocalbridge_devstack.stack import StackConfig
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -159,12 +159,8 @@ async def two_workers(tmp_path_factory):
             workers={"conversation": 2},
             extra_env={"VB_PROVIDER_VENDORA_FAILURE_RATE": "0", "VB_PROVIDER_VENDORA_LATENCY_MS": "0"},
         )
-        stack = Stack(config)
-        try:
-            await stack.start()
+        async with running_stack(config) as stack:
             yield stack
-        finally:
-            await stack.stop()
 
 
 async def test_one_scrape_of_a_service_with_two_workers_counts_both(two_workers):

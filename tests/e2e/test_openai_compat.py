@@ -16,7 +16,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.conftest import forget_redis_prefix
+from tests.conftest import running_stack
 from tests.e2e.client import KEY_CACHE_TTL_SECONDS, Tenant
 from tests.e2e.conftest import PROVIDER_ENV, limits_env
 from tests.e2e.test_billing_exactly_once import all_event_names, ledger, wait_for_ledger
@@ -34,13 +34,8 @@ async def sqlite_stack(tmp_path_factory) -> AsyncIterator[Stack]:
         log_dir=root / "logs",
         extra_env={"VB_AUTH_KEY_CACHE_TTL_SECONDS": str(KEY_CACHE_TTL_SECONDS), **PROVIDER_ENV, **limits_env()},
     )
-    stack = Stack(config)
-    try:
-        await stack.start()
+    async with running_stack(config) as stack:
         yield stack
-    finally:
-        await stack.stop()
-        forget_redis_prefix(config.extra_env["VB_REDIS_KEY_PREFIX"])
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import forget_redis_prefix, temporary_database
+from tests.conftest import running_stack, temporary_database
 from tests.e2e.conftest import PROVIDER_ENV, limits_env
 from tests.e2e.summary import report
 from vocalbridge.agents.v1 import agents_service_pb2, agents_service_pb2_grpc
@@ -52,15 +52,10 @@ async def run(tmp_path_factory):
         config = StackConfig.with_free_ports(
             data_dir=root / "var", database_url=database_url, log_dir=root / "logs", extra_env=env
         )
-        stack = Stack(config)
-        try:
-            await stack.start()
-            async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
-                run = Run(stack, http)
-                await exercise(run)
-        finally:
-            await stack.stop()  # every process flushed and gone before the logs are read
-            forget_redis_prefix(env["VB_REDIS_KEY_PREFIX"])
+        # The stack stops (every process flushed and gone) before the logs are read.
+        async with running_stack(config) as stack, httpx.AsyncClient(base_url=stack.base_url, timeout=30) as http:
+            run = Run(stack, http)
+            await exercise(run)
         run.logs = {path.name: path.read_bytes() for path in sorted((root / "logs").glob("*.log"))}
         run.database_url = database_url
         run.rows = _all_rows(database_url)

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from tests.conftest import temporary_database
-from vocalbridge_devstack.stack import Stack, StackConfig
+from tests.conftest import running_stack, temporary_database
+from vocalbridge_devstack.stack import StackConfig
 
 # The services a text turn goes through; Envoy reports as vocalbridge-envoy.
 TRACED = {"envoy", "auth", "conversation", "agents", "billing"}
@@ -68,12 +68,8 @@ async def traced_stack(tmp_path_factory, receiver):
                 "VB_RELAY_POLL_INTERVAL_MS": "100",
             },
         )
-        stack = Stack(config)
-        try:
-            await stack.start()
+        async with running_stack(config) as stack:
             yield stack
-        finally:
-            await stack.stop()
 
 
 async def test_one_turn_is_one_trace_through_envoy_and_every_service(traced_stack, receiver):

@@ -10,12 +10,12 @@ import grpc
 import httpx
 import pytest
 
-from tests.conftest import temporary_database
+from tests.conftest import running_stack, temporary_database
 from vocalbridge.conversation.v1 import conversation_service_pb2 as cs
 from vocalbridge.conversation.v1 import conversation_service_pb2_grpc
 from vocalbridge_common.headers import IDENTITY_HEADER
 from vocalbridge_common.identity import IdentitySigner
-from vocalbridge_devstack.stack import Stack, StackConfig, workers_from_env
+from vocalbridge_devstack.stack import StackConfig, workers_from_env
 
 PROVIDERS = {
     "VB_PROVIDER_VENDORA_FAILURE_RATE": "0",
@@ -45,12 +45,8 @@ async def two_workers(tmp_path_factory):
             workers={"conversation": 2},
             extra_env=PROVIDERS,
         )
-        stack = Stack(config)
-        try:
-            await stack.start()
+        async with running_stack(config) as stack:
             yield stack
-        finally:
-            await stack.stop()
 
 
 async def test_two_workers_share_the_port_and_bill_every_turn_once(two_workers):

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from tests.conftest import REDIS_URL, forget_redis_prefix
+from tests.conftest import REDIS_URL, running_stack
 from tests.faults.load import SUMMARY_LINES
 from tests.faults.postgres import PrivatePostgres
-from vocalbridge_devstack.stack import Stack, StackConfig
+from vocalbridge_devstack.stack import StackConfig
 
 # Simulated providers: vendorA and vendorB always answer; shaky and shaky2 fail 30% of the
 # calls; down fails every call; sluggish answers after 2 s, past the 0.4 s an attempt may take.
@@ -73,10 +73,5 @@ async def fault_stack(private_postgres, tmp_path_factory):
             "VB_LIMITS_STORE": "redis",
         },
     )
-    stack = Stack(config)
-    try:
-        await stack.start()
+    async with running_stack(config) as stack:
         yield stack
-    finally:
-        await stack.stop()
-        forget_redis_prefix(prefix)
