@@ -397,11 +397,10 @@ def voice_turn(http: httpx.Client, session: str) -> None:
         ),
         "a voice turn",
     )
-    assert (
-        {"table", "two"} <= set(body["transcript"].split())
-        and body["replyText"]
-        and base64.b64decode(body["replyAudio"]["content"])
-    )
+    # Piper's voice varies from one synthesis to the next; the recognizer may hear "two" as a homophone.
+    words = set(body["transcript"].lower().split())
+    assert "table" in words and words & {"two", "to", "too", "2"}, body["transcript"]
+    assert body["replyText"] and base64.b64decode(body["replyAudio"]["content"])
 
 
 def chat_completion(http: httpx.Client, session: str) -> None:

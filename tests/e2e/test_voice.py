@@ -78,7 +78,9 @@ async def test_a_spoken_turn_over_json_is_transcribed_answered_spoken_and_billed
     )
     assert turn.status_code == 200, turn.text
     body = turn.json()
-    assert {"table", "two"} <= set(body["transcript"].split())
+    # Piper's voice varies from one synthesis to the next; the recognizer may hear "two" as a homophone.
+    words = set(body["transcript"].lower().split())
+    assert "table" in words and words & {"two", "to", "too", "2"}, body["transcript"]
     samples, rate = frames(base64.b64decode(body["replyAudio"]["content"]))
     assert rate == 22050 and len(samples) / 2 / rate > 1.0  # the reply, spoken
     assert body["usage"]["ttsCharacters"] == str(len(body["replyText"]))

@@ -14,7 +14,9 @@ async def test_a_spoken_turn_is_transcribed_answered_spoken_and_stored(voice, co
         voice_service_pb2.ConverseRequest(session=session.name, audio=audio_pb2.Audio(content=audio)),
         metadata=with_key(md, "turn-1"),
     )
-    assert "table" in response.transcript and "two" in response.transcript
+    # Piper's voice varies from one synthesis to the next; the recognizer may hear "two" as a homophone.
+    words = set(response.transcript.lower().split())
+    assert "table" in words and words & {"two", "to", "too", "2"}, response.transcript
     assert response.transcript in response.reply_text  # the simulated provider quotes the user
     samples, rate = wav_frames(response.reply_audio.content)
     assert rate == response.reply_audio.sample_rate_hertz == 22050
