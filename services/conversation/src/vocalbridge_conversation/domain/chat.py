@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from vocalbridge_common.errors import AgentNotFound, FieldViolation, InvalidArgument
-from vocalbridge_common.validation import Violations
+from vocalbridge_common.validation import MAX_LONG_TEXT_CHARS, Violations, text_problem
 from vocalbridge_conversation.domain.sessions import agent_id_of
 from vocalbridge_conversation.domain.turns import Overrides
 from vocalbridge_conversation.providers.base import ChatMessage, Role
@@ -200,17 +200,6 @@ def _echo(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _text_problem(value: str) -> str | None:
-    """Why `value` cannot be sent on (or stored), if it cannot."""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode (a lone surrogate escape is not)"
-    return None
-
-
 def _string(violations: Violations, field: str, value: Any, *, required: bool = False, maximum: int) -> str | None:
     if value is None:
         if required:
@@ -219,13 +208,11 @@ def _string(violations: Violations, field: str, value: Any, *, required: bool = 
     if not isinstance(value, str):
         violations.add(field, "must be a string")
         return None
-    problem = _text_problem(value)
+    problem = text_problem(value, maximum)
     if problem:
         violations.add(field, problem)
     elif required and not value.strip():
         violations.add(field, "must not be blank")
-    elif len(value) > maximum:
-        violations.add(field, f"must be at most {maximum} characters")
     return value
 
 
@@ -276,10 +263,10 @@ def _stop(violations: Violations, value: Any) -> tuple[str, ...]:
         if not isinstance(sequence, str):
             violations.add(field, "must be a string")
             continue
-        problem = _text_problem(sequence)
+        problem = text_problem(sequence, MAX_STOP_CHARS)
         if problem:
             violations.add(field, problem)
-        elif not 1 <= len(sequence) <= MAX_STOP_CHARS:
+        elif not sequence:
             violations.add(field, f"must be 1 to {MAX_STOP_CHARS} characters")
         else:
             kept.append(sequence)
@@ -343,7 +330,7 @@ def _message(violations: Violations, unsupported: Violations, field: str, item: 
 def _content(violations: Violations, unsupported: Violations, field: str, value: Any) -> str | None:
     """Text, or an array of text parts (joined); other parts (images, audio, files) are unsupported."""
     if isinstance(value, str):
-        problem = _text_problem(value)
+        problem = text_problem(value, MAX_LONG_TEXT_CHARS)
         if problem:
             violations.add(field, problem)
             return None
@@ -368,7 +355,7 @@ def _content(violations: Violations, unsupported: Violations, field: str, value:
         if not isinstance(text, str):
             violations.add(f"{where}.text", "must be a string")
             continue
-        problem = _text_problem(text)
+        problem = text_problem(text, MAX_LONG_TEXT_CHARS)
         if problem:
             violations.add(f"{where}.text", problem)
             continue
