@@ -24,6 +24,7 @@ from vocalbridge_common.errors import (
 from vocalbridge_common.headers import OPENAI_ERROR_HEADER, SHOULD_RETRY_HEADER
 from vocalbridge_common.idempotency import Replay
 from vocalbridge_common.identity import Identity
+from vocalbridge_common.json_limits import MAX_JSON_DEPTH
 from vocalbridge_common.openai_errors import openai_error, openai_error_headers
 from vocalbridge_conversation.delivery import Delta, Restart
 from vocalbridge_conversation.domain.chat import UnsupportedParameter, parse_chat_request
@@ -143,6 +144,17 @@ def test_bad_values_are_refused_naming_the_parameter(fields, field):
 def test_a_body_that_is_not_one_json_object_is_refused(raw):
     error = refusal(raw)
     assert error.reason == "INVALID_REQUEST_BODY" and error.field_violations[0].field == "body"
+
+
+def test_a_body_nested_past_the_edges_bound_is_refused_like_any_other_json_body():
+    """The same nesting bound as every JSON body the edge reads (json_limits.MAX_JSON_DEPTH)."""
+    nested = {"role": "user", "content": "Hi", "metadata": {}}
+    deep: dict = nested["metadata"]
+    for _ in range(MAX_JSON_DEPTH):
+        deep["x"] = {}
+        deep = deep["x"]
+    error = refusal(json.dumps({"model": f"agents/{AGENT_ID}", "messages": [nested]}).encode())
+    assert error.reason == "INVALID_REQUEST_BODY" and "nests too deeply" in error.field_violations[0].description
 
 
 def test_the_agents_system_prompt_comes_first_and_overrides_stay_within_its_bounds():

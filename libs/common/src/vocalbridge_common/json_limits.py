@@ -22,11 +22,11 @@ class JsonTooDeep(ValueError):
         self.limit = limit
 
 
-def loads_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """json.loads, refusing documents nested deeper than `max_depth` with JsonTooDeep (a
-    ValueError, like the parser's own errors)."""
+def loads_bounded(data: bytes | str, max_depth: int = MAX_JSON_DEPTH, **options: Any) -> Any:
+    """json.loads (with `options`, e.g. object_pairs_hook), refusing documents nested deeper than
+    `max_depth` with JsonTooDeep (a ValueError, like the parser's own errors)."""
     try:
-        document = json.loads(data)
+        document = json.loads(data, **options)
     except RecursionError:
         raise JsonTooDeep(max_depth) from None
     if json_depth(document) > max_depth:

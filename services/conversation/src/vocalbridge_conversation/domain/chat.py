@@ -13,7 +13,6 @@ JSON's `\\ud800` escapes can spell lone surrogates, which no UTF-8 encoder accep
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from vocalbridge_common.errors import AgentNotFound, FieldViolation, InvalidArgument
+from vocalbridge_common.json_limits import JsonTooDeep, loads_bounded
 from vocalbridge_common.validation import MAX_LONG_TEXT_CHARS, Violations, text_problem
 from vocalbridge_conversation.domain.sessions import agent_id_of
 from vocalbridge_conversation.domain.turns import Overrides
@@ -180,11 +180,11 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise _refuse("is empty: send a JSON object")
     try:
         text = body.decode("utf-8")
-        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        document = loads_bounded(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise _refuse("is not UTF-8") from None
-    except RecursionError:
-        raise _refuse("nests too deeply") from None
+    except JsonTooDeep as error:
+        raise _refuse(f"nests too deeply: {error}") from None
     except ValueError as error:
         raise _refuse(f"is not valid JSON: {_echo(str(error))}") from None
     if not isinstance(document, dict):
